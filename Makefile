@@ -1,0 +1,39 @@
+# latent-shards — every target installs what it needs into .venv.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all demo lint default-codec clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install latent-shards with its dev tools
+
+test: $(STAMP) ## Run the test suite (without the slow marker)
+	$(BIN)/pytest -q
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/pytest -q -m ''
+
+demo: $(STAMP) ## Convert the bundled photos with the default codec into $(DEMO_OUT)/
+	$(BIN)/latents demo $(DEMO_OUT)
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check pipeline jobs tests
+
+default-codec: $(STAMP) ## Retrain the bundled default codec (about an hour on 2 CPU cores)
+	$(BIN)/latents train-codec pipeline/codec/weights/default.pt --arch mbt2018-mean --N 64 --M 96 \
+		--lmbda 0.013 --steps 4000 --batch-size 8 --patch 128 --seed 0
+
+clean: ## Remove .venv and demo output
+	rm -rf $(VENV) $(DEMO_OUT)

@@ -1,0 +1,215 @@
+"""The `latents` command line: thin wrappers that build configs and call importable functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import LatentShardsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Image corpora → learned-compression latent shards, and back.")
+console = Console()
+err = Console(stderr=True)
+# CompressAI scripts a few helpers with torch.jit at import; torch 2.14 warns about it each run.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _codec_spec(checkpoint, arch, quality, pretrained):
+    from pipeline.codec.load import CodecSpec
+
+    return CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained)
+
+
+def _print_summary(s: dict) -> None:
+    t = Table(title=f"latent dataset {s['root']}", show_header=False)
+    for k in ("samples", "failures", "shards", "classes", "codec"):
+        t.add_row(k, str(s[k]))
+    t.add_row("splits", ", ".join(f"{k}: {v['samples']}" for k, v in s["splits"].items()))
+    t.add_row("source bytes", f"{s['source_bytes']:,}")
+    t.add_row("shard bytes", f"{s['shard_bytes']:,}")
+    t.add_row("storage ratio", f"{s['storage_ratio']}x" if s["storage_ratio"] else "-")
+    t.add_row("bpp mean / p50 / p95",
+              f"{s['bpp_mean'] or float('nan'):.3f} / {s['bpp_p50']:.3f} / {s['bpp_p95']:.3f}")
+    for reason, n in s["failures_by_reason"].items():
+        t.add_row(f"failed: {reason}", str(n))
+    console.print(t)
+
+
+@app.command()
+def convert(
+    src: str = typer.Argument(..., help="Image dataset root (local path or fsspec URL)."),
+    out: str = typer.Argument(..., help="Output dataset root (local path or fsspec URL)."),
+    fmt: str = typer.Option("imagefolder", "--format", help="Source layout: imagefolder."),
+    split: str = typer.Option("train", help="Split name the images go to."),
+    checkpoint: str = typer.Option(None, help="Codec checkpoint (latent-shards or CompressAI state dict)."),
+    arch: str = typer.Option(None, help="Codec architecture, for a CompressAI state dict or --pretrained."),
+    quality: int = typer.Option(None, help="Zoo quality 1..8, with --pretrained."),
+    pretrained: bool = typer.Option(False, help="Fetch CompressAI zoo weights (needs network)."),
+    size: int = typer.Option(256, help="Resize the shorter side to this (0 keeps the size)."),
+    crop: bool = typer.Option(False, help="Centre-crop to size x size after resizing."),
+    min_side: int = typer.Option(16, help="Reject images whose shorter side is below this."),
+    max_pixels: int = typer.Option(50_000_000, help="Reject images declaring more pixels (bombs)."),
+    shard_size: int = typer.Option(1000, help="Samples per shard."),
+    batch_size: int = typer.Option(8, help="Images per g_a call (equal padded sizes batch)."),
+    threads: int = typer.Option(4, help="Image read/decode threads."),
+    torch_threads: int = typer.Option(0, help="Torch CPU threads for g_a (0: default)."),
+    progress: bool = typer.Option(True, help="Show the live progress bar."),
+):
+    """Encode an image dataset into latent shards (resumes: done shards are skipped)."""
+    from jobs.convert import ConvertJob, run_convert
+    from pipeline.convert import ConvertOptions
+    from pipeline.images import ImagePolicy
+    from pipeline.shards.dataset import LatentDataset, summarize
+
+    try:
+        policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
+        job = ConvertJob(src, out, fmt, split, _codec_spec(checkpoint, arch, quality, pretrained),
+                         ConvertOptions(policy, shard_size, batch_size, threads),
+                         torch_threads, tuple(["latents", *sys.argv[1:]]), progress)
+        s = run_convert(job, console)
+    except (LatentShardsError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"converted {s.converted} shard(s), skipped {s.skipped} already done, "
+                  f"{s.images_per_s:.1f} images/s over {s.seconds:.1f} s")
+    _print_summary(summarize(LatentDataset.open(out)))
+
+
+@app.command()
+def inspect(root: str = typer.Argument(..., help="Latent dataset root."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """Samples, shards, bytes, bpp mean/p50/p95, storage ratio and failures by reason."""
+    from pipeline.shards.dataset import LatentDataset, summarize
+
+    try:
+        s = summarize(LatentDataset.open(root))
+    except LatentShardsError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(s, indent=2))
+    else:
+        _print_summary(s)
+
+
+@app.command()
+def verify(root: str = typer.Argument(..., help="Latent dataset root."),
+           sample: int = typer.Option(None, help="Decode only this many random samples."),
+           seed: int = typer.Option(0, help="Seed for --sample.")):
+    """Check shard checksums, the codec fingerprint and that every latent decodes."""
+    from pipeline.shards.verify import verify as run_verify
+
+    try:
+        rep = run_verify(root, sample, seed)
+    except LatentShardsError as exc:
+        _fail(exc)
+    for f in rep.faults:
+        err.print(f"[red]FAULT[/] shard={f.shard} key={f.key or '-'}: {f.problem}")
+    console.print(f"{rep.shards} shard(s), {rep.decoded} latent(s) decoded, {len(rep.faults)} fault(s)")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def decode(root: str = typer.Argument(..., help="Latent dataset root."),
+           key: str = typer.Argument(..., help="Sample key (see index.parquet)."),
+           output: Path = typer.Option(..., "-o", "--output", help="PNG to write.")):
+    """Reconstruct one sample's pixels with the dataset's codec (g_s), for a human look."""
+    from PIL import Image
+
+    from pipeline.shards.dataset import LatentDataset
+
+    try:
+        ds = LatentDataset.open(root)
+        x = ds.load_codec().reconstruct(ds.latent_bytes(key))
+    except LatentShardsError as exc:
+        _fail(exc)
+    arr = x.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(output)
+    console.print(f"wrote {output} ({arr.shape[1]}x{arr.shape[0]})")
+
+
+@app.command()
+def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo's outputs.")):
+    """Convert the bundled photos with the default codec; print the table; write a PNG sheet."""
+    from jobs.convert import ConvertJob, run_convert
+    from jobs.demo import contact_sheet, materialize_photos
+    from pipeline.convert import ConvertOptions
+    from pipeline.shards.dataset import LatentDataset, summarize
+
+    t0 = time.perf_counter()
+    src = materialize_photos(out / "source")
+    dataset = str(out / "dataset")
+    opts = ConvertOptions(shard_size=8)
+    s = run_convert(ConvertJob(str(src), dataset, options=opts,
+                               command=("latents", "demo", str(out))), console)
+    _print_summary(summarize(LatentDataset.open(dataset)))
+    png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
+    console.print(f"{s.images_per_s:.1f} images/s; originals above reconstructions: {png}")
+    console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command("train-codec")
+def train_codec_cmd(
+    out: str = typer.Argument(..., help="Checkpoint to write (latent-shards format)."),
+    arch: str = typer.Option("mbt2018-mean"), N: int = typer.Option(64), M: int = typer.Option(96),
+    lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ (λ·255²·MSE + bpp)."),
+    steps: int = typer.Option(12000), batch_size: int = typer.Option(8),
+    patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
+):
+    """Train a codec on the bundled photos (two held out) with the rate–distortion loss."""
+    from pipeline.codec.train import CodecTrainConfig, train_codec
+
+    cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
+                           batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
+                           command=" ".join(["latents", *sys.argv[1:]]))
+    train_codec(cfg, on_log=lambda d: console.print(
+        f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"))
+    console.print(f"wrote {out}")
+
+
+@app.command("eval-codec")
+def eval_codec_cmd(
+    checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
+    arch: str = typer.Option(None), all_photos: bool = typer.Option(False, help="Not only held-out."),
+    output: Path = typer.Option(None, help="Also write the figures as JSON here."),
+):
+    """Held-out bpp / PSNR of a codec beside JPEG and WebP at the same bpp (real bitstreams)."""
+    import numpy as np
+
+    from pipeline.codec.load import load_codec
+    from pipeline.eval.rd import evaluate_image, load_rgb
+    from pipeline.photos import bundled_photos
+
+    codec = load_codec(_codec_spec(checkpoint, arch, None, False))
+    pts = [evaluate_image(codec, p.name, load_rgb(p.path))
+           for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+    t = Table(title=f"{codec.identity.arch} {codec.identity.fingerprint[:12]} vs JPEG/WebP at equal bpp")
+    for c in ("image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
+        t.add_column(c)
+    for p in pts:
+        t.add_row(p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.jpeg_psnr_at_bpp:.2f}",
+                  f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
+    mean = {k: float(np.nanmean([getattr(p, k) for p in pts]))
+            for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
+    t.add_row("mean", f"{mean['codec_bpp']:.3f}", f"{mean['codec_psnr']:.2f}",
+              f"{mean['jpeg_psnr_at_bpp']:.2f}", f"{mean['webp_psnr_at_bpp']:.2f}", "")
+    console.print(t)
+    if output:
+        output.write_text(json.dumps({"points": [p.to_json() for p in pts], "mean": mean}, indent=2))
+
+
+if __name__ == "__main__":
+    app()

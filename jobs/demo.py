@@ -1,0 +1,47 @@
+"""`latents demo`: the bundled photos → a latent dataset → inspect table → reconstruction sheet."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.images import ImagePolicy, prepare_image
+from pipeline.photos import bundled_photos
+from pipeline.shards.dataset import LatentDataset
+
+
+def materialize_photos(folder: Path) -> Path:
+    """Copy the bundled photos into a class-per-folder tree (class = shipping package)."""
+    for p in bundled_photos():
+        dest = folder / p.package / f"{p.name}{p.path.suffix}"
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p.path, dest)
+    return folder
+
+
+def contact_sheet(dataset_root: str, out_png: Path, policy: ImagePolicy, height: int = 160) -> Path:
+    """Originals (as the codec saw them) above reconstructions from the stored bitstreams."""
+    ds = LatentDataset.open(dataset_root)
+    codec = ds.load_codec()
+    rows = ds.index.select(["key", "source_uri", "bpp"]).to_pylist()
+    tiles = []
+    for r in rows:
+        with open(r["source_uri"], "rb") as f:
+            prep = prepare_image(f.read(), policy)
+        h, w = prep.enc_hw
+        orig = prep.pixels[:h, :w]
+        rec = codec.reconstruct(ds.latent_bytes(r["key"]))
+        rec = (rec.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+        pair = np.concatenate([orig, rec], axis=0)
+        scale = height * 2 / pair.shape[0]
+        tiles.append(np.asarray(Image.fromarray(pair).resize(
+            (max(1, round(pair.shape[1] * scale)), height * 2), Image.Resampling.BICUBIC)))
+    sheet = np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0)), constant_values=255) for t in tiles],
+                           axis=1)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out_png)
+    return out_png

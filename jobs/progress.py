@@ -1,0 +1,49 @@
+"""Rich progress bars and summary tables shared by the jobs."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.convert import Progress as Step
+
+
+class ConvertBar:
+    """A live bar with images/s, bpp so far and failures, fed by per-chunk steps."""
+
+    def __init__(self, total: int, console: Console | None = None, enabled: bool = True):
+        self.total = Step()
+        self.t0 = time.perf_counter()
+        self._bar = Progress(
+            TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} img/s"), TextColumn("bpp {task.fields[bpp]:.3f}"),
+            TextColumn("failures {task.fields[failures]}"), TextColumn("shards {task.fields[shards]}"),
+            TimeElapsedColumn(), console=console, disable=not enabled, transient=False)
+        self._task = self._bar.add_task("convert", total=total, rate=0.0, bpp=0.0, failures=0,
+                                        shards="")
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._bar.__exit__(*exc)
+
+    def update(self, step: Step) -> None:
+        t = self.total
+        t.images += step.images
+        t.failures += step.failures
+        t.latent_bytes += step.latent_bytes
+        t.pixels += step.pixels
+        self._bar.update(self._task, advance=step.images, rate=t.images / self.elapsed,
+                         bpp=8 * t.latent_bytes / t.pixels if t.pixels else 0.0,
+                         failures=t.failures)
+
+    def shards(self, done: int, total: int) -> None:
+        self._bar.update(self._task, shards=f"{done}/{total}")
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.t0, 1e-9)

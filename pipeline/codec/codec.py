@@ -1,0 +1,216 @@
+"""A loaded codec: g_a → quantise → entropy-code, and the reverse, with CompressAI's rANS coder.
+
+Data flow (symbols as in Ballé et al. 2018 / Minnen et al. 2018)::
+
+    x ─▶ g_a ─▶ y ─┬──────────────────────────────▶ Q(y − μ) ─▶ rANS(σ-tables) ─▶ y string
+                   └▶ h_a ─▶ z ─▶ Q(z − med) ─▶ rANS ─▶ z string
+                                    │ ẑ (float64, CPU)
+                                    └▶ h_s ─▶ (σ, μ) ─▶ CDF indexes
+
+The entropy parameters (``h_s`` → σ, μ → CDF indexes) are always computed by one canonical
+path, on the CPU in float64, when encoding and when decoding: a GPU (TF32, cuDNN algorithm
+choice) would otherwise pick different CDF indexes than the CPU that decodes later, and the
+stream would decode to garbage (CompressAI issues #279, #309, #54). ``g_a`` may run anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from compressai.ans import RansDecoder, RansEncoder
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+from pipeline.codec.container import LatentContainer
+from pipeline.codec.registry import (
+    FACTORIZED,
+    MEAN_SCALE_HYPERPRIOR,
+    SCALE_HYPERPRIOR,
+    Architecture,
+)
+from pipeline.errors import CodecError, ContainerError, FingerprintMismatch
+
+CODER = "compressai-ans"
+#: The coder refuses (aborts the process) on streams of fewer symbols than this.
+MIN_SYMBOLS = 2
+
+
+@dataclass(frozen=True)
+class CodecIdentity:
+    """Everything a dataset records about the codec that wrote it."""
+
+    arch: str
+    family: str
+    N: int
+    M: int
+    quality: int | None
+    lmbda: float | None
+    fingerprint: str
+    coder: str
+    container_version: int
+    multiple: int
+    downsample: int
+    source: str
+    versions: dict = field(default_factory=dict)  # recorded beside the fingerprint, not in it
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class _Tables:
+    """One entropy model's CDF tables, marshalled to Python lists once (not per call)."""
+
+    def __init__(self, em):
+        self.cdf = em._quantized_cdf.tolist()
+        self.cdf_length = em._cdf_length.reshape(-1).int().tolist()
+        self.offset = em._offset.reshape(-1).int().tolist()
+
+    def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
+        if symbols.size < MIN_SYMBOLS:
+            raise CodecError(f"refusing to entropy-code {symbols.size} symbol(s): the coder "
+                             f"needs at least {MIN_SYMBOLS}; the image is too small")
+        return RansEncoder().encode_with_indexes(
+            symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
+            self.cdf, self.cdf_length, self.offset)
+
+    def decode(self, string: bytes, indexes: np.ndarray) -> np.ndarray:
+        if indexes.size < MIN_SYMBOLS:
+            raise ContainerError(f"latent grid of {indexes.size} symbol(s) cannot be decoded")
+        values = RansDecoder().decode_with_indexes(
+            string, indexes.reshape(-1).tolist(), self.cdf, self.cdf_length, self.offset)
+        return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
+
+
+def _channel_indexes(shape: tuple[int, int, int]) -> np.ndarray:
+    c, h, w = shape
+    return np.broadcast_to(np.arange(c, dtype=np.int32)[:, None, None], (c, h, w))
+
+
+class Codec:
+    """A CompressAI model frozen for coding, with its identity."""
+
+    def __init__(self, model: torch.nn.Module, arch: Architecture, identity: CodecIdentity):
+        self.model = model.eval()
+        self.arch = arch
+        self.identity = identity
+        self.device = torch.device("cpu")
+        eb: EntropyBottleneck = model.entropy_bottleneck
+        self._eb = _Tables(eb)
+        self._medians = eb.quantiles[:, 0, 1].detach().double().cpu()
+        self._fp_prefix = bytes.fromhex(identity.fingerprint[:16])
+        if arch.family != FACTORIZED:
+            gc: GaussianConditional = model.gaussian_conditional
+            self._gc = _Tables(gc)
+            self._scale_bound = float(gc.lower_bound_scale.bound.item())
+            self._scale_table = gc.scale_table.detach().double().cpu()
+            self._h_s = copy.deepcopy(model.h_s).double().cpu().eval()
+
+    # -- device -----------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> Codec:
+        """Run g_a / h_a / g_s on ``device``; entropy parameters stay on the CPU in float64."""
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        for name in ("g_a", "h_a", "g_s"):
+            if hasattr(self.model, name):
+                getattr(self.model, name).to(self.device)
+        return self
+
+    # -- canonical entropy parameters ---------------------------------------------------------
+    def _entropy_params(self, z_hat: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
+        """CDF indexes and means for y, from ẑ (float64 CPU): the one canonical path."""
+        with torch.no_grad():
+            params = self._h_s(z_hat)
+        if self.arch.family == MEAN_SCALE_HYPERPRIOR:
+            scales, means = params.chunk(2, 1)
+        else:
+            scales, means = params, None
+        scales = scales.clamp_min(self._scale_bound)
+        # CompressAI's build_indexes loop, as one searchsorted over the scale table.
+        idx = torch.searchsorted(self._scale_table[:-1].contiguous(), scales.contiguous(), right=False)
+        return idx.int().numpy(), means
+
+    def _z_hat(self, z_sym: torch.Tensor) -> torch.Tensor:
+        return z_sym.double() + self._medians.view(1, -1, 1, 1)
+
+    # -- encode ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, image_hw: list[tuple[int, int]]) -> list[bytes]:
+        """Encode a batch of padded images ``[B, 3, Hp, Wp]`` in [0, 1] to `.latent` containers."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise CodecError(f"expected a [B, 3, H, W] batch, got {tuple(x.shape)}")
+        hp, wp = x.shape[-2:]
+        if hp % self.arch.multiple or wp % self.arch.multiple:
+            raise CodecError(f"image {hp}x{wp} is not padded to a multiple of {self.arch.multiple}")
+        y = self.model.g_a(x.to(self.device, torch.float32))
+        y64 = y.double().cpu()
+        if self.arch.family == FACTORIZED:
+            y_sym = torch.round(y64 - self._medians.view(1, -1, 1, 1)).int().numpy()
+            idx = _channel_indexes(y_sym.shape[1:])
+            strings = [(self._eb.encode(y_sym[i], idx),) for i in range(len(y_sym))]
+            z_shape = None
+        else:
+            z = self.model.h_a(torch.abs(y) if self.arch.family == SCALE_HYPERPRIOR else y)
+            z_sym = torch.round(z.double().cpu() - self._medians.view(1, -1, 1, 1))
+            y_idx, means = self._entropy_params(self._z_hat(z_sym))
+            y_sym = torch.round(y64 - means if means is not None else y64).int().numpy()
+            z_sym = z_sym.int().numpy()
+            z_idx = _channel_indexes(z_sym.shape[1:])
+            z_shape = tuple(z_sym.shape[1:])
+            strings = [(self._gc.encode(y_sym[i], y_idx[i]), self._eb.encode(z_sym[i], z_idx))
+                       for i in range(len(y_sym))]
+        return [
+            LatentContainer(CODER, self._fp_prefix, tuple(hw), (hp, wp), tuple(y_sym.shape[1:]),
+                            z_shape, s, self.arch.downsample).pack()
+            for hw, s in zip(image_hw, strings, strict=True)
+        ]
+
+    # -- decode ---------------------------------------------------------------------------------
+    def parse(self, data: bytes) -> LatentContainer:
+        c = LatentContainer.unpack(data)
+        if c.fingerprint_prefix != self._fp_prefix:
+            raise FingerprintMismatch(c.fingerprint_prefix.hex(), self.identity.fingerprint,
+                                      "latent container")
+        if c.coder != CODER:
+            raise ContainerError(f"container written by coder {c.coder!r}, this codec uses {CODER}")
+        if c.y_shape[0] != self.identity.M:
+            raise ContainerError(
+                f"container has {c.y_shape[0]} latent channels, codec has M={self.identity.M}")
+        return c
+
+    def decode_y(self, data: bytes | LatentContainer, crop: bool = True) -> torch.Tensor:
+        """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part."""
+        c = data if isinstance(data, LatentContainer) else self.parse(data)
+        expected = 1 if self.arch.family == FACTORIZED else 2
+        if len(c.strings) != expected or (expected == 2) != (c.z_shape is not None):
+            raise ContainerError(
+                f"container holds {len(c.strings)} strings; {self.arch.name} writes {expected}")
+        if self.arch.family == FACTORIZED:
+            y_sym = self._eb.decode(c.strings[0], _channel_indexes(c.y_shape))
+            y_hat = torch.from_numpy(y_sym).double() + self._medians.view(-1, 1, 1)
+        else:
+            z_sym = self._eb.decode(c.strings[1], _channel_indexes(c.z_shape))
+            y_idx, means = self._entropy_params(self._z_hat(torch.from_numpy(z_sym)[None]))
+            if y_idx.shape[1:] != c.y_shape:
+                raise ContainerError(
+                    f"hyper-latent gives a {y_idx.shape[1:]} grid, container says {c.y_shape}")
+            y_sym = torch.from_numpy(self._gc.decode(c.strings[0], y_idx[0])).double()
+            y_hat = y_sym + means[0] if means is not None else y_sym
+        y_hat = y_hat.float()
+        if crop:
+            h, w = c.valid_hw
+            y_hat = y_hat[:, :h, :w].contiguous()
+        return y_hat
+
+    @torch.no_grad()
+    def reconstruct(self, data: bytes) -> torch.Tensor:
+        """Pixels ``[3, H, W]`` in [0, 1] (g_s over the padded grid, then cropped)."""
+        c = self.parse(data)
+        y_hat = self.decode_y(c, crop=False)
+        x_hat = self.model.g_s(y_hat[None].to(self.device)).clamp_(0, 1)[0].cpu()
+        return x_hat[:, : c.image_hw[0], : c.image_hw[1]]

@@ -1,0 +1,82 @@
+"""One registry of CompressAI architectures, keyed by stable names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from compressai.zoo import bmshj2018_factorized, bmshj2018_hyperprior, mbt2018_mean
+from compressai.zoo.image import cfgs
+
+from pipeline.errors import CodecError
+
+#: Families decide how a bitstream is laid out (see pipeline.codec.coder).
+FACTORIZED = "factorized"  # y ~ EntropyBottleneck; one string
+SCALE_HYPERPRIOR = "scale-hyperprior"  # z ~ EntropyBottleneck, y ~ N(0, h_s(z)); two strings
+MEAN_SCALE_HYPERPRIOR = "mean-scale-hyperprior"  # y ~ N(mu, sigma) from h_s(z); two strings
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A CompressAI model class with its zoo entry and the stable name datasets record."""
+
+    name: str
+    family: str
+    model_cls: type
+    zoo_fn: Callable
+    qualities: dict[int, tuple[int, int]]  # quality -> (N, M), CompressAI's table
+    multiple: int = 64  # inputs are padded to this multiple (g_a /16, h_a /4)
+    downsample: int = 16  # pixels per y element along each side
+
+    def build(self, N: int, M: int) -> torch.nn.Module:
+        if N <= 0 or M <= 0:
+            raise CodecError(f"{self.name}: N and M must be positive, got N={N}, M={M}")
+        return self.model_cls(N, M)
+
+    def channels(self, quality: int) -> tuple[int, int]:
+        if quality not in self.qualities:
+            raise CodecError(
+                f"{self.name}: quality {quality} is not one of {sorted(self.qualities)}; "
+                "or give N and M explicitly"
+            )
+        return self.qualities[quality]
+
+    @staticmethod
+    def infer_channels(state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """(N, M) read off the weights of g_a, the same way for all registered models."""
+        try:
+            return int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0])
+        except KeyError as exc:
+            raise CodecError(
+                f"state dict has no {exc.args[0]!r}: not a CompressAI image-codec checkpoint"
+            ) from None
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            "bmshj2018-factorized", FACTORIZED, FactorizedPrior, bmshj2018_factorized,
+            cfgs["bmshj2018-factorized"],
+        ),
+        Architecture(
+            "bmshj2018-hyperprior", SCALE_HYPERPRIOR, ScaleHyperprior, bmshj2018_hyperprior,
+            cfgs["bmshj2018-hyperprior"],
+        ),
+        Architecture(
+            "mbt2018-mean", MEAN_SCALE_HYPERPRIOR, MeanScaleHyperprior, mbt2018_mean,
+            cfgs["mbt2018-mean"],
+        ),
+    )
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise CodecError(
+            f"unknown codec architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None

@@ -1,0 +1,232 @@
+"""The unit of conversion work: one shard, end to end (read → prepare → encode → tar → index).
+
+No Ray here: `jobs.convert` decides where shards run; this module only knows how.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.codec.codec import Codec
+from pipeline.codec.container import LatentContainer
+from pipeline.errors import ImageError
+from pipeline.images import ImagePolicy, PreparedImage, prepare_image
+from pipeline.shards import index as idx
+from pipeline.shards.layout import Layout, atomic_write, exists
+from pipeline.shards.tar import TarBuilder
+from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
+
+READ_ERROR, ENCODE_ERROR = "read-error", "encode-error"
+Entry = SourceItem | ListingFailure
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    policy: ImagePolicy = ImagePolicy()
+    shard_size: int = 1000
+    batch_size: int = 8  # images per g_a call (same padded size only)
+    threads: int = 4  # image read/decode threads per shard worker
+    chunk: int = 64  # images prepared at once (bounds memory)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    number: int
+    entries: tuple[Entry, ...]
+
+    @property
+    def name(self) -> str:
+        return Layout.shard_name(self.split, self.number)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    name: str
+    split: str
+    samples: int
+    failures: int
+    tar_bytes: int
+    tar_sha256: str
+    index_sha256: str
+    source_bytes: int  # of the samples that made it
+    latent_bytes: int
+    pixels: int  # encoded pixels (for bpp)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class Progress:
+    """What a running shard reports after each chunk (summed by the driver)."""
+
+    images: int = 0
+    failures: int = 0
+    latent_bytes: int = 0
+    pixels: int = 0
+
+
+def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
+    """Fixed slices of the sorted listing, per split: the same plan on every run."""
+    if shard_size <= 0:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+    tasks = []
+    for split in listing.splits():
+        entries = sorted([e for e in (*listing.items, *listing.failures) if e.split == split],
+                         key=lambda e: e.key)
+        for n, start in enumerate(range(0, len(entries), shard_size)):
+            tasks.append(ShardTask(split, n, tuple(entries[start : start + shard_size])))
+    return tasks
+
+
+def shard_done(layout: Layout, task: ShardTask) -> bool:
+    """A shard is done when its Parquet index (written last) exists."""
+    return exists(layout.shard_index(task.name))
+
+
+def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, PreparedImage | ImageError]:
+    try:
+        data = read_bytes(item.uri)
+    except Exception as exc:  # noqa: BLE001 - any filesystem error is this sample's failure
+        return None, ImageError(READ_ERROR, f"{type(exc).__name__}: {exc}")
+    try:
+        return data, prepare_image(data, policy)
+    except ImageError as exc:
+        return data, exc
+
+
+def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[bytes | Exception]:
+    def run(batch):
+        x = torch.from_numpy(np.stack([i.pixels for i in batch])).permute(0, 3, 1, 2).float().div_(255)
+        return codec.encode(x, [i.enc_hw for i in batch])
+
+    try:
+        return run(imgs)
+    except Exception:  # noqa: BLE001 - isolate the bad image: retry one by one
+        out: list[bytes | Exception] = []
+        for im in imgs:
+            try:
+                out += run([im])
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return out
+
+
+def _encode_chunk(codec: Codec, prepared: list[PreparedImage | None], batch_size: int):
+    """Containers for each prepared image (None stays None), batching equal padded sizes."""
+    out: list[bytes | Exception | None] = [None] * len(prepared)
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(prepared):
+        if p is not None:
+            groups.setdefault(p.padded_hw, []).append(i)
+    for members in groups.values():
+        for s in range(0, len(members), batch_size):
+            part = members[s : s + batch_size]
+            for i, res in zip(part, _encode_group(codec, [prepared[i] for i in part]), strict=True):
+                out[i] = res
+    return out
+
+
+def _sample_json(item: SourceItem, img: PreparedImage, latent: bytes, row: idx.IndexRow) -> bytes:
+    meta = {
+        "key": item.key, "source": item.uri, "label": item.label, "label_name": item.label_name,
+        "orig_hw": list(img.orig_hw), "enc_hw": list(img.enc_hw), "padded_hw": list(img.padded_hw),
+        "latent_shape": [row.latent_c, row.latent_h, row.latent_w],
+        "valid_hw": [row.valid_h, row.valid_w], "source_bytes": row.source_bytes,
+        "latent_bytes": len(latent), "bpp": row.bpp, "codec": row.codec_fingerprint,
+        "source_mode": img.source_mode, "exif_transposed": img.exif_transposed,
+    }
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _failure_row(task: ShardTask, e: Entry, reason: str, etype: str, detail: str,
+                 data: bytes | None = None) -> idx.IndexRow:
+    return idx.IndexRow(
+        key=e.key, split=task.split, shard=task.name, status=idx.FAILED, source_uri=e.uri,
+        reason=reason, error_type=etype, detail=detail[:500],
+        source_bytes=len(data) if data is not None else None,
+        source_sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
+        label=getattr(e, "label", None), label_name=getattr(e, "label_name", None))
+
+
+def _chunks(seq: tuple, n: int) -> Iterable[tuple]:
+    for s in range(0, len(seq), n):
+        yield seq[s : s + n]
+
+
+def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOptions,
+                  on_progress: Callable[[Progress], None] | None = None) -> ShardResult:
+    """Convert one shard and write it atomically: tar first, its Parquet index last."""
+    fp = codec.identity.fingerprint
+    tar, rows = TarBuilder(), []
+    pool = ThreadPoolExecutor(max(1, opts.threads))
+    try:
+        for chunk in _chunks(task.entries, opts.chunk):
+            items = [e for e in chunk if isinstance(e, SourceItem)]
+            loaded = dict(zip((i.key for i in items),
+                              pool.map(lambda it: _load(it, opts.policy), items), strict=True))
+            prepared = [loaded[i.key][1] if isinstance(loaded[i.key][1], PreparedImage) else None
+                        for i in items]
+            latents = dict(zip((i.key for i in items),
+                               _encode_chunk(codec, prepared, opts.batch_size), strict=True))
+            step = Progress()
+            for e in chunk:
+                row = _convert_entry(task, e, loaded, latents, tar, fp)
+                rows.append(row)
+                step.images += 1
+                if row.status == idx.FAILED:
+                    step.failures += 1
+                else:
+                    step.latent_bytes += row.latent_size
+                    step.pixels += row.enc_h * row.enc_w
+            if on_progress:
+                on_progress(step)
+    finally:
+        pool.shutdown()
+    tar_data = tar.finish()
+    index_data = idx.table_bytes(idx.to_table(rows))
+    atomic_write(layout.shard_tar(task.name), tar_data)
+    atomic_write(layout.shard_index(task.name), index_data)
+    ok = [r for r in rows if r.status == idx.OK]
+    return ShardResult(
+        task.name, task.split, len(ok), len(rows) - len(ok), len(tar_data),
+        hashlib.sha256(tar_data).hexdigest(), hashlib.sha256(index_data).hexdigest(),
+        sum(r.source_bytes for r in ok), sum(r.latent_size for r in ok),
+        sum(r.enc_h * r.enc_w for r in ok))
+
+
+def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) -> idx.IndexRow:
+    if isinstance(e, ListingFailure):
+        return _failure_row(task, e, e.reason, "ListingError", e.detail)
+    data, img = loaded[e.key]
+    if isinstance(img, ImageError):
+        return _failure_row(task, e, img.reason, "ImageError", img.detail, data)
+    latent = latents[e.key]
+    if isinstance(latent, Exception):
+        return _failure_row(task, e, ENCODE_ERROR, type(latent).__name__, str(latent), data)
+    head = LatentContainer.unpack(latent)
+    (c, lh, lw), (vh, vw) = head.y_shape, head.valid_hw
+    m_lat = tar.add(f"{e.key}.latent", latent)
+    row = idx.IndexRow(
+        key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=e.uri,
+        source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest(),
+        label=e.label, label_name=e.label_name, orig_h=img.orig_hw[0], orig_w=img.orig_hw[1],
+        enc_h=img.enc_hw[0], enc_w=img.enc_hw[1], padded_h=img.padded_hw[0],
+        padded_w=img.padded_hw[1], latent_c=c, latent_h=lh, latent_w=lw, valid_h=vh, valid_w=vw,
+        latent_offset=m_lat.offset, latent_size=m_lat.size,
+        bpp=8 * len(latent) / (img.enc_hw[0] * img.enc_hw[1]),
+        codec_fingerprint=fp, source_mode=img.source_mode, exif_transposed=img.exif_transposed)
+    m_json = tar.add(f"{e.key}.json", _sample_json(e, img, latent, row))
+    m_cls = tar.add(f"{e.key}.cls", str(e.label).encode()) if e.label is not None else None
+    return dataclasses.replace(
+        row, json_offset=m_json.offset, json_size=m_json.size,
+        cls_offset=m_cls.offset if m_cls else None, cls_size=m_cls.size if m_cls else None)

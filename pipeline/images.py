@@ -1,0 +1,164 @@
+"""Image bytes → padded RGB array: decode, EXIF orientation, colour, size checks, resize, pad."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.errors import ImageError
+
+# Failure reasons are stable strings: they are data (the failures table groups by them).
+EMPTY = "empty-file"
+NOT_IMAGE = "not-an-image"
+TRUNCATED = "truncated"
+BOMB = "decompression-bomb"
+TOO_SMALL = "too-small"
+DECODE = "decode-error"
+
+_RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How every image is made ready for the codec; recorded in the manifest."""
+
+    size: int = 256  # shorter side is resized to this (aspect kept); 0 keeps the original size
+    crop: bool = False  # then centre-crop to size × size
+    multiple: int = 64  # pad right/bottom to this multiple (the codec's)
+    pad_mode: str = "edge"  # numpy.pad mode for the padding
+    min_side: int = 16  # smaller images are rejected (the codec needs at least one z element)
+    max_pixels: int = 50_000_000  # larger *declared* sizes are rejected before decoding
+    background: tuple[int, int, int] = (255, 255, 255)  # transparency is composited on this
+
+    def __post_init__(self):
+        if self.size < 0 or (self.crop and self.size == 0):
+            raise ValueError(f"resize size must be > 0 (with --crop) or 0 to keep, got {self.size}")
+        if self.multiple <= 0 or self.min_side <= 0 or self.max_pixels <= 0:
+            raise ValueError("multiple, min_side and max_pixels must be positive")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["resize"] = "shorter-side" if self.size else "none"
+        return d
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    pixels: np.ndarray  # uint8 [Hp, Wp, 3], padded
+    orig_hw: tuple[int, int]  # as decoded, after EXIF orientation
+    enc_hw: tuple[int, int]  # after resize/crop, before padding: what the codec "sees"
+    source_mode: str
+    exif_transposed: bool
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "the file is an HTML page"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in data[:256]):
+        return "the file is plain text"
+    return f"unknown format, first bytes {data[:8].hex()}"
+
+
+def _open(data: bytes, policy: ImagePolicy) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(NOT_IMAGE, _sniff(data)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(BOMB, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - PIL's plugins raise many types on bad headers
+        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
+    w, h = im.size
+    if w * h > policy.max_pixels:
+        raise ImageError(BOMB, f"declares {w}x{h} = {w * h / 1e6:.1f} MP, above the "
+                         f"{policy.max_pixels / 1e6:.1f} MP limit (--max-pixels)")
+    try:
+        im.load()
+    except OSError as exc:
+        if "truncated" in str(exc) or "broken data stream" in str(exc):
+            raise ImageError(TRUNCATED, str(exc)) from None
+        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
+    return im
+
+
+def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB: 16/32-bit scaled (not clipped), alpha composited."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float64)
+        top = 65535.0 if mode != "I" or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "F":
+        arr = np.clip(np.round(np.asarray(im)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return im if mode == "RGB" else im.convert("RGB")
+
+
+def _resize(im: Image.Image, policy: ImagePolicy) -> Image.Image:
+    if not policy.size:
+        return im
+    w, h = im.size
+    s = policy.size / min(w, h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), _RESAMPLE)
+    if policy.crop:
+        left, top = (nw - policy.size) // 2, (nh - policy.size) // 2
+        im = im.crop((left, top, left + policy.size, top + policy.size))
+    return im
+
+
+def pad_to_multiple(arr: np.ndarray, multiple: int, mode: str = "edge") -> np.ndarray:
+    """Pad an ``[H, W, C]`` array on the right and bottom only."""
+    h, w = arr.shape[:2]
+    ph, pw = math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w
+    if not ph and not pw:
+        return arr
+    return np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def prepare_image(data: bytes, policy: ImagePolicy) -> PreparedImage:
+    """Decode and normalise one image; raises ImageError(reason, detail) for bad input."""
+    if not data:
+        raise ImageError(EMPTY, "the file has 0 bytes")
+    im = _open(data, policy)
+    source_mode = im.mode
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose the image
+        upright = im
+    transposed = upright is not im and upright.size != im.size or _orientation(im) not in (0, 1)
+    w, h = upright.size
+    if min(w, h) < policy.min_side:
+        raise ImageError(TOO_SMALL, f"{w}x{h} px, shorter side below the {policy.min_side} px "
+                         "minimum (--min-side)")
+    rgb = _resize(to_rgb(upright, policy.background), policy)
+    arr = np.asarray(rgb, dtype=np.uint8)
+    return PreparedImage(pad_to_multiple(arr, policy.multiple, policy.pad_mode), (h, w),
+                         (arr.shape[0], arr.shape[1]), source_mode, bool(transposed))
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 0) or 0)
+    except Exception:  # noqa: BLE001
+        return 0

@@ -1,0 +1,90 @@
+"""A latent dataset on disk, opened: manifest, its own codec, index, random access by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.codec import checkpoint
+from pipeline.codec.codec import Codec
+from pipeline.codec.load import codec_from_checkpoint
+from pipeline.errors import DatasetError, FingerprintMismatch
+from pipeline.shards import index as idx
+from pipeline.shards.layout import Layout
+from pipeline.shards.manifest import read_manifest
+from pipeline.shards.tar import read_member
+
+
+@dataclass
+class LatentDataset:
+    layout: Layout
+    manifest: dict
+
+    @classmethod
+    def open(cls, root: str) -> LatentDataset:
+        layout = Layout.at(root)
+        return cls(layout, read_manifest(layout))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["codec"]["fingerprint"]
+
+    def load_codec(self, other: Codec | None = None) -> Codec:
+        """The dataset's own codec (from OUT/codec/), refusing any whose fingerprint differs."""
+        codec = other or codec_from_checkpoint(
+            checkpoint.read(self.layout.codec_checkpoint), f"dataset:{self.layout.root}")
+        if codec.identity.fingerprint != self.fingerprint:
+            raise FingerprintMismatch(self.fingerprint, codec.identity.fingerprint,
+                                      f"dataset {self.layout.root}")
+        return codec
+
+    @cached_property
+    def index(self) -> pa.Table:
+        return idx.read_table(self.layout.index)
+
+    @cached_property
+    def failures(self) -> pa.Table:
+        return idx.read_table(self.layout.failures)
+
+    def row(self, key: str) -> dict:
+        hit = self.index.filter(pc.equal(self.index["key"], key))
+        if hit.num_rows == 0:
+            raise DatasetError(f"no sample with key {key!r} in {self.layout.root} "
+                               "(`latents inspect` lists shards; keys are in index.parquet)")
+        return hit.slice(0, 1).to_pylist()[0]
+
+    def latent_bytes(self, key: str) -> bytes:
+        r = self.row(key)
+        return read_member(self.layout.shard_tar(r["shard"]), r["latent_offset"], r["latent_size"])
+
+
+def summarize(ds: LatentDataset) -> dict:
+    """The figures `latents inspect` shows."""
+    import numpy as np
+
+    bpp = np.asarray(ds.index.column("bpp").to_pylist(), dtype=np.float64)
+    reasons: dict[str, int] = {}
+    for r in ds.failures.column("reason").to_pylist():
+        reasons[r] = reasons.get(r, 0) + 1
+    t = ds.manifest["totals"]
+    pct = (lambda q: float(np.percentile(bpp, q))) if bpp.size else (lambda q: float("nan"))
+    return {
+        "root": ds.layout.root,
+        "samples": t["samples"],
+        "failures": t["failures"],
+        "shards": len(ds.manifest["shards"]),
+        "splits": ds.manifest["splits"],
+        "classes": len(ds.manifest["classes"]),
+        "source_bytes": t["source_bytes"],
+        "shard_bytes": t["shard_bytes"],
+        "storage_ratio": t["storage_ratio"],
+        "bpp_mean": t["mean_bpp"],
+        "bpp_p50": pct(50),
+        "bpp_p95": pct(95),
+        "codec": f"{ds.manifest['codec']['arch']} N={ds.manifest['codec']['N']} "
+                 f"M={ds.manifest['codec']['M']} {ds.fingerprint[:16]}",
+        "failures_by_reason": dict(sorted(reasons.items())),
+    }

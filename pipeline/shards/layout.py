@@ -1,0 +1,92 @@
+"""Where each part of a latent dataset lives under OUT (any fsspec URL)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str  # fsspec URL, no trailing slash
+
+    @classmethod
+    def at(cls, root: str) -> Layout:
+        return cls(str(root).rstrip("/"))
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return fsspec.core.url_to_fs(self.root)[0]
+
+    def url(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    @property
+    def manifest(self) -> str:
+        return self.url("manifest.json")
+
+    @property
+    def index(self) -> str:
+        return self.url("index.parquet")
+
+    @property
+    def failures(self) -> str:
+        return self.url("failures.parquet")
+
+    @property
+    def codec_checkpoint(self) -> str:
+        return self.url("codec", "codec.pt")
+
+    @property
+    def codec_identity(self) -> str:
+        return self.url("codec", "codec.json")
+
+    @staticmethod
+    def shard_name(split: str, n: int) -> str:
+        return f"{split}-{n:06d}"
+
+    def shard_tar(self, name: str) -> str:
+        return self.url("shards", f"{name}.tar")
+
+    def shard_index(self, name: str) -> str:
+        return self.url("shards", f"{name}.parquet")
+
+
+def atomic_write(url: str, data: bytes) -> None:
+    """Write ``data`` so that ``url`` is either absent or complete, never half-written.
+
+    Local files go to a temp name in the same folder and are renamed; object stores get a
+    single PUT, which is atomic there.
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    if "file" in fs.protocol:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)
+
+
+def read_file(url: str) -> bytes:
+    with fsspec.open(url, "rb") as f:
+        return f.read()
+
+
+def exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.exists(path)

@@ -1,0 +1,92 @@
+"""manifest.json and the merged indices: written once all shards are done."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import __version__
+from pipeline.errors import DatasetError
+from pipeline.shards import index as idx
+from pipeline.shards.layout import FORMAT_VERSION, Layout, atomic_write, read_file
+
+FORMAT = "latent-shards"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a conversion records about how it was asked for (deterministic: no clock)."""
+
+    command: tuple[str, ...]
+    source_uri: str
+    source_format: str
+    classes: tuple[str, ...]
+    preprocessing: dict
+    codec: dict
+    codec_checkpoint_sha256: str
+
+
+def merge_indices(layout: Layout, shard_names: list[str]) -> tuple[pa.Table, pa.Table]:
+    """Concatenate per-shard indices in plan order; write index.parquet and failures.parquet."""
+    tables = [idx.read_table(layout.shard_index(n)) for n in shard_names]
+    table = pa.concat_tables(tables) if tables else idx.to_table([])
+    ok = table.filter(pc.equal(table["status"], idx.OK))
+    failed = table.filter(pc.equal(table["status"], idx.FAILED))
+    atomic_write(layout.index, idx.table_bytes(ok))
+    atomic_write(layout.failures, idx.table_bytes(failed))
+    return ok, failed
+
+
+def build_manifest(run: RunInfo, shards: list[dict]) -> dict:
+    splits: dict[str, dict] = {}
+    for s in shards:
+        d = splits.setdefault(s["split"], {"samples": 0, "failures": 0, "shards": 0})
+        d["samples"] += s["samples"]
+        d["failures"] += s["failures"]
+        d["shards"] += 1
+    samples = sum(s["samples"] for s in shards)
+    src, tar = sum(s["source_bytes"] for s in shards), sum(s["tar_bytes"] for s in shards)
+    latent, pixels = sum(s["latent_bytes"] for s in shards), sum(s["pixels"] for s in shards)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool": {"name": "latent-shards", "version": __version__},
+        "command": list(run.command),
+        "source": {"uri": run.source_uri, "format": run.source_format},
+        "codec": run.codec,
+        "codec_checkpoint": {"path": "codec/codec.pt", "sha256": run.codec_checkpoint_sha256},
+        "preprocessing": run.preprocessing,
+        "classes": list(run.classes),
+        "splits": splits,
+        "totals": {
+            "samples": samples,
+            "failures": sum(s["failures"] for s in shards),
+            "source_bytes": src,
+            "shard_bytes": tar,
+            "latent_bytes": latent,
+            "storage_ratio": round(src / tar, 4) if tar else None,
+            "mean_bpp": round(8 * latent / pixels, 5) if pixels else None,
+        },
+        "shards": shards,
+    }
+
+
+def write_manifest(layout: Layout, manifest: dict) -> None:
+    atomic_write(layout.manifest, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(layout: Layout) -> dict:
+    try:
+        m = json.loads(read_file(layout.manifest))
+    except FileNotFoundError:
+        raise DatasetError(f"{layout.manifest} not found: is {layout.root} a latent dataset "
+                           "(made by `latents convert`), and did the conversion finish?") from None
+    if m.get("format") != FORMAT:
+        raise DatasetError(f"{layout.manifest} is not a latent-shards manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(f"{layout.root} has format version {m.get('format_version')}; this "
+                           f"latent-shards reads version {FORMAT_VERSION}")
+    return m

@@ -1,0 +1,114 @@
+"""Check a latent dataset against its manifest: shard checksums, codec identity, every latent."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.errors import LatentShardsError
+from pipeline.shards import index as idx
+from pipeline.shards.dataset import LatentDataset
+from pipeline.shards.layout import read_file
+
+
+@dataclass(frozen=True)
+class Fault:
+    shard: str
+    key: str
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    decoded: int = 0
+    faults: list[Fault] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+
+def _members(tar_bytes: bytes) -> dict[str, tuple[int, bytes]]:
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tf:
+        for m in tf.getmembers():
+            out[m.name] = (m.offset_data, tf.extractfile(m).read())
+    return out
+
+
+def verify(root: str, sample: int | None = None, seed: int = 0,
+           on_shard: Callable[[str], None] | None = None) -> VerifyReport:
+    """Every fault found, named by shard and key; ``sample`` decodes only that many latents."""
+    ds = LatentDataset.open(root)
+    rep = VerifyReport()
+    codec = None
+    try:
+        ck = read_file(ds.layout.codec_checkpoint)
+        want = ds.manifest["codec_checkpoint"]["sha256"]
+        if hashlib.sha256(ck).hexdigest() != want:
+            rep.faults.append(
+                Fault("codec", "", f"codec/codec.pt sha256 differs from manifest ({want[:16]}…)"))
+        codec = ds.load_codec()
+    except (LatentShardsError, OSError) as exc:
+        rep.faults.append(Fault("codec", "", str(exc)))
+    shards = ds.manifest["shards"]
+    rows_by_shard, all_keys = {}, []
+    for s in shards:
+        try:
+            rows = [r for r in idx.read_table(ds.layout.shard_index(s["name"])).to_pylist()
+                    if r["status"] == idx.OK]
+        except (OSError, LatentShardsError) as exc:
+            rep.faults.append(Fault(s["name"], "", f"shard index unreadable: {exc}"))
+            rows = []
+        rows_by_shard[s["name"]] = rows
+        all_keys += [(s["name"], r["key"]) for r in rows]
+    chosen = set(all_keys) if sample is None else set(
+        random.Random(seed).sample(all_keys, min(sample, len(all_keys))))
+    for s in shards:
+        name = s["name"]
+        rep.shards += 1
+        try:
+            data = read_file(ds.layout.shard_tar(name))
+        except OSError as exc:
+            rep.faults.append(Fault(name, "", f"tar unreadable: {exc}"))
+            continue
+        if hashlib.sha256(data).hexdigest() != s["tar_sha256"]:
+            rep.faults.append(Fault(name, "", "tar sha256 differs from the manifest"))
+        try:
+            members = _members(data)
+        except tarfile.TarError as exc:
+            rep.faults.append(Fault(name, "", f"not a readable tar: {exc}"))
+            continue
+        _check_rows(rep, name, rows_by_shard[name], members, data, codec, chosen)
+        if on_shard:
+            on_shard(name)
+    return rep
+
+
+def _check_rows(rep, name, rows, members, data, codec, chosen) -> None:
+    if len(rows) != sum(1 for m in members if m.endswith(".latent")):
+        rep.faults.append(Fault(name, "", f"index lists {len(rows)} samples, tar holds "
+                                f"{sum(1 for m in members if m.endswith('.latent'))}"))
+    for r in rows:
+        key = r["key"]
+        member = members.get(f"{key}.latent")
+        if member is None:
+            rep.faults.append(Fault(name, key, "latent member missing from tar"))
+            continue
+        off, blob = member
+        if off != r["latent_offset"] or data[off : off + r["latent_size"]] != blob:
+            rep.faults.append(Fault(name, key, "index offset/size do not point at the latent"))
+        if codec is None or (name, key) not in chosen:
+            continue
+        try:
+            y = codec.decode_y(blob)
+            if tuple(y.shape) != (r["latent_c"], r["valid_h"], r["valid_w"]):
+                raise LatentShardsError(f"decoded shape {tuple(y.shape)} differs from the index")
+            rep.decoded += 1
+        except LatentShardsError as exc:
+            rep.faults.append(Fault(name, key, f"latent does not decode: {exc}"))

@@ -1,0 +1,79 @@
+"""What every source reader yields: a sorted listing of items, classes, and listing failures."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import fsspec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp",
+                    ".gif")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One input: where its bytes are and what its target is."""
+
+    key: str  # stable, tar/WebDataset-safe (no dots, no slashes)
+    uri: str
+    split: str
+    label: int | None = None
+    label_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ListingFailure:
+    """An entry found while listing that cannot even be read as a file."""
+
+    key: str
+    uri: str
+    split: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    items: tuple[SourceItem, ...]  # sorted by (split, key): the shard plan slices this
+    classes: tuple[str, ...] = ()
+    failures: tuple[ListingFailure, ...] = field(default_factory=tuple)
+
+    def splits(self) -> list[str]:
+        return sorted({i.split for i in self.items} | {f.split for f in self.failures})
+
+
+def make_key(rel_path: str) -> str:
+    """A tar-safe key from a path relative to the source root.
+
+    ``cat/img 1.jpg`` → ``cat_img_1-<hash8>``: folders join with ``_``, the extension goes,
+    any other character outside ``[A-Za-z0-9_-]`` becomes ``_`` and then a short hash of the
+    full relative path is appended so that distinct files never share a key.
+    """
+    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
+    joined = stem.replace("/", "_")
+    safe = _UNSAFE.sub("_", joined)
+    if safe != joined or not safe:
+        safe = f"{safe}-{hashlib.sha1(rel_path.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def dedupe_keys(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """rel path → key, with a hash suffix on every key that two paths would share."""
+    keys = {rel: make_key(rel) for rel, _ in pairs}
+    counts: dict[str, int] = {}
+    for k in keys.values():
+        counts[k] = counts.get(k, 0) + 1
+    return {rel: (k if counts[k] == 1 else f"{k}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}")
+            for rel, k in keys.items()}
+
+
+def read_bytes(uri: str) -> bytes:
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
