@@ -17,7 +17,7 @@ from pipeline.errors import LatentShardsError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 # CompressAI scripts a few helpers with torch.jit at import; torch 2.14 warns about it each run.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 
@@ -173,8 +173,7 @@ def train_codec_cmd(
     from pipeline.codec.train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
-                           batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
-                           command=" ".join(["latents", *sys.argv[1:]]))
+                           batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads)
     train_codec(cfg, on_log=lambda d: console.print(
         f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"))
     console.print(f"wrote {out}")

@@ -46,6 +46,13 @@ class CodecTrainConfig:
     extra_metadata: dict = field(default_factory=dict)
 
 
+def cli_command(cfg: CodecTrainConfig) -> str:
+    """The `latents train-codec` line that reproduces this configuration."""
+    return (f"latents train-codec {cfg.out} --arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
+            f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
+            f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}")
+
+
 def _load_rgb(path: Path) -> torch.Tensor:
     im = Image.open(path)
     im = im.convert("RGB")
@@ -98,7 +105,7 @@ def _split_params(model: torch.nn.Module):
 def _snapshot(model, cfg: CodecTrainConfig, step: int, log: dict, photos) -> checkpoint.Checkpoint:
     meta = {
         "trained_by": "latents train-codec",
-        "command": cfg.command,
+        "command": cfg.command or cli_command(cfg),
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra_metadata",)},
         "step": step,
         "last_log": log,

@@ -1,0 +1,80 @@
+"""The `latents` commands as a user runs them."""
+
+import json
+import warnings
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+runner = CliRunner()
+
+
+@pytest.fixture()
+def converted(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["convert", str(photo_tree), str(out), "--shard-size", "5",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "converted 2 shard(s)" in res.output and "storage ratio" in res.output
+    return out
+
+
+def test_inspect_json_figures(converted):
+    res = runner.invoke(app, ["inspect", str(converted), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert s["samples"] == 8 and s["shards"] == 2 and s["failures"] == 0
+    assert 0 < s["bpp_p50"] <= s["bpp_p95"] and s["storage_ratio"] > 1
+
+
+def test_verify_exit_codes(converted):
+    assert runner.invoke(app, ["verify", str(converted)]).exit_code == 0
+    tar = sorted((converted / "shards").glob("*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    data[700] ^= 1
+    tar.write_bytes(bytes(data))
+    res = runner.invoke(app, ["verify", str(converted)])
+    assert res.exit_code == 1 and tar.stem in res.output
+
+
+def test_decode_writes_png_of_encoded_size(converted, tmp_path):
+    import pandas as pd
+
+    row = pd.read_parquet(converted / "index.parquet").iloc[0]
+    res = runner.invoke(app, ["decode", str(converted), row["key"], "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "x.png").size == (row["enc_w"], row["enc_h"])
+    bad = runner.invoke(app, ["decode", str(converted), "no-such-key", "-o", str(tmp_path / "y.png")])
+    assert bad.exit_code == 2 and "no sample with key" in bad.output
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert res.exit_code == 2 and "manifest.json not found" in res.output
+
+
+def test_demo_makes_dataset_table_and_sheet(tmp_path):
+    res = runner.invoke(app, ["demo", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "demo" / "dataset" / "manifest.json").is_file()
+    sheet = Image.open(tmp_path / "demo" / "reconstructions.png")
+    assert sheet.size[0] > 0 and "bpp mean" in res.output
+
+
+def test_train_codec_tiny_run_writes_finalized_checkpoint(tmp_path):
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec, load_codec
+
+    out = tmp_path / "c.pt"
+    res = runner.invoke(app, ["train-codec", str(out), "--N", "8", "--M", "8", "--steps", "2",
+                              "--batch-size", "2", "--patch", "64", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    ck = checkpoint.read(str(out))
+    assert checkpoint.has_cdf_tables(ck.state_dict) and ck.metadata["step"] == 2
+    assert ck.metadata["command"].startswith("latents train-codec")
+    codec = load_codec(CodecSpec(checkpoint=str(out)))
+    assert codec.identity.M == 8

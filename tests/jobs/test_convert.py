@@ -1,0 +1,160 @@
+"""End to end: `convert` on messy and real inputs, the on-disk format, resume and determinism."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import webdataset as wds
+
+from jobs.convert import ConvertJob, run_convert
+from pipeline.convert import ConvertOptions
+from pipeline.shards.dataset import LatentDataset
+
+BAD_REASONS = {
+    "zero": "empty-file", "truncated": "truncated", "text": "not-an-image", "page": "not-an-image",
+    "one": "too-small", "seven-high": "too-small", "bomb": "decompression-bomb",
+    "folder": "not-a-file", "dangling": "not-a-file",
+}
+GOOD_BAD = {"cmyk", "sixteen", "palette", "rgba", "rotated", "café au lait"}
+
+
+def _convert(src, out, shard_size=4, **kw) -> dict:
+    job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=shard_size, batch_size=3),
+                     command=("latents", "convert", "SRC", "OUT"), progress=False, **kw)
+    return run_convert(job).manifest
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def messy_out(messy_tree, tmp_path):
+    out = tmp_path / "out"
+    _convert(messy_tree, out)
+    return out
+
+
+def test_every_input_is_a_sample_or_a_failure_row(messy_tree, messy_out):
+    index = pd.read_parquet(messy_out / "index.parquet")
+    failures = pd.read_parquet(messy_out / "failures.parquet")
+    listed = {p.name for p in (messy_tree / "bad").iterdir()} | {
+        p.name for p in (messy_tree / "good").iterdir() if p.suffix != ".txt"}
+    assert len(index) + len(failures) == len(listed) == 18
+    assert set(index["key"]).isdisjoint(failures["key"])
+    got = {Path(u).stem: r for u, r in zip(failures["source_uri"], failures["reason"], strict=True)}
+    assert got == BAD_REASONS
+    assert {Path(u).stem for u in index["source_uri"]} == GOOD_BAD | {"g0", "g1", "g2"}
+    assert all(k.replace("_", "").replace("-", "").isalnum() for k in index["key"])
+    assert failures["detail"].str.len().min() > 0 and failures["source_uri"].notna().all()
+
+
+def test_manifest_layout_and_codec_copy(messy_out):
+    m = json.loads((messy_out / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["classes"] == ["bad", "good"]
+    assert m["totals"]["samples"] == 9 and m["totals"]["failures"] == 9
+    assert m["splits"]["train"]["shards"] == len(m["shards"]) == 5
+    for key in ("arch", "N", "M", "fingerprint", "coder", "container_version", "versions"):
+        assert key in m["codec"]
+    assert (messy_out / "codec" / "codec.pt").is_file()
+    for s in m["shards"]:
+        assert (messy_out / "shards" / f"{s['name']}.tar").stat().st_size == s["tar_bytes"]
+    assert not list(messy_out.rglob("*.tmp"))
+
+
+def test_shards_read_with_plain_webdataset_and_tar(messy_out):
+    tars = sorted(str(p) for p in (messy_out / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False, empty_check=False).decode())
+    index = pd.read_parquet(messy_out / "index.parquet")
+    assert sorted(s["__key__"] for s in samples) == sorted(index["key"])
+    for s in samples:
+        assert s["json"]["key"] == s["__key__"] and isinstance(s["cls"], int)
+        assert s["latent"][:4] == b"LTNT"
+    listing = subprocess.run(["tar", "-tf", tars[0]], capture_output=True, text=True, check=True)
+    assert listing.stdout.splitlines()[0].endswith(".latent")
+
+
+def test_index_offsets_point_at_members(messy_out):
+    index = pd.read_parquet(messy_out / "index.parquet")
+    for r in index.itertuples():
+        data = (messy_out / "shards" / f"{r.shard}.tar").read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            member = tf.extractfile(f"{r.key}.latent").read()
+            assert member == data[r.latent_offset : r.latent_offset + r.latent_size]
+            assert json.loads(data[r.json_offset : r.json_offset + r.json_size])["key"] == r.key
+            assert int(data[r.cls_offset : r.cls_offset + r.cls_size]) == r.label
+        assert r.bpp == pytest.approx(8 * r.latent_size / (r.enc_h * r.enc_w))
+        assert (r.valid_h, r.valid_w) == (-(-r.enc_h // 16), -(-r.enc_w // 16))
+
+
+def test_rerun_changes_no_byte(messy_tree, messy_out):
+    before = _tree_bytes(messy_out)
+    _convert(messy_tree, messy_out)
+    assert _tree_bytes(messy_out) == before
+
+
+def test_interrupted_run_resumes_to_identical_bytes(photo_tree, tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    _convert(photo_tree, ref, shard_size=3)
+    reference = _tree_bytes(ref)
+    shutil.rmtree(ref)
+
+    import jobs.convert as jc
+
+    real = jc.convert_shard
+    calls = []
+
+    def dies_on_second_shard(task, *a, **k):
+        calls.append(task.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the driver is killed mid-run
+        return real(task, *a, **k)
+
+    monkeypatch.setattr(jc, "convert_shard", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        _convert(photo_tree, ref, shard_size=3)
+    assert not (ref / "manifest.json").exists()
+    assert len(list((ref / "shards").glob("*.parquet"))) == 1
+    monkeypatch.setattr(jc, "convert_shard", real)
+    _convert(photo_tree, ref, shard_size=3)
+    assert _tree_bytes(ref) == reference
+
+
+def test_other_codec_refuses_to_mix_into_existing_output(photo_tree, tmp_path):
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec
+    from pipeline.errors import DatasetError
+    from tests.conftest import tiny_checkpoint
+
+    out = tmp_path / "out"
+    _convert(photo_tree, out)
+    checkpoint.save(tiny_checkpoint("mbt2018-mean"), str(tmp_path / "other.pt"))
+    with pytest.raises(DatasetError, match="new OUT"):
+        _convert(photo_tree, out, codec=CodecSpec(checkpoint=str(tmp_path / "other.pt")))
+
+
+def test_real_photos_round_trip_through_dataset(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    m = _convert(photo_tree, out)
+    ds = LatentDataset.open(str(out))
+    codec = ds.load_codec()
+    key = ds.index.column("key")[0].as_py()
+    y = codec.decode_y(ds.latent_bytes(key))
+    row = ds.row(key)
+    assert tuple(y.shape) == (m["codec"]["M"], row["valid_h"], row["valid_w"])
+    assert m["totals"]["storage_ratio"] > 3  # JPEG q90 photos vs ~0.5 bpp latents
+
+
+def test_empty_source_is_a_clear_error(tmp_path):
+    from pipeline.errors import DatasetError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no image found"):
+        _convert(tmp_path / "empty", tmp_path / "out")
