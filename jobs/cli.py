@@ -66,6 +66,7 @@ def convert(
     batch_size: int = typer.Option(8, help="Images per g_a call (equal padded sizes batch)."),
     threads: int = typer.Option(4, help="Image read/decode threads."),
     torch_threads: int = typer.Option(0, help="Torch CPU threads for g_a (0: default)."),
+    device: str = typer.Option("auto", help="Where g_a runs: auto (CUDA if present), cpu, cuda:N."),
     progress: bool = typer.Option(True, help="Show the live progress bar."),
 ):
     """Encode an image dataset into latent shards (resumes: done shards are skipped)."""
@@ -78,7 +79,7 @@ def convert(
         policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
         job = ConvertJob(src, out, fmt, split, _codec_spec(checkpoint, arch, quality, pretrained),
                          ConvertOptions(policy, shard_size, batch_size, threads),
-                         torch_threads, tuple(["latents", *sys.argv[1:]]), progress)
+                         torch_threads, device, tuple(["latents", *sys.argv[1:]]), progress)
         s = run_convert(job, console)
     except (LatentShardsError, ValueError) as exc:
         _fail(exc)

@@ -41,6 +41,7 @@ class ConvertJob:
     codec: CodecSpec = field(default_factory=CodecSpec)
     options: ConvertOptions = field(default_factory=ConvertOptions)
     torch_threads: int = 0  # 0: torch's default
+    device: str = "auto"  # where g_a runs: auto (CUDA if present), cpu, cuda, cuda:N
     command: tuple[str, ...] = ()
     progress: bool = True
 
@@ -70,6 +71,15 @@ def _prepare_codec(job: ConvertJob, layout: Layout) -> tuple[Codec, str]:
     atomic_write(layout.codec_identity,
                  (json.dumps(codec.identity.to_json(), indent=2, sort_keys=True) + "\n").encode())
     return codec, hashlib.sha256(data).hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+    return dev
 
 
 def _result_from_disk(layout: Layout, task: ShardTask) -> ShardResult:
@@ -102,6 +112,7 @@ def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSumma
                            "in .jpg, .jpeg, .png, .webp, …")
     tasks = plan_shards(listing, job.options.shard_size)
     codec, ck_sha = _prepare_codec(job, layout)
+    codec.to(resolve_device(job.device))
     todo = [t for t in tasks if not shard_done(layout, t)]
     with ConvertBar(sum(len(t.entries) for t in todo), console, job.progress) as bar:
         done = _run_shards(todo, codec, layout, job, bar)

@@ -23,6 +23,18 @@ def materialize_photos(folder: Path) -> Path:
     return folder
 
 
+def _grid(tiles: list[np.ndarray], per_row: int, gap: int = 6) -> np.ndarray:
+    """Tiles of equal height, left to right, ``per_row`` to a row, on white."""
+    rows = []
+    for s in range(0, len(tiles), per_row):
+        row = np.concatenate([np.pad(t, ((0, gap), (0, gap), (0, 0)), constant_values=255)
+                              for t in tiles[s : s + per_row]], axis=1)
+        rows.append(row)
+    width = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+                           for r in rows], axis=0)
+
+
 def contact_sheet(dataset_root: str, out_png: Path, policy: ImagePolicy, height: int = 160) -> Path:
     """Originals (as the codec saw them) above reconstructions from the stored bitstreams."""
     ds = LatentDataset.open(dataset_root)
@@ -40,8 +52,7 @@ def contact_sheet(dataset_root: str, out_png: Path, policy: ImagePolicy, height:
         scale = height * 2 / pair.shape[0]
         tiles.append(np.asarray(Image.fromarray(pair).resize(
             (max(1, round(pair.shape[1] * scale)), height * 2), Image.Resampling.BICUBIC)))
-    sheet = np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0)), constant_values=255) for t in tiles],
-                           axis=1)
+    sheet = _grid(tiles, per_row=6)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(out_png)
     return out_png

@@ -158,3 +158,20 @@ def test_empty_source_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image found"):
         _convert(tmp_path / "empty", tmp_path / "out")
+
+
+def test_fsspec_urls_in_and_out(photo_tree):
+    """SRC and OUT as fsspec URLs (memory://); the dataset opens and verifies from there."""
+    import fsspec
+
+    from pipeline.shards.verify import verify
+
+    mem = fsspec.filesystem("memory")
+    for p in sorted(photo_tree.rglob("*.jpg"))[:4]:
+        mem.pipe_file(f"/src/{p.parent.name}/{p.name}", p.read_bytes())
+    m = _convert("memory://src", "memory://out")
+    assert m["totals"]["samples"] == 4 and m["source"]["uri"] == "memory://src"
+    assert mem.exists("/out/index.parquet") and mem.exists("/out/codec/codec.pt")
+    assert verify("memory://out").ok
+    mem.rm("/src", recursive=True)
+    mem.rm("/out", recursive=True)
