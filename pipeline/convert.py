@@ -18,7 +18,7 @@ import torch
 from pipeline.codec.codec import Codec
 from pipeline.codec.container import LatentContainer
 from pipeline.errors import ImageError
-from pipeline.images import ImagePolicy, PreparedImage, prepare_image
+from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists
 from pipeline.shards.tar import TarBuilder
@@ -102,6 +102,8 @@ def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, Prepared
         return data, prepare_image(data, policy)
     except ImageError as exc:
         return data, exc
+    except Exception as exc:  # noqa: BLE001 - an unforeseen decoder bug is still one sample's failure
+        return data, ImageError(DECODE, f"{type(exc).__name__}: {exc}")
 
 
 def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[bytes | Exception]:

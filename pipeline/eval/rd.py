@@ -55,7 +55,7 @@ def evaluate_image(codec: Codec, name: str, img: np.ndarray) -> RDPoint:
     """Real bitstream: encode → container bytes → reconstruct; JPEG/WebP through Pillow."""
     h, w = img.shape[:2]
     padded = pad_to_multiple(img, codec.arch.multiple)
-    x = torch.from_numpy(padded).permute(2, 0, 1)[None].float().div(255)
+    x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float().div(255)
     blob = codec.encode(x, [(h, w)])[0]
     rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     bpp = 8 * len(blob) / (h * w)
