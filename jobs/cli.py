@@ -67,10 +67,15 @@ def convert(
     threads: int = typer.Option(4, help="Image read/decode threads."),
     torch_threads: int = typer.Option(0, help="Torch CPU threads for g_a (0: default)."),
     device: str = typer.Option("auto", help="Where g_a runs: auto (CUDA if present), cpu, cuda:N."),
+    executor: str = typer.Option("ray", help="ray: actor pool on a Ray cluster; local: in-process."),
+    address: str = typer.Option(None, help="Ray cluster: auto or ray://host:10001 (default: embedded)."),
+    workers: int = typer.Option(0, help="Ray actors (0: as many as CPUs/GPUs allow)."),
+    cpus_per_worker: float = typer.Option(1.0, help="CPUs reserved per actor (its torch threads)."),
+    gpus_per_worker: float = typer.Option(0.0, help="GPUs per actor; > 0 runs g_a on the GPU."),
     progress: bool = typer.Option(True, help="Show the live progress bar."),
 ):
     """Encode an image dataset into latent shards (resumes: done shards are skipped)."""
-    from jobs.convert import ConvertJob, run_convert
+    from jobs.convert import ConvertJob, RayOptions, run_convert
     from pipeline.convert import ConvertOptions
     from pipeline.images import ImagePolicy
     from pipeline.shards.dataset import LatentDataset, summarize
@@ -79,7 +84,8 @@ def convert(
         policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
         job = ConvertJob(src, out, fmt, split, _codec_spec(checkpoint, arch, quality, pretrained),
                          ConvertOptions(policy, shard_size, batch_size, threads),
-                         torch_threads, device, tuple(["latents", *sys.argv[1:]]), progress)
+                         torch_threads, device, tuple(["latents", *sys.argv[1:]]), progress,
+                         executor, RayOptions(address, workers, cpus_per_worker, gpus_per_worker))
         s = run_convert(job, console)
     except (LatentShardsError, ValueError) as exc:
         _fail(exc)
@@ -153,7 +159,7 @@ def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo'
     src = materialize_photos(out / "source")
     dataset = str(out / "dataset")
     opts = ConvertOptions(shard_size=8)
-    s = run_convert(ConvertJob(str(src), dataset, options=opts,
+    s = run_convert(ConvertJob(str(src), dataset, options=opts, executor="local",
                                command=("latents", "demo", str(out))), console)
     _print_summary(summarize(LatentDataset.open(dataset)))
     png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)

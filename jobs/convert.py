@@ -1,13 +1,15 @@
 """`latents convert`: list → plan shards → skip done → convert the rest → merge index + manifest.
 
-This issue's slice runs shards in-process, one after another; the Ray actor pool plugs in
-at `_run_shards` (next issue).
+Shards run on an embedded (or remote) Ray cluster by default (`jobs.ray_convert`), or
+in-process one after another with ``executor="local"``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +35,15 @@ from pipeline.sources import list_source
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: embedded local Ray; "auto" or "ray://host:10001"
+    workers: int = 0  # 0: as many as the cluster's CPUs (or GPUs) allow
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_task_retries: int = 3
+
+
+@dataclass(frozen=True)
 class ConvertJob:
     src: str
     out: str
@@ -44,12 +55,15 @@ class ConvertJob:
     device: str = "auto"  # where g_a runs: auto (CUDA if present), cpu, cuda, cuda:N
     command: tuple[str, ...] = ()
     progress: bool = True
+    executor: str = "ray"  # "ray" (embedded local cluster unless ray.address) or "local"
+    ray: RayOptions = field(default_factory=RayOptions)
 
 
 @dataclass(frozen=True)
 class ConvertSummary:
     manifest: dict
     converted: int  # shards converted by this run
+    workers: list  # {pid, device, node} of each worker that ran shards
     skipped: int  # shards already done (resume)
     seconds: float
     images_per_s: float
@@ -94,12 +108,18 @@ def _result_from_disk(layout: Layout, task: ShardTask) -> ShardResult:
 
 
 def _run_shards(tasks: list[ShardTask], codec: Codec, layout: Layout, job: ConvertJob,
-                bar: ConvertBar) -> dict[str, ShardResult]:
+                bar: ConvertBar) -> tuple[dict[str, ShardResult], list[dict]]:
+    if job.executor == "ray":
+        from jobs.ray_convert import run_on_ray  # Ray is imported only when asked for
+
+        return run_on_ray(tasks, layout.root, codec.identity.fingerprint, job.options, job.ray, bar)
+    if job.executor != "local":
+        raise ValueError(f"unknown executor {job.executor!r}; choose ray or local")
     results = {}
     for i, task in enumerate(tasks):
         results[task.name] = convert_shard(task, codec, layout, job.options, bar.update)
         bar.shards(i + 1, len(tasks))
-    return results
+    return results, [{"pid": os.getpid(), "device": str(codec.device), "node": "local"}]
 
 
 def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSummary:
@@ -115,7 +135,7 @@ def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSumma
     codec.to(resolve_device(job.device))
     todo = [t for t in tasks if not shard_done(layout, t)]
     with ConvertBar(sum(len(t.entries) for t in todo), console, job.progress) as bar:
-        done = _run_shards(todo, codec, layout, job, bar)
+        done, workers = _run_shards(todo, codec, layout, job, bar)
     results = [done[t.name] if t.name in done else _result_from_disk(layout, t) for t in tasks]
     _, failed = merge_indices(layout, [t.name for t in tasks])
     run = RunInfo(job.command, job.src, job.fmt, listing.classes, job.options.policy.to_json(),
@@ -126,5 +146,21 @@ def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSumma
     for r in failed.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1
     n = bar.total.images
-    return ConvertSummary(manifest, len(todo), len(tasks) - len(todo), bar.elapsed,
-                          n / bar.elapsed if n else 0.0, reasons)
+    summary = ConvertSummary(manifest, len(todo), workers, len(tasks) - len(todo), bar.elapsed,
+                             n / bar.elapsed if n else 0.0, reasons)
+    write_run_log(layout, job, summary)
+    return summary
+
+
+def write_run_log(layout: Layout, job: ConvertJob, s: ConvertSummary) -> None:
+    """Wall time, images/s, workers and devices of this run, beside (not in) the manifest.
+
+    The manifest stays a pure function of inputs and options, so reruns change no byte of
+    it; each run's operational figures go to ``OUT/logs/convert-<UTC time>.json``.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    log = {"command": list(job.command), "executor": job.executor, "seconds": round(s.seconds, 3),
+           "images_per_s": round(s.images_per_s, 3), "shards_converted": s.converted,
+           "shards_skipped": s.skipped, "workers": s.workers, "failures_by_reason": s.failures_by_reason}
+    atomic_write(layout.url("logs", f"convert-{stamp}-{os.getpid()}.json"),
+                 (json.dumps(log, indent=2, sort_keys=True) + "\n").encode())

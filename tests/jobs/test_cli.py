@@ -17,7 +17,7 @@ runner = CliRunner()
 def converted(photo_tree, tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["convert", str(photo_tree), str(out), "--shard-size", "5",
-                              "--no-progress"])
+                              "--no-progress", "--executor", "local"])
     assert res.exit_code == 0, res.output
     assert "converted 2 shard(s)" in res.output and "storage ratio" in res.output
     return out

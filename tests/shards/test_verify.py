@@ -13,7 +13,7 @@ from tests.conftest import tiny_checkpoint
 def dataset(photo_tree, tmp_path):
     out = tmp_path / "out"
     run_convert(ConvertJob(str(photo_tree), str(out), options=ConvertOptions(shard_size=4),
-                           progress=False))
+                           progress=False, executor="local"))
     return out
 
 

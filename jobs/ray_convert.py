@@ -1,0 +1,123 @@
+"""Ray fan-out of shard conversion: a pool of actors, each holding one codec for its life.
+
+Each actor loads the dataset's own codec checkpoint from ``OUT/codec/`` (so every worker
+encodes with exactly the bytes the manifest names) and converts whole shards end to end.
+A killed actor is restarted by Ray and its shard retried; shards are written atomically,
+so a retried shard is never half-present.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+import torch
+
+from jobs.convert import RayOptions
+from jobs.progress import ConvertBar
+from pipeline.codec import checkpoint
+from pipeline.codec.load import codec_from_checkpoint
+from pipeline.convert import ConvertOptions, Progress, ShardResult, ShardTask, convert_shard
+from pipeline.errors import FingerprintMismatch
+from pipeline.shards.layout import Layout
+
+
+@ray.remote(num_cpus=0)
+class ProgressBoard:
+    """Latest cumulative progress per shard; a retried shard simply starts again from zero."""
+
+    def __init__(self):
+        self.shards: dict[str, tuple[int, int, int, int]] = {}
+
+    def report(self, shard: str, images: int, failures: int, latent_bytes: int, pixels: int):
+        self.shards[shard] = (images, failures, latent_bytes, pixels)
+
+    def totals(self) -> tuple[int, int, int, int]:
+        return tuple(sum(v[i] for v in self.shards.values()) for i in range(4))
+
+
+class ShardWorker:
+    def __init__(self, out: str, fingerprint: str, options: ConvertOptions, threads: int,
+                 use_gpu: bool):
+        torch.set_num_threads(max(1, threads))
+        self.layout = Layout.at(out)
+        self.options = options
+        ck = checkpoint.read(self.layout.codec_checkpoint)
+        self.codec = codec_from_checkpoint(ck, f"dataset:{out}")
+        if self.codec.identity.fingerprint != fingerprint:
+            raise FingerprintMismatch(fingerprint, self.codec.identity.fingerprint, "worker codec")
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.codec.to(self.device)
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "device": self.device, "node": ray.get_runtime_context().get_node_id()}
+
+    def convert(self, task: ShardTask, board) -> ShardResult:
+        acc = Progress()
+
+        def report(step: Progress) -> None:
+            acc.images += step.images
+            acc.failures += step.failures
+            acc.latent_bytes += step.latent_bytes
+            acc.pixels += step.pixels
+            board.report.remote(task.name, acc.images, acc.failures, acc.latent_bytes, acc.pixels)
+
+        return convert_shard(task, self.codec, self.layout, self.options, report)
+
+
+def connect(opts: RayOptions) -> None:
+    if ray.is_initialized():
+        return
+    if opts.address:
+        ray.init(address=opts.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def _pool_size(opts: RayOptions, n_tasks: int) -> int:
+    if opts.workers:
+        return min(opts.workers, n_tasks)
+    res = ray.cluster_resources()
+    by_cpu = int(res.get("CPU", 1) // max(opts.cpus_per_worker, 1e-9))
+    by_gpu = int(res.get("GPU", 0) // opts.gpus_per_worker) if opts.gpus_per_worker else by_cpu
+    return max(1, min(by_cpu, by_gpu, n_tasks))
+
+
+def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: ConvertOptions,
+               opts: RayOptions, bar: ConvertBar) -> tuple[dict[str, ShardResult], list[dict]]:
+    """Convert ``tasks`` on an actor pool; returns results by shard and the workers used."""
+    if not tasks:
+        return {}, []
+    connect(opts)
+    actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
+                       max_restarts=-1, max_task_retries=opts.max_task_retries)(ShardWorker)
+    board = ProgressBoard.remote()
+    threads = max(1, int(opts.cpus_per_worker))
+    pool = [actor.remote(out, fingerprint, options, threads, opts.gpus_per_worker > 0)
+            for _ in range(_pool_size(opts, len(tasks)))]
+    workers = ray.get([a.info.remote() for a in pool])
+    queue, idle, pending, results = list(tasks), list(pool), {}, {}
+    seen = Progress()
+    while queue or pending:
+        while idle and queue:
+            a, t = idle.pop(0), queue.pop(0)
+            pending[a.convert.remote(t, board)] = (t, a)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        _advance(bar, seen, ray.get(board.totals.remote()))
+        for ref in ready:
+            t, a = pending.pop(ref)
+            results[t.name] = ray.get(ref)
+            idle.append(a)
+            bar.shards(len(results), len(tasks))
+    _advance(bar, seen, ray.get(board.totals.remote()))
+    for a in pool:
+        ray.kill(a)
+    return results, workers
+
+
+def _advance(bar: ConvertBar, seen: Progress, totals: tuple[int, int, int, int]) -> None:
+    step = Progress(totals[0] - seen.images, totals[1] - seen.failures,
+                    totals[2] - seen.latent_bytes, totals[3] - seen.pixels)
+    if step.images > 0:
+        bar.update(step)
+        seen.images, seen.failures, seen.latent_bytes, seen.pixels = totals
