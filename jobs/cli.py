@@ -140,7 +140,7 @@ def decode(root: str = typer.Argument(..., help="Latent dataset root."),
     try:
         ds = LatentDataset.open(root)
         x = ds.load_codec().reconstruct(ds.latent_bytes(key))
-    except LatentShardsError as exc:
+    except (LatentShardsError, OSError) as exc:
         _fail(exc)
     arr = x.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr).save(output)
@@ -156,13 +156,16 @@ def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo'
     from pipeline.shards.dataset import LatentDataset, summarize
 
     t0 = time.perf_counter()
-    src = materialize_photos(out / "source")
     dataset = str(out / "dataset")
     opts = ConvertOptions(shard_size=8)
-    s = run_convert(ConvertJob(str(src), dataset, options=opts, executor="local",
-                               command=("latents", "demo", str(out))), console)
-    _print_summary(summarize(LatentDataset.open(dataset)))
-    png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
+    try:
+        src = materialize_photos(out / "source")
+        s = run_convert(ConvertJob(str(src), dataset, options=opts, executor="local",
+                                   command=("latents", "demo", str(out))), console)
+        _print_summary(summarize(LatentDataset.open(dataset)))
+        png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
+    except (LatentShardsError, OSError) as exc:
+        _fail(exc)
     console.print(f"{s.images_per_s:.1f} images/s; originals above reconstructions: {png}")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
 
@@ -172,7 +175,7 @@ def train_codec_cmd(
     out: str = typer.Argument(..., help="Checkpoint to write (latent-shards format)."),
     arch: str = typer.Option("mbt2018-mean"), N: int = typer.Option(64), M: int = typer.Option(96),
     lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ (λ·255²·MSE + bpp)."),
-    steps: int = typer.Option(12000), batch_size: int = typer.Option(8),
+    steps: int = typer.Option(20000), batch_size: int = typer.Option(8),
     patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
 ):
@@ -199,9 +202,12 @@ def eval_codec_cmd(
     from pipeline.eval.rd import evaluate_image, load_rgb
     from pipeline.photos import bundled_photos
 
-    codec = load_codec(_codec_spec(checkpoint, arch, None, False))
-    pts = [evaluate_image(codec, p.name, load_rgb(p.path))
-           for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+    try:
+        codec = load_codec(_codec_spec(checkpoint, arch, None, False))
+        pts = [evaluate_image(codec, p.name, load_rgb(p.path))
+               for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+    except (LatentShardsError, OSError) as exc:
+        _fail(exc)
     t = Table(title=f"{codec.identity.arch} {codec.identity.fingerprint[:12]} vs JPEG/WebP at equal bpp")
     for c in ("image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
         t.add_column(c)

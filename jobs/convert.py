@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import fsspec
 import torch
 from rich.console import Console
 
@@ -32,6 +33,7 @@ from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import list_source
+from pipeline.sources.base import canonical_uri
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,40 @@ def _prepare_codec(job: ConvertJob, layout: Layout) -> tuple[Codec, str]:
     return codec, hashlib.sha256(data).hexdigest()
 
 
+def _check_plan(layout: Layout, job: ConvertJob, tasks: list[ShardTask]) -> None:
+    """Record the shard plan on the first run; refuse a resume whose plan differs.
+
+    A shard counts as done when its index exists, so resuming with another shard size,
+    preprocessing, split or a changed source would silently mix two different plans.
+    """
+    plan = {
+        "source": job.src, "format": job.fmt, "split": job.split,
+        "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json(),
+        "shards": [{"name": t.name, "entries": len(t.entries),
+                    "keys_sha256": hashlib.sha256("\n".join(e.key for e in t.entries).encode()).hexdigest()}
+                   for t in tasks],
+    }
+    data = (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode()
+    if exists(layout.plan):
+        old = json.loads(read_file(layout.plan))
+        if old != json.loads(data):
+            diff = sorted(k for k in plan if old.get(k) != plan[k])
+            raise DatasetError(
+                f"{layout.root} was started with another plan (differs in: {', '.join(diff)}); "
+                "rerun with the original source and options to resume, or convert into a new OUT")
+        return
+    atomic_write(layout.plan, data)
+
+
+def _sweep_temp_files(layout: Layout) -> None:
+    """Remove temp files a killed run left behind (local OUT only; object stores get one PUT)."""
+    fs, path = fsspec.core.url_to_fs(layout.url("shards"))
+    if "file" in fs.protocol and os.path.isdir(path):
+        for name in os.listdir(path):
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.remove(os.path.join(path, name))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,14 +161,20 @@ def _run_shards(tasks: list[ShardTask], codec: Codec, layout: Layout, job: Conve
 def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSummary:
     if job.torch_threads:
         torch.set_num_threads(job.torch_threads)
+    job = replace(job, src=canonical_uri(job.src), out=canonical_uri(job.out))
     layout = Layout.at(job.out)
     listing = list_source(job.fmt, job.src, split=job.split)
     if not listing.items and not listing.failures:
         raise DatasetError(f"no image found under {job.src} (format {job.fmt}); image files end "
                            "in .jpg, .jpeg, .png, .webp, …")
-    tasks = plan_shards(listing, job.options.shard_size)
     codec, ck_sha = _prepare_codec(job, layout)
     codec.to(resolve_device(job.device))
+    # Pad to the codec's own multiple, whatever the caller's policy said.
+    job = replace(job, options=replace(job.options, policy=replace(
+        job.options.policy, multiple=codec.identity.multiple)))
+    tasks = plan_shards(listing, job.options.shard_size)
+    _check_plan(layout, job, tasks)
+    _sweep_temp_files(layout)
     todo = [t for t in tasks if not shard_done(layout, t)]
     with ConvertBar(sum(len(t.entries) for t in todo), console, job.progress) as bar:
         done, workers = _run_shards(todo, codec, layout, job, bar)

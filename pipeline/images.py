@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,9 +17,11 @@ NOT_IMAGE = "not-an-image"
 TRUNCATED = "truncated"
 BOMB = "decompression-bomb"
 TOO_SMALL = "too-small"
+TOO_LARGE = "too-large"
 DECODE = "decode-error"
 
 _RESAMPLE = Image.Resampling.BICUBIC
+MAX_SIDE = 65535  # the container stores sizes as u16
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,33 @@ def _sniff(data: bytes) -> str:
 
 
 def _open(data: bytes, policy: ImagePolicy) -> Image.Image:
+    # No warnings.catch_warnings here: it is not thread-safe and this runs on a thread pool.
+    # Pillow raises DecompressionBombError itself past 2x its limit; below that, the explicit
+    # max_pixels check that follows decides before any pixel is decoded.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(NOT_IMAGE, _sniff(data)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(BOMB, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - PIL's plugins raise many types on bad headers
-        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
+        raise _decode_error(exc) from None
     w, h = im.size
     if w * h > policy.max_pixels:
         raise ImageError(BOMB, f"declares {w}x{h} = {w * h / 1e6:.1f} MP, above the "
                          f"{policy.max_pixels / 1e6:.1f} MP limit (--max-pixels)")
     try:
         im.load()
-    except OSError as exc:
-        if "truncated" in str(exc) or "broken data stream" in str(exc):
-            raise ImageError(TRUNCATED, str(exc)) from None
-        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001
-        raise ImageError(DECODE, f"{type(exc).__name__}: {exc}") from None
+        raise _decode_error(exc) from None
     return im
+
+
+def _decode_error(exc: Exception) -> ImageError:
+    msg = str(exc)
+    if "truncat" in msg.lower() or "broken data stream" in msg.lower():
+        return ImageError(TRUNCATED, msg)
+    return ImageError(DECODE, f"{type(exc).__name__}: {msg}")
 
 
 def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
@@ -113,12 +118,31 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
     return im if mode == "RGB" else im.convert("RGB")
 
 
+def target_size(w: int, h: int, policy: ImagePolicy) -> tuple[int, int]:
+    """(width, height) after the resize policy, before any crop."""
+    if not policy.size:
+        return w, h
+    s = policy.size / min(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def _check_target(w: int, h: int, policy: ImagePolicy) -> None:
+    """Refuse, before resizing, what would be too big to encode (e.g. 16 x 40000 strips)."""
+    nw, nh = target_size(w, h, policy)
+    if policy.crop:
+        nw, nh = min(nw, policy.size), min(nh, policy.size)
+    pw, ph = (math.ceil(v / policy.multiple) * policy.multiple for v in (nw, nh))
+    if pw * ph > policy.max_pixels or max(pw, ph) > MAX_SIDE:
+        raise ImageError(TOO_LARGE, f"{w}x{h} px would be encoded at {nw}x{nh} (padded "
+                         f"{pw}x{ph}), above --max-pixels {policy.max_pixels} or the "
+                         f"{MAX_SIDE} px side limit; use --crop or a smaller --size")
+
+
 def _resize(im: Image.Image, policy: ImagePolicy) -> Image.Image:
     if not policy.size:
         return im
     w, h = im.size
-    s = policy.size / min(w, h)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    nw, nh = target_size(w, h, policy)
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), _RESAMPLE)
     if policy.crop:
@@ -146,11 +170,12 @@ def prepare_image(data: bytes, policy: ImagePolicy) -> PreparedImage:
         upright = ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose the image
         upright = im
-    transposed = upright is not im and upright.size != im.size or _orientation(im) not in (0, 1)
+    transposed = upright is not im and _orientation(im) not in (0, 1)
     w, h = upright.size
     if min(w, h) < policy.min_side:
         raise ImageError(TOO_SMALL, f"{w}x{h} px, shorter side below the {policy.min_side} px "
                          "minimum (--min-side)")
+    _check_target(w, h, policy)
     rgb = _resize(to_rgb(upright, policy.background), policy)
     arr = np.asarray(rgb, dtype=np.uint8)
     return PreparedImage(pad_to_multiple(arr, policy.multiple, policy.pad_mode), (h, w),

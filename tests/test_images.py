@@ -98,3 +98,13 @@ def test_padding_is_right_and_bottom_edge_replicated():
 def test_policy_rejects_nonsense():
     with pytest.raises(ValueError):
         ImagePolicy(size=0, crop=True)
+
+
+def test_thin_strip_that_would_blow_up_when_resized_is_refused():
+    from tests.conftest import _save, gradient
+
+    strip = _save(Image.fromarray(gradient(16, 4000)), "PNG")  # 64k px, 256 x 64000 resized
+    with pytest.raises(ImageError) as info:
+        prepare_image(strip, ImagePolicy(max_pixels=5_000_000))
+    assert info.value.reason == images.TOO_LARGE and "--crop" in info.value.detail
+    assert prepare_image(strip, ImagePolicy(crop=True)).enc_hw == (256, 256)

@@ -57,8 +57,9 @@ def finalize(model: torch.nn.Module, arch: str, quality=None, lmbda=None, metada
              half: bool = False) -> Checkpoint:
     """Freeze a trained or imported model into a Checkpoint: CDF tables computed here, once.
 
-    With ``half`` the float weights are rounded to float16 *before* the tables are built, so
-    the stored weights and the stored tables agree exactly.
+    With ``half`` the learned parameters are rounded to float16 *before* the tables are built
+    and stored that way; buffers (scale table, bounds, GDN pedestal) stay float32, so the
+    model that built the tables is exactly the model that is loaded back.
     """
     arch_spec: Architecture = get_architecture(arch)
     model = model.float().eval()
@@ -70,7 +71,8 @@ def finalize(model: torch.nn.Module, arch: str, quality=None, lmbda=None, metada
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     N, M = arch_spec.infer_channels(sd)
     if half:
-        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+        params = {n for n, _ in model.named_parameters()}
+        sd = {k: (v.half() if k in params and v.is_floating_point() else v) for k, v in sd.items()}
     return Checkpoint(arch, N, M, sd, quality, lmbda, dict(metadata or {}))
 
 

@@ -11,11 +11,18 @@ The entropy parameters (``h_s`` → σ, μ → CDF indexes) are always computed 
 path, on the CPU in float64, when encoding and when decoding: a GPU (TF32, cuDNN algorithm
 choice) would otherwise pick different CDF indexes than the CPU that decodes later, and the
 stream would decode to garbage (CompressAI issues #279, #309, #54). ``g_a`` may run anywhere.
+Float64 makes an index flip between two CPUs astronomically unlikely rather than impossible
+(BLAS summation order differs between instruction sets), so each container also carries a
+CRC of its y symbols and decoding raises instead of returning wrong symbols.
+
+Medians and means are float64 here (float32 in CompressAI), so these streams are meant for
+this decoder, not for CompressAI's own ``decompress()``.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -33,6 +40,8 @@ from pipeline.codec.registry import (
 from pipeline.errors import CodecError, ContainerError, FingerprintMismatch
 
 CODER = "compressai-ans"
+#: How the entropy parameters are computed; part of the fingerprint, since it decides decoding.
+ENTROPY_PARAMS = "h_s/float64/cpu/searchsorted-v1"
 #: The coder refuses (aborts the process) on streams of fewer symbols than this.
 MIN_SYMBOLS = 2
 
@@ -81,6 +90,10 @@ class _Tables:
         values = RansDecoder().decode_with_indexes(
             string, indexes.reshape(-1).tolist(), self.cdf, self.cdf_length, self.offset)
         return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
+
+
+def _symbols_crc(sym: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(sym, dtype=np.int32).tobytes())
 
 
 def _channel_indexes(shape: tuple[int, int, int]) -> np.ndarray:
@@ -166,8 +179,8 @@ class Codec:
                        for i in range(len(y_sym))]
         return [
             LatentContainer(CODER, self._fp_prefix, tuple(hw), (hp, wp), tuple(y_sym.shape[1:]),
-                            z_shape, s, self.arch.downsample).pack()
-            for hw, s in zip(image_hw, strings, strict=True)
+                            z_shape, s, _symbols_crc(y_sym[i])).pack()
+            for i, (hw, s) in enumerate(zip(image_hw, strings, strict=True))
         ]
 
     # -- decode ---------------------------------------------------------------------------------
@@ -178,10 +191,27 @@ class Codec:
                                       "latent container")
         if c.coder != CODER:
             raise ContainerError(f"container written by coder {c.coder!r}, this codec uses {CODER}")
-        if c.y_shape[0] != self.identity.M:
-            raise ContainerError(
-                f"container has {c.y_shape[0]} latent channels, codec has M={self.identity.M}")
+        self._check_shapes(c)
         return c
+
+    def _check_shapes(self, c: LatentContainer) -> None:
+        """Shapes must be what this codec would write, before any of them reaches the C++ coder."""
+        hp, wp = c.padded_hw
+        m = self.arch.multiple
+        ds = self.arch.downsample
+        want_y = (self.identity.M, hp // ds, wp // ds)
+        want_z = None if self.arch.family == FACTORIZED else (self.identity.N, hp // 64, wp // 64)
+        problems = []
+        if hp % m or wp % m or not hp or not wp:
+            problems.append(f"padded size {hp}x{wp} is not a positive multiple of {m}")
+        if c.image_hw[0] > hp or c.image_hw[1] > wp or 0 in c.image_hw:
+            problems.append(f"image {c.image_hw} does not fit the padded size {c.padded_hw}")
+        if c.y_shape != want_y:
+            problems.append(f"y shape {c.y_shape}, this codec writes {want_y}")
+        if c.z_shape != want_z:
+            problems.append(f"z shape {c.z_shape}, this codec writes {want_z}")
+        if problems:
+            raise ContainerError("latent container does not fit the codec: " + "; ".join(problems))
 
     def decode_y(self, data: bytes | LatentContainer, crop: bool = True) -> torch.Tensor:
         """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part."""
@@ -192,15 +222,17 @@ class Codec:
                 f"container holds {len(c.strings)} strings; {self.arch.name} writes {expected}")
         if self.arch.family == FACTORIZED:
             y_sym = self._eb.decode(c.strings[0], _channel_indexes(c.y_shape))
-            y_hat = torch.from_numpy(y_sym).double() + self._medians.view(-1, 1, 1)
+            offset = self._medians.view(-1, 1, 1)
         else:
             z_sym = self._eb.decode(c.strings[1], _channel_indexes(c.z_shape))
             y_idx, means = self._entropy_params(self._z_hat(torch.from_numpy(z_sym)[None]))
-            if y_idx.shape[1:] != c.y_shape:
-                raise ContainerError(
-                    f"hyper-latent gives a {y_idx.shape[1:]} grid, container says {c.y_shape}")
-            y_sym = torch.from_numpy(self._gc.decode(c.strings[0], y_idx[0])).double()
-            y_hat = y_sym + means[0] if means is not None else y_sym
+            y_sym = self._gc.decode(c.strings[0], y_idx[0])
+            offset = means[0] if means is not None else 0.0
+        if _symbols_crc(y_sym) != c.symbols_crc:
+            raise ContainerError(
+                "decoded y symbols do not match the encoder's checksum: the stream is damaged, "
+                "or this machine's float64 entropy parameters differ from the encoder's")
+        y_hat = torch.from_numpy(y_sym).double() + offset
         y_hat = y_hat.float()
         if crop:
             h, w = c.valid_hw

@@ -2,12 +2,15 @@
 
 Layout (little endian)::
 
-    magic "LTNT" | version u8 | coder u8 | flags u16 | fingerprint prefix 8 bytes
+    magic "LTNT" | version u8 | coder u8 | flags u16 (0) | fingerprint prefix 8 bytes
     image H, W u16 | padded H, W u16 | y C, h, w u16 | z C, h, w u16 (zeros: no z)
-    string count u8 | per string: length u32, bytes | crc32 u32 of everything before it
+    crc32 of the y symbols u32 | string count u8 | per string: length u32, bytes
+    crc32 u32 of everything before it
 
-The CRC makes a truncated or altered container a clean ``ContainerError`` instead of
-undefined behaviour inside the C++ entropy decoder.
+The trailing CRC makes a truncated or altered container a clean ``ContainerError`` instead
+of undefined behaviour inside the C++ entropy decoder. The symbol CRC lets the decoder prove
+that it recovered exactly the encoder's symbols (it would not if its entropy parameters
+differed from the encoder's), instead of silently returning garbage.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ CONTAINER_VERSION = 1
 #: Coder ids are part of the format: never renumber, only append.
 CODERS = {1: "compressai-ans"}
 CODER_IDS = {v: k for k, v in CODERS.items()}
-_HEAD = struct.Struct("<4sBBH8s10HB")
+_HEAD = struct.Struct("<4sBBH8s10HIB")
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")
 
@@ -38,13 +41,18 @@ class LatentContainer:
     y_shape: tuple[int, int, int]  # (M, h, w) over the padded image
     z_shape: tuple[int, int, int] | None
     strings: tuple[bytes, ...]
-    downsample: int = 16
+    symbols_crc: int = 0  # crc32 of the y symbols (int32, C order)
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per y element along each side (16 for the registered models)."""
+        return self.padded_hw[0] // self.y_shape[1] if self.y_shape[1] else 0
 
     @property
     def valid_hw(self) -> tuple[int, int]:
         """The part of the y grid that covers real pixels (the rest covers padding)."""
-        return (math.ceil(self.image_hw[0] / self.downsample),
-                math.ceil(self.image_hw[1] / self.downsample))
+        d = self.downsample
+        return math.ceil(self.image_hw[0] / d), math.ceil(self.image_hw[1] / d)
 
     def pack(self) -> bytes:
         if self.coder not in CODER_IDS:
@@ -55,7 +63,7 @@ class LatentContainer:
         if any(not 0 <= d < 65536 for d in dims):
             raise ContainerError(f"a dimension in {dims} does not fit the container (max 65535)")
         parts = [_HEAD.pack(MAGIC, CONTAINER_VERSION, CODER_IDS[self.coder], 0,
-                            self.fingerprint_prefix, *dims, len(self.strings))]
+                            self.fingerprint_prefix, *dims, self.symbols_crc, len(self.strings))]
         for s in self.strings:
             parts += [_LEN.pack(len(s)), s]
         body = b"".join(parts)
@@ -71,8 +79,8 @@ class LatentContainer:
         body, (crc,) = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])
         if zlib.crc32(body) != crc:
             raise ContainerError("latent container corrupted or truncated: checksum mismatch")
-        magic, version, coder_id, _flags, fp, *rest = _HEAD.unpack_from(body)
-        dims, n = rest[:10], rest[10]
+        magic, version, coder_id, flags, fp, *rest = _HEAD.unpack_from(body)
+        dims, sym_crc, n = rest[:10], rest[10], rest[11]
         if version != CONTAINER_VERSION:
             raise ContainerError(
                 f"latent container version {version} is not supported (this latent-shards "
@@ -80,6 +88,8 @@ class LatentContainer:
             )
         if coder_id not in CODERS:
             raise ContainerError(f"latent container names unknown coder id {coder_id}")
+        if flags:
+            raise ContainerError(f"latent container sets unknown flags {flags:#x}")
         pos, strings = _HEAD.size, []
         for _ in range(n):
             if pos + _LEN.size > len(body):
@@ -94,4 +104,4 @@ class LatentContainer:
             raise ContainerError(f"latent container has {len(body) - pos} trailing bytes")
         z = tuple(dims[7:10])
         return cls(CODERS[coder_id], fp, tuple(dims[0:2]), tuple(dims[2:4]), tuple(dims[4:7]),
-                   None if z == (0, 0, 0) else z, tuple(strings))
+                   None if z == (0, 0, 0) else z, tuple(strings), sym_crc)

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.codec import checkpoint
 from pipeline.codec.checkpoint import Checkpoint
-from pipeline.codec.codec import CODER, Codec, CodecIdentity
+from pipeline.codec.codec import CODER, ENTROPY_PARAMS, Codec, CodecIdentity
 from pipeline.codec.container import CONTAINER_VERSION
 from pipeline.codec.fingerprint import codec_fingerprint
 from pipeline.codec.registry import get_architecture
@@ -68,7 +68,8 @@ def read_spec(spec: CodecSpec) -> Checkpoint:
 def codec_from_checkpoint(ckpt: Checkpoint, source: str = "") -> Codec:
     arch = get_architecture(ckpt.arch)
     model = checkpoint.build_model(ckpt)
-    fp = codec_fingerprint(ckpt.arch, ckpt.N, ckpt.M, model.state_dict(), CODER, CONTAINER_VERSION)
+    fp = codec_fingerprint(ckpt.arch, ckpt.N, ckpt.M, model.state_dict(),
+                           f"{CODER}+{ENTROPY_PARAMS}", CONTAINER_VERSION)
     identity = CodecIdentity(
         arch=ckpt.arch, family=arch.family, N=ckpt.N, M=ckpt.M, quality=ckpt.quality,
         lmbda=ckpt.lmbda, fingerprint=fp, coder=CODER, container_version=CONTAINER_VERSION,

@@ -31,10 +31,10 @@ class CodecTrainConfig:
     N: int = 64
     M: int = 96
     lmbda: float = 0.013
-    steps: int = 4000
+    steps: int = 20000
     batch_size: int = 8
     patch: int = 128
-    lr: float = 2e-4
+    lr: float = 3e-4
     lr_drop_at: float = 0.85  # fraction of steps after which lr is divided by 10
     aux_lr: float = 1e-3
     clip: float = 1.0

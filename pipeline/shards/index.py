@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import fsspec
 import pyarrow as pa
@@ -72,7 +72,3 @@ def table_bytes(table: pa.Table) -> bytes:
 def read_table(url: str) -> pa.Table:
     with fsspec.open(url, "rb") as f:
         return pq.read_table(io.BytesIO(f.read()))
-
-
-def row_dict(row: IndexRow) -> dict:
-    return asdict(row)

@@ -19,16 +19,16 @@ class Layout:
     def at(cls, root: str) -> Layout:
         return cls(str(root).rstrip("/"))
 
-    @property
-    def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.core.url_to_fs(self.root)[0]
-
     def url(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
     @property
     def manifest(self) -> str:
         return self.url("manifest.json")
+
+    @property
+    def plan(self) -> str:
+        return self.url("plan.json")
 
     @property
     def index(self) -> str:

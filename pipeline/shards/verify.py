@@ -59,12 +59,18 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
     shards = ds.manifest["shards"]
     rows_by_shard, all_keys = {}, []
     for s in shards:
+        rows = []
         try:
+            raw = read_file(ds.layout.shard_index(s["name"]))
+            if hashlib.sha256(raw).hexdigest() != s["index_sha256"]:
+                rep.faults.append(Fault(s["name"], "", "shard index sha256 differs from the manifest"))
             rows = [r for r in idx.read_table(ds.layout.shard_index(s["name"])).to_pylist()
                     if r["status"] == idx.OK]
-        except (OSError, LatentShardsError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any unreadable index is a fault, not a crash
             rep.faults.append(Fault(s["name"], "", f"shard index unreadable: {exc}"))
-            rows = []
+        if len(rows) != s["samples"]:
+            rep.faults.append(Fault(s["name"], "", f"index holds {len(rows)} samples, "
+                                    f"manifest says {s['samples']}"))
         rows_by_shard[s["name"]] = rows
         all_keys += [(s["name"], r["key"]) for r in rows]
     chosen = set(all_keys) if sample is None else set(
@@ -84,13 +90,18 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
         except tarfile.TarError as exc:
             rep.faults.append(Fault(name, "", f"not a readable tar: {exc}"))
             continue
-        _check_rows(rep, name, rows_by_shard[name], members, data, codec, chosen)
+        _check_rows(rep, name, rows_by_shard[name], members, data, codec, chosen, ds.fingerprint)
         if on_shard:
             on_shard(name)
     return rep
 
 
-def _check_rows(rep, name, rows, members, data, codec, chosen) -> None:
+def _points_at(data: bytes, members: dict, name: str, offset, size) -> bool:
+    m = members.get(name)
+    return m is not None and m[0] == offset and data[offset : offset + (size or 0)] == m[1]
+
+
+def _check_rows(rep, name, rows, members, data, codec, chosen, fingerprint) -> None:
     if len(rows) != sum(1 for m in members if m.endswith(".latent")):
         rep.faults.append(Fault(name, "", f"index lists {len(rows)} samples, tar holds "
                                 f"{sum(1 for m in members if m.endswith('.latent'))}"))
@@ -100,9 +111,13 @@ def _check_rows(rep, name, rows, members, data, codec, chosen) -> None:
         if member is None:
             rep.faults.append(Fault(name, key, "latent member missing from tar"))
             continue
-        off, blob = member
-        if off != r["latent_offset"] or data[off : off + r["latent_size"]] != blob:
-            rep.faults.append(Fault(name, key, "index offset/size do not point at the latent"))
+        blob = member[1]
+        for ext in ("latent", "json", "cls"):
+            if r[f"{ext}_offset"] is not None and not _points_at(
+                    data, members, f"{key}.{ext}", r[f"{ext}_offset"], r[f"{ext}_size"]):
+                rep.faults.append(Fault(name, key, f"index offset/size do not point at {key}.{ext}"))
+        if r["codec_fingerprint"] != fingerprint:
+            rep.faults.append(Fault(name, key, "index row names another codec fingerprint"))
         if codec is None or (name, key) not in chosen:
             continue
         try:
@@ -110,5 +125,5 @@ def _check_rows(rep, name, rows, members, data, codec, chosen) -> None:
             if tuple(y.shape) != (r["latent_c"], r["valid_h"], r["valid_w"]):
                 raise LatentShardsError(f"decoded shape {tuple(y.shape)} differs from the index")
             rep.decoded += 1
-        except LatentShardsError as exc:
+        except Exception as exc:  # noqa: BLE001 - every undecodable sample is a named fault
             rep.faults.append(Fault(name, key, f"latent does not decode: {exc}"))

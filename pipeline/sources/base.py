@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -68,6 +69,13 @@ def dedupe_keys(pairs: list[tuple[str, str]]) -> dict[str, str]:
         counts[k] = counts.get(k, 0) + 1
     return {rel: (k if counts[k] == 1 else f"{k}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}")
             for rel, k in keys.items()}
+
+
+def canonical_uri(uri: str) -> str:
+    """Local paths become absolute, so `./x`, `x` and `/abs/x` name the same dataset."""
+    if "://" in str(uri):
+        return str(uri).rstrip("/")
+    return os.path.abspath(os.path.expanduser(str(uri)))
 
 
 def read_bytes(uri: str) -> bytes:

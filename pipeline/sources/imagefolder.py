@@ -10,6 +10,7 @@ from pipeline.sources.base import (
     Listing,
     ListingFailure,
     SourceItem,
+    canonical_uri,
     dedupe_keys,
     is_image_name,
 )
@@ -23,7 +24,7 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     """
     fs, path = fsspec.core.url_to_fs(root)
     files, odd = [], []
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+    if "file" in fs.protocol:
         base = os.path.abspath(path)
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
@@ -59,6 +60,7 @@ def join(root: str, rel: str) -> str:
 
 def list_imagefolder(root: str, split: str = "train") -> Listing:
     """List ``root``; images directly under it are unlabelled only if there are no classes."""
+    root = canonical_uri(root)
     files, odd = _walk(root)
     classes = sorted({f.split("/", 1)[0] for f in files if "/" in f})
     index = {c: i for i, c in enumerate(classes)}

@@ -108,3 +108,30 @@ def test_decode_is_bit_exact_in_another_process_with_other_threads(default_codec
     child = subprocess.run([sys.executable, "-c", DECODE_IN_CHILD], input=blob,
                            capture_output=True, check=True)
     assert child.stdout.decode().strip() == hashlib.sha256(here).hexdigest()
+
+
+def _reseal(blob: bytes, **changes) -> bytes:
+    """Re-pack a container with some fields changed (valid outer CRC, wrong content)."""
+    import dataclasses
+
+    from pipeline.codec.container import LatentContainer
+
+    return dataclasses.replace(LatentContainer.unpack(blob), **changes).pack()
+
+
+def test_wrong_symbols_are_detected_not_returned(tiny_codec):
+    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0]
+    with pytest.raises(ContainerError, match="checksum"):
+        tiny_codec.decode_y(_reseal(blob, symbols_crc=12345))
+
+
+@pytest.mark.parametrize("changes", [
+    {"y_shape": (24, 8, 13)}, {"padded_hw": (128, 200)}, {"image_hw": (129, 192)},
+    {"z_shape": (17, 2, 3)},
+])
+def test_shapes_that_do_not_fit_the_codec_never_reach_the_coder(tiny_codec, changes):
+    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0]
+    if "z_shape" in changes and tiny_codec.arch.family == "factorized":
+        changes = {"z_shape": (16, 2, 3)}
+    with pytest.raises(ContainerError, match="does not fit"):
+        tiny_codec.decode_y(_reseal(blob, **changes))

@@ -195,3 +195,30 @@ def test_unforeseen_decoder_exception_is_one_failure_row(photo_tree, tmp_path, m
     failures = pd.read_parquet(tmp_path / "out" / "failures.parquet")
     assert m["totals"]["samples"] == 7 and list(failures["reason"]) == ["decode-error"]
     assert "RuntimeError: decoder bug" in failures["detail"][0]
+
+
+def test_resume_with_another_plan_is_refused(photo_tree, tmp_path):
+    from pipeline.errors import DatasetError
+
+    out = tmp_path / "out"
+    _convert(photo_tree, out, shard_size=4)
+    with pytest.raises(DatasetError, match="shard_size"):
+        _convert(photo_tree, out, shard_size=3)
+    (photo_tree / "odd" / "extra.jpg").write_bytes((photo_tree / "odd").glob("*.jpg").__next__().read_bytes())
+    with pytest.raises(DatasetError, match="shards"):
+        _convert(photo_tree, out, shard_size=4)
+
+
+def test_stale_temp_files_of_a_killed_run_are_swept(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / ".train-000000.tar.0123abcd.tmp").write_bytes(b"half a shard")
+    _convert(photo_tree, out)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_relative_and_absolute_source_give_the_same_bytes(photo_tree, tmp_path, monkeypatch):
+    _convert(photo_tree, tmp_path / "abs")
+    monkeypatch.chdir(photo_tree.parent)
+    _convert(f"./{photo_tree.name}/", tmp_path / "rel")
+    assert _tree_bytes(tmp_path / "abs") == _tree_bytes(tmp_path / "rel")
