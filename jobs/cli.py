@@ -52,8 +52,9 @@ def _print_summary(s: dict) -> None:
 def convert(
     src: str = typer.Argument(..., help="Image dataset root (local path or fsspec URL)."),
     out: str = typer.Argument(..., help="Output dataset root (local path or fsspec URL)."),
-    fmt: str = typer.Option("imagefolder", "--format", help="Source layout: imagefolder."),
-    split: str = typer.Option("train", help="Split name the images go to."),
+    fmt: str = typer.Option("auto", "--format",
+                            help="Source layout: auto, imagefolder, imagenet, openimages, uris."),
+    split: str = typer.Option(None, help="Only this split (default: every split; a plain folder is train)."),
     checkpoint: str = typer.Option(None, help="Codec checkpoint (latent-shards or CompressAI state dict)."),
     arch: str = typer.Option(None, help="Codec architecture, for a CompressAI state dict or --pretrained."),
     quality: int = typer.Option(None, help="Zoo quality 1..8, with --pretrained."),

@@ -32,7 +32,7 @@ from pipeline.errors import DatasetError
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
-from pipeline.sources import list_source
+from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri
 
 
@@ -49,8 +49,8 @@ class RayOptions:
 class ConvertJob:
     src: str
     out: str
-    fmt: str = "imagefolder"
-    split: str = "train"
+    fmt: str = "auto"  # see pipeline.sources.READERS; auto detects where unambiguous
+    split: str | None = None  # None: every split of the layout ("train" for a plain folder)
     codec: CodecSpec = field(default_factory=CodecSpec)
     options: ConvertOptions = field(default_factory=ConvertOptions)
     torch_threads: int = 0  # 0: torch's default
@@ -161,7 +161,9 @@ def _run_shards(tasks: list[ShardTask], codec: Codec, layout: Layout, job: Conve
 def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSummary:
     if job.torch_threads:
         torch.set_num_threads(job.torch_threads)
-    job = replace(job, src=canonical_uri(job.src), out=canonical_uri(job.out))
+    src = canonical_uri(job.src)
+    job = replace(job, src=src, out=canonical_uri(job.out),
+                  fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
     layout = Layout.at(job.out)
     listing = list_source(job.fmt, job.src, split=job.split)
     if not listing.items and not listing.failures:

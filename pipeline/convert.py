@@ -141,6 +141,7 @@ def _encode_chunk(codec: Codec, prepared: list[PreparedImage | None], batch_size
 def _sample_json(item: SourceItem, img: PreparedImage, latent: bytes, row: idx.IndexRow) -> bytes:
     meta = {
         "key": item.key, "source": item.uri, "label": item.label, "label_name": item.label_name,
+        "targets": json.loads(item.targets) if item.targets else None,
         "orig_hw": list(img.orig_hw), "enc_hw": list(img.enc_hw), "padded_hw": list(img.padded_hw),
         "latent_shape": [row.latent_c, row.latent_h, row.latent_w],
         "valid_hw": [row.valid_h, row.valid_w], "source_bytes": row.source_bytes,
@@ -157,7 +158,8 @@ def _failure_row(task: ShardTask, e: Entry, reason: str, etype: str, detail: str
         reason=reason, error_type=etype, detail=detail[:500],
         source_bytes=len(data) if data is not None else None,
         source_sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
-        label=getattr(e, "label", None), label_name=getattr(e, "label_name", None))
+        label=getattr(e, "label", None), label_name=getattr(e, "label_name", None),
+        targets=getattr(e, "targets", None))
 
 
 def _chunks(seq: tuple, n: int) -> Iterable[tuple]:
@@ -221,7 +223,8 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     row = idx.IndexRow(
         key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=e.uri,
         source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest(),
-        label=e.label, label_name=e.label_name, orig_h=img.orig_hw[0], orig_w=img.orig_hw[1],
+        label=e.label, label_name=e.label_name, targets=e.targets,
+        orig_h=img.orig_hw[0], orig_w=img.orig_hw[1],
         enc_h=img.enc_hw[0], enc_w=img.enc_hw[1], padded_h=img.padded_hw[0],
         padded_w=img.padded_hw[1], latent_c=c, latent_h=lh, latent_w=lw, valid_h=vh, valid_w=vw,
         latent_offset=m_lat.offset, latent_size=m_lat.size,

@@ -128,3 +128,38 @@ def photo_tree(tmp_path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         Image.open(p.path).convert("RGB").save(d / f"{p.name}.jpg", quality=90)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 endpoint: moto's server on 127.0.0.1, used through s3fs like any bucket.
+
+    Configured through the environment too, so Ray worker processes started later see it.
+    """
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
+    fs = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
+    yield fs
+    fsspec.config.conf["s3"].pop("endpoint_url", None)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+def upload_tree(fs, local: Path, url: str) -> None:
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"{url}/{p.relative_to(local).as_posix()}", p.read_bytes())

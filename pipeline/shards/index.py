@@ -26,6 +26,7 @@ class IndexRow:
     source_sha256: str | None = None
     label: int | None = None
     label_name: str | None = None
+    targets: str | None = None  # JSON: multi-label positives/negatives, boxes (normalised xyxy)
     orig_h: int | None = None
     orig_w: int | None = None
     enc_h: int | None = None  # the image the codec saw, before padding

@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
 from pipeline.sources.imagefolder import list_imagefolder
+from pipeline.sources.imagenet import list_imagenet
+from pipeline.sources.openimages import list_openimages
+from pipeline.sources.uris import list_uris
 
+_WNID = re.compile(r"n\d{8}")
+
+#: format name → reader(root, split) -> Listing. ``split=None``: every split the layout has.
 READERS: dict[str, Callable[..., Listing]] = {
     "imagefolder": list_imagefolder,
+    "imagenet": list_imagenet,
+    "openimages": list_openimages,
+    "uris": list_uris,
 }
 
 
-def list_source(fmt: str, root: str, split: str = "train") -> Listing:
+def detect_format(root: str) -> str:
+    """The layout of ``root`` where it is unambiguous; imagefolder otherwise."""
+    import fsspec
+
+    if root.lower().endswith((".csv", ".parquet")):
+        return "uris"
+    fs, base = fsspec.core.url_to_fs(root)
+    base = base.rstrip("/")
+    if fs.glob(f"{base}/**/*annotations-human-imagelabels*.csv") or fs.glob(
+            f"{base}/**/*class-descriptions*.csv"):
+        return "openimages"
+    if fs.glob(f"{base}/**/LOC_synset_mapping.txt"):
+        return "imagenet"
+    if fs.isdir(f"{base}/train"):
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{base}/train", detail=False)]
+        if names and all(_WNID.fullmatch(n) for n in names):
+            return "imagenet"
+    return "imagefolder"
+
+
+def list_source(fmt: str, root: str, split: str | None = None) -> Listing:
+    if fmt == "auto":
+        fmt = detect_format(root)
     try:
         reader = READERS[fmt]
     except KeyError:
-        raise ValueError(f"unknown source format {fmt!r}; choose one of {', '.join(READERS)}") from None
+        raise ValueError(f"unknown source format {fmt!r}; choose auto or one of "
+                         f"{', '.join(READERS)}") from None
     return reader(root, split=split)
 
 

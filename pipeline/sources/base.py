@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ class SourceItem:
     split: str
     label: int | None = None
     label_name: str | None = None
+    targets: str | None = None  # canonical JSON of richer targets (multi-label, boxes), if any
+
+
+def targets_json(obj: dict) -> str:
+    """Canonical JSON, so identical targets are identical bytes in KEY.json and the index."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,14 @@ def canonical_uri(uri: str) -> str:
 def read_bytes(uri: str) -> bytes:
     with fsspec.open(uri, "rb") as f:
         return f.read()
+
+
+def split_listing(items: list[SourceItem], failures: list[ListingFailure],
+                  classes: tuple[str, ...] = ()) -> Listing:
+    """A Listing with items and failures in their canonical (split, key) order."""
+    items = sorted(items, key=lambda i: (i.split, i.key))
+    failures = sorted(failures, key=lambda f: (f.split, f.key))
+    return Listing(tuple(items), tuple(classes), tuple(failures))
 
 
 def is_image_name(name: str) -> bool:

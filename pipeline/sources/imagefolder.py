@@ -58,9 +58,10 @@ def join(root: str, rel: str) -> str:
     return root.rstrip("/") + "/" + rel
 
 
-def list_imagefolder(root: str, split: str = "train") -> Listing:
+def list_imagefolder(root: str, split: str | None = None) -> Listing:
     """List ``root``; images directly under it are unlabelled only if there are no classes."""
     root = canonical_uri(root)
+    split = split or "train"
     files, odd = _walk(root)
     classes = sorted({f.split("/", 1)[0] for f in files if "/" in f})
     index = {c: i for i, c in enumerate(classes)}

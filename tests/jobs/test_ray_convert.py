@@ -22,7 +22,8 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(s3):
+    """A real local Ray cluster with 2 CPUs; started after the S3 endpoint so workers see it."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -99,3 +100,29 @@ def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     subprocess.run(cmd, cwd=run, env=env, check=True, capture_output=True)
     assert _tree_bytes(run / "OUT") == reference
     assert Path(run / "OUT" / "index.parquet").is_file()
+
+
+def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
+    import pandas as pd
+
+    from tests.conftest import upload_tree
+    from tests.sources_fixtures import make_imagenet, make_openimages, make_uri_list
+
+    make_imagenet(tmp_path / "imagenet")
+    s3.mkdir("ray-src")
+    upload_tree(s3, tmp_path / "imagenet", "ray-src/imagenet")
+    make_openimages(tmp_path / "oi")
+    lst = make_uri_list(tmp_path / "list", photo_tree)
+    cases = [("s3://ray-src/imagenet", "s3://ray-src/out-imagenet", 10),
+             (str(tmp_path / "oi"), str(tmp_path / "out-oi"), 5),
+             (str(lst), str(tmp_path / "out-uris"), 5)]
+    for src, out, listed in cases:
+        job = ConvertJob(src, out, options=ConvertOptions(shard_size=2), progress=False,
+                         executor="ray", ray=RayOptions(workers=2))
+        m = run_convert(job).manifest
+        assert m["totals"]["samples"] + m["totals"]["failures"] == listed, src
+        rep = verify(out)
+        assert rep.ok and rep.decoded == m["totals"]["samples"], (src, rep.faults)
+        if not out.startswith("s3://"):
+            index = pd.read_parquet(f"{out}/index.parquet")
+            assert len(index) == m["totals"]["samples"]
