@@ -224,5 +224,33 @@ def eval_codec_cmd(
         output.write_text(json.dumps({"points": [p.to_json() for p in pts], "mean": mean}, indent=2))
 
 
+@app.command()
+def bench(
+    checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
+    arch: str = typer.Option(None),
+    threads: int = typer.Option(1, help="Torch threads for the measurement."),
+    output: Path = typer.Option(None, help="Also write the figures as JSON here."),
+):
+    """Per-image cost of each conversion stage on ImageNet-like 500x375 JPEGs (medians)."""
+    from pipeline.codec.load import load_codec
+    from pipeline.eval.bench import imagenet_like_jpegs, profile_encode
+
+    try:
+        codec = load_codec(_codec_spec(checkpoint, arch, None, False))
+    except (LatentShardsError, OSError) as exc:
+        _fail(exc)
+    p = profile_encode(codec, imagenet_like_jpegs(), threads=threads)
+    t = Table(title=f"conversion stages, {p.image_hw[0]}x{p.image_hw[1]} padded, {threads} thread(s)")
+    t.add_column("stage")
+    t.add_column("ms / image", justify="right")
+    for name, v in [("JPEG decode + resize + pad", p.prepare_ms), (f"g_a ({p.g_a_gmac:.2f} GMAC)", p.g_a_ms),
+                    ("h_a + float64 h_s + rANS (encode - g_a)", p.entropy_ms),
+                    ("Codec.encode total", p.encode_ms), ("decode_y (no g_s)", p.decode_y_ms)]:
+        t.add_row(name, f"{v:.1f}")
+    console.print(t)
+    if output:
+        output.write_text(json.dumps(p.to_json(), indent=2))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,88 @@
+"""Benchmarks: where conversion time goes, measured side by side on the same images."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.codec.codec import Codec
+from pipeline.images import ImagePolicy, prepare_image
+from pipeline.photos import bundled_photos
+
+
+@dataclass(frozen=True)
+class EncodeProfile:
+    image_hw: tuple[int, int]  # padded size the codec saw
+    threads: int
+    prepare_ms: float  # JPEG decode + EXIF + colour + resize + pad
+    g_a_ms: float
+    encode_ms: float  # g_a + h_a + float64 h_s + CDF indexes + rANS (Codec.encode)
+    decode_y_ms: float  # rANS decode of z and y + float64 h_s, no g_s
+    g_a_gmac: float
+
+    @property
+    def entropy_ms(self) -> float:
+        return self.encode_ms - self.g_a_ms
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "entropy_ms": self.entropy_ms}
+
+
+def imagenet_like_jpegs(size=(500, 375), quality: int = 90) -> list[bytes]:
+    """The bundled colour photos resized to a typical ImageNet size, as JPEG bytes."""
+    out = []
+    for p in bundled_photos(colour_only=True):
+        buf = io.BytesIO()
+        Image.open(p.path).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(
+            buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def _median_ms(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def _gmac(module: torch.nn.Module, x: torch.Tensor) -> float:
+    total = 0
+
+    def hook(m, _inp, out):
+        nonlocal total
+        total += out.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+
+    hooks = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        module(x)
+    for h in hooks:
+        h.remove()
+    return total / 1e9
+
+
+def profile_encode(codec: Codec, jpegs: list[bytes], threads: int = 1, batch: int = 8,
+                   reps: int = 3) -> EncodeProfile:
+    """Per-image milliseconds of each conversion stage (median of ``reps`` passes)."""
+    torch.set_num_threads(threads)
+    policy = ImagePolicy(multiple=codec.arch.multiple)
+    preps = [prepare_image(j, policy) for j in jpegs]
+    same = [p for p in preps if p.padded_hw == preps[0].padded_hw][:batch]
+    x = torch.from_numpy(np.stack([p.pixels for p in same])).permute(0, 3, 1, 2).float() / 255
+    hw = [p.enc_hw for p in same]
+    n = len(same)
+    prepare = _median_ms(lambda: [prepare_image(j, policy) for j in jpegs], reps) / len(jpegs)
+    with torch.no_grad():
+        g_a = _median_ms(lambda: codec.model.g_a(x), reps) / n
+    encode = _median_ms(lambda: codec.encode(x, hw), reps) / n
+    blobs = codec.encode(x, hw)
+    decode = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
+    return EncodeProfile(tuple(x.shape[2:]), threads, prepare, g_a, encode, decode,
+                         _gmac(codec.model.g_a, x[:1]))
