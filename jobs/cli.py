@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import typer
@@ -18,8 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
-# CompressAI scripts a few helpers with torch.jit at import; torch 2.14 warns about it each run.
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 
 
 def _fail(exc: Exception) -> None:

@@ -208,3 +208,11 @@ def write_run_log(layout: Layout, job: ConvertJob, s: ConvertSummary) -> None:
            "shards_skipped": s.skipped, "workers": s.workers, "failures_by_reason": s.failures_by_reason}
     atomic_write(layout.url("logs", f"convert-{stamp}-{os.getpid()}.json"),
                  (json.dumps(log, indent=2, sort_keys=True) + "\n").encode())
+
+
+if __name__ == "__main__":  # `python -m jobs.convert SRC OUT [options]`, e.g. under `ray job submit`
+    import sys
+
+    from jobs.cli import app
+
+    app(["convert", *sys.argv[1:]])

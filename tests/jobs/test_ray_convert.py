@@ -80,7 +80,7 @@ def test_killed_actor_is_retried_and_dataset_is_complete(ray_cluster, photo_tree
 
 def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "jobs.cli", "convert", str(photo_tree), "OUT", "--shard-size", "1",
+    cmd = [sys.executable, "-m", "jobs.convert", str(photo_tree), "OUT", "--shard-size", "1",
            "--workers", "1", "--torch-threads", "1", "--no-progress"]
     ref = tmp_path / "ref"
     ref.mkdir()
