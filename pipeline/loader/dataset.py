@@ -1,0 +1,127 @@
+"""`LatentShardDataset`: an IterableDataset of ``(ŷ float32 [M, h, w], target)``.
+
+Works with a plain ``torch.utils.data.DataLoader`` (workers, pin_memory, persistent
+workers). Entropy decoding runs in the worker processes: CompressAI's coder holds the GIL,
+so parallelism comes from processes. Ranks (torch.distributed) and workers get disjoint,
+equal-sized slices of a seeded, per-epoch shard order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.codec.codec import Codec
+from pipeline.errors import LatentShardsError
+from pipeline.loader import stages
+from pipeline.shards.dataset import LatentDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LatentLoaderConfig:
+    root: str  # dataset root (any fsspec URL)
+    split: str = "train"
+    train: bool = True  # random crop + flip + shuffle; else centre crop, fixed order
+    window: tuple[int, int] | None = (14, 14)  # latent crop (14x14 ≈ 224 px); None: whole grid
+    seed: int = 0
+    shuffle_buffer: int = 256
+    strict: bool = False  # raise on a corrupt sample instead of skipping it
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class LatentShardDataset(IterableDataset):
+    def __init__(self, cfg: LatentLoaderConfig, codec: Codec | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.data = LatentDataset.open(cfg.root)
+        if codec is not None:
+            self.data.load_codec(codec)  # refuses a codec with another fingerprint, naming both
+        shards = [s for s in self.data.manifest["shards"] if s["split"] == cfg.split and s["samples"]]
+        if not shards:
+            raise LatentShardsError(f"{cfg.root} has no samples in split {cfg.split!r}; splits: "
+                                    f"{', '.join(self.data.manifest['splits'])}")
+        self.shards = [(self.data.layout.shard_tar(s["name"]), s["name"], s["samples"]) for s in shards]
+        self.classes = list(self.data.manifest["classes"])
+        self.epoch = 0
+        self._codec = codec
+        self.skipped = 0
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def total(self) -> int:
+        return sum(n for _, _, n in self.shards)
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (equal on every rank)."""
+        return self.total // _rank_world()[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    # -- decoding ---------------------------------------------------------------------------
+    def codec(self) -> Codec:
+        if self._codec is None:
+            self._codec = self.data.load_codec()
+        return self._codec
+
+    def _target(self, sample: dict) -> int:
+        cls = sample.get("cls")
+        return int(cls) if cls is not None else -1
+
+    def __getitem__(self, key: str) -> tuple[torch.Tensor, int]:
+        """Random access by key through the index's tar offsets (no scan)."""
+        row = self.data.row(key)
+        y = self.codec().decode_y(self.data.latent_bytes(key))
+        return y, row["label"] if row["label"] is not None else -1
+
+    def __iter__(self):
+        rank, world = _rank_world()
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        order = list(range(len(self.shards)))
+        if self.cfg.train:
+            random.Random(self.cfg.seed * 1_000_003 + self.epoch).shuffle(order)
+        # this rank's equal share, then this worker's part of it
+        rank_slices = stages.assign_slices(self.shards, order, rank, world)
+        parts = [(s.url, s.name, s.stop - s.start) for s in rank_slices]
+        offset = {s.name: s.start for s in rank_slices}
+        slices = [stages.ShardSlice(w.url, w.name, offset[w.name] + w.start, offset[w.name] + w.stop)
+                  for w in stages.assign_slices(parts, list(range(len(parts))), wid, nworkers,
+                                                drop_remainder=False)]
+        rng = random.Random(hash((self.cfg.seed, self.epoch, rank, wid))) if self.cfg.train else None
+        samples = stages.slice_samples(slices, self._handler)
+        if rng is not None:
+            samples = stages.shuffle(samples, self.cfg.shuffle_buffer, rng)
+        codec = self.codec()
+        skipped = 0
+        for s in samples:
+            try:
+                y = codec.decode_y(s["latent"])
+            except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
+                if self.cfg.strict:
+                    raise LatentShardsError(f"shard {s['__shard__']} key {s['__key__']}: {exc}") from exc
+                skipped += 1
+                log.warning("skipping corrupt sample: shard %s key %s: %s", s["__shard__"], s["__key__"], exc)
+                continue
+            yield stages.crop_and_flip(y, self.cfg.window, rng), self._target(s)
+        if skipped:
+            log.warning("epoch %d, rank %d, worker %d: %d corrupt sample(s) skipped",
+                        self.epoch, rank, wid, skipped)
+        self.skipped = skipped
+
+    def _handler(self, exc: Exception) -> bool:
+        if self.cfg.strict:
+            raise exc
+        log.warning("skipping unreadable shard data: %s", exc)
+        return True

@@ -1,0 +1,88 @@
+"""Small generator stages over webdataset's tar expansion: plan → samples → ŷ → augment."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import fsspec
+import torch
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+
+@dataclass(frozen=True)
+class ShardSlice:
+    """Samples [start, stop) (positions inside the shard) of one shard."""
+
+    url: str
+    name: str
+    start: int
+    stop: int
+
+
+def assign_slices(shards: list[tuple[str, str, int]], order: list[int], part: int,
+                  parts: int, drop_remainder: bool = True) -> list[ShardSlice]:
+    """Cut the concatenation of ``shards`` (in ``order``) into ``parts`` disjoint ranges.
+
+    With ``drop_remainder`` every part gets exactly ``total // parts`` samples, so DDP ranks
+    see equal numbers of batches (no hang on uneven shards); without, the parts differ by at
+    most one sample and cover everything (used to split a rank's range among its workers).
+    """
+    total = sum(n for _, _, n in shards)
+    if drop_remainder:
+        per = total // parts
+        lo, hi = part * per, (part + 1) * per
+    else:
+        lo, hi = total * part // parts, total * (part + 1) // parts
+    out, pos = [], 0
+    for i in order:
+        url, name, n = shards[i]
+        a, b = max(lo, pos), min(hi, pos + n)
+        if a < b:
+            out.append(ShardSlice(url, name, a - pos, b - pos))
+        pos += n
+    return out
+
+
+def slice_samples(slices: Iterable[ShardSlice], handler) -> Iterator[dict]:
+    """Samples of each slice, read as a stream through webdataset's tar stages."""
+    for sl in slices:
+        with fsspec.open(sl.url, "rb") as stream:
+            files = tar_file_expander([{"stream": stream, "url": sl.url}], handler=handler)
+            for i, sample in enumerate(group_by_keys(files, handler=handler)):
+                if i >= sl.stop:
+                    break
+                if i >= sl.start:
+                    sample["__shard__"] = sl.name
+                    yield sample
+
+
+def shuffle(samples: Iterable, buffer: int, rng: random.Random) -> Iterator:
+    """Reservoir-style shuffle buffer (seeded)."""
+    buf = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) >= buffer:
+            yield buf.pop(rng.randrange(len(buf)))
+    rng.shuffle(buf)
+    yield from buf
+
+
+def crop_and_flip(y: torch.Tensor, window: tuple[int, int] | None, rng: random.Random | None) -> torch.Tensor:
+    """Random (``rng``) or centre (``rng=None``) crop of a fixed latent window, random h-flip.
+
+    A grid smaller than the window is zero-padded on the right/bottom first.
+    """
+    if window is not None:
+        wh, ww = window
+        ph, pw = max(0, wh - y.shape[1]), max(0, ww - y.shape[2])
+        if ph or pw:
+            y = torch.nn.functional.pad(y, (0, pw, 0, ph))
+        h, w = y.shape[1:]
+        top = rng.randint(0, h - wh) if rng else (h - wh) // 2
+        left = rng.randint(0, w - ww) if rng else (w - ww) // 2
+        y = y[:, top : top + wh, left : left + ww]
+    if rng is not None and rng.random() < 0.5:
+        y = y.flip(-1)
+    return y.contiguous()
