@@ -221,6 +221,61 @@ def eval_codec_cmd(
         output.write_text(json.dumps({"points": [p.to_json() for p in pts], "mean": mean}, indent=2))
 
 
+train_app = typer.Typer(no_args_is_help=True, help="Train models straight from latent shards.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("classify")
+def train_classify(
+    data: str = typer.Option(..., help="Latent dataset root (or an image root with --pixels)."),
+    arch: str = typer.Option("sresnet18", help="sresnet18/34/50/101, cresnet*, resnet* (pixels)."),
+    epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(0.05),
+    window: int = typer.Option(14, help="Latent crop side (14 = 224 px); pixels use 16x this."),
+    workers: int = typer.Option(2, help="DataLoader worker processes (ŷ decoding runs there)."),
+    pixels: bool = typer.Option(False, help="Baseline: train on the JPEG source images instead."),
+    out: str = typer.Option("runs/classify", help="Folder for checkpoint.pt and metrics.jsonl."),
+    seed: int = typer.Option(0),
+    ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
+    use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
+    address: str = typer.Option(None, help="Ray cluster address (default: embedded)."),
+):
+    """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
+    from jobs.train import run_local, run_ray
+    from pipeline.train.data import InputSpec
+    from pipeline.train.loop import TrainConfig
+
+    spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed)
+    cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed)
+
+    def show(r: dict) -> None:
+        console.print(f"epoch {r['epoch']}: loss {r['train_loss']:.3f} train {r['train_acc']:.3f} "
+                      f"val top-1 {r['val_top1']:.3f} top-5 {r['val_top5']:.3f} "
+                      f"({r['samples_per_s']:.1f} samples/s)")
+
+    try:
+        if ray_workers:
+            res = run_ray(cfg, ray_workers, use_gpu, address)
+            if res.error:
+                raise OSError(f"Ray Train failed: {res.error}")
+        else:
+            run_local(cfg, show)
+    except (LatentShardsError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(f"checkpoint and metrics in {out}/")
+
+
+@app.command("make-task")
+def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs."),
+              train_per_class: int = typer.Option(40), val_per_class: int = typer.Option(10),
+              size: int = typer.Option(128), seed: int = typer.Option(0)):
+    """Build the CPU-sized photo-crops task (classes = bundled photos; base/novel split)."""
+    from pipeline.tasks import PhotoTask, make_photo_task
+
+    meta = make_photo_task(out, PhotoTask(train_per_class, val_per_class, size, seed=seed))
+    console.print(f"{len(meta['classes'])} classes in {out}/train and {out}/val; "
+                  f"few-shot novel classes: {', '.join(meta['novel'])}")
+
+
 @app.command()
 def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),

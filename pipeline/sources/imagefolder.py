@@ -13,6 +13,7 @@ from pipeline.sources.base import (
     canonical_uri,
     dedupe_keys,
     is_image_name,
+    split_listing,
 )
 
 
@@ -58,11 +59,35 @@ def join(root: str, rel: str) -> str:
     return root.rstrip("/") + "/" + rel
 
 
+SPLIT_DIRS = ("train", "val", "validation", "test")
+
+
 def list_imagefolder(root: str, split: str | None = None) -> Listing:
-    """List ``root``; images directly under it are unlabelled only if there are no classes."""
+    """``ROOT/<class>/...``, or ``ROOT/<split>/<class>/...`` when every top folder is a split.
+
+    Images directly under a class root are unlabelled only if there are no classes.
+    """
     root = canonical_uri(root)
-    split = split or "train"
     files, odd = _walk(root)
+    tops = {f.split("/", 1)[0] for f in files if "/" in f}
+    if tops and tops <= set(SPLIT_DIRS) and all(f.count("/") >= 2 for f in files):
+        return _list_split_folders(root, files, odd, split)
+    return _list_classes(root, files, odd, split or "train")
+
+
+def _list_split_folders(root, files, odd, only: str | None) -> Listing:
+    """Class folders inside split folders; one class index space across all splits."""
+    classes = sorted({f.split("/")[1] for f in files})
+    index = {c: i for i, c in enumerate(classes)}
+    keys = dedupe_keys([(r, r) for r in files + [o for o, _ in odd]])
+    items = [SourceItem(keys[r], join(root, r), r.split("/")[0], index[r.split("/")[1]], r.split("/")[1])
+             for r in files if only in (None, r.split("/")[0])]
+    failures = [ListingFailure(keys[r], join(root, r), r.split("/")[0], "not-a-file", why)
+                for r, why in odd if only in (None, r.split("/")[0])]
+    return split_listing(items, failures, tuple(classes))
+
+
+def _list_classes(root, files, odd, split: str) -> Listing:
     classes = sorted({f.split("/", 1)[0] for f in files if "/" in f})
     index = {c: i for i, c in enumerate(classes)}
     keys = dedupe_keys([(r, r) for r in files + [o for o, _ in odd]])
@@ -77,5 +102,4 @@ def list_imagefolder(root: str, split: str | None = None) -> Listing:
                                 index[cls] if cls else None, cls))
     for rel, why in odd:
         failures.append(ListingFailure(keys[rel], join(root, rel), split, "not-a-file", why))
-    items.sort(key=lambda i: (i.split, i.key))
-    return Listing(tuple(items), tuple(classes), tuple(sorted(failures, key=lambda f: f.key)))
+    return split_listing(items, failures, tuple(classes))

@@ -1,0 +1,54 @@
+"""`latents train classify`: the training loop locally, or on Ray Train workers with DDP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from pipeline.train.loop import TrainConfig, train_classifier
+
+
+def run_local(cfg: TrainConfig, log: Callable[[dict], None]) -> dict:
+    return train_classifier(cfg, log)
+
+
+def _worker_loop(config: dict) -> None:
+    """Runs in each Ray Train worker: DDP is set up by Ray (gloo on CPU, nccl on GPU)."""
+    import ray.train
+    import torch.distributed as dist
+    from ray.train.torch import prepare_model
+
+    cfg: TrainConfig = config["cfg"]
+    rank = dist.get_rank()
+    result = train_classifier(cfg, log=lambda rec: ray.train.report(rec), wrap_model=prepare_model, rank=rank)
+    if config.get("trace_dir"):  # what each rank saw in epoch 0, for tests and debugging
+        import json
+
+        from pipeline.train.data import make_loader
+
+        ds, loader, _, _ = make_loader(cfg.input, cfg.train_split, True)
+        ds.set_epoch(0)
+        seen = [[round(float(v.double().sum()), 4), int(t)]
+                for x, y in loader for v, t in zip(x, y, strict=True)]
+        with open(os.path.join(config["trace_dir"], f"rank{rank}.json"), "w") as f:
+            json.dump({"rank": rank, "world": dist.get_world_size(), "samples": seen,
+                       "batches_per_epoch": result["batches_per_epoch"]}, f)
+
+
+def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None = None,
+            trace_dir: str | None = None):
+    """Ray Train `TorchTrainer` with ``workers`` DDP workers; returns Ray's Result."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else \
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    storage = os.path.abspath(cfg.out or "runs/ray-train")
+    trainer = TorchTrainer(
+        _worker_loop, train_loop_config={"cfg": cfg, "trace_dir": trace_dir},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=storage, name="classify"))
+    return trainer.fit()

@@ -1,0 +1,47 @@
+"""The two kinds of input a classifier trains on: ŷ from latent shards, or JPEG pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    data: str  # latent dataset root, or (pixels) an image root with train/ and val/ class folders
+    kind: str = "latent"  # "latent" | "pixels"
+    window: tuple[int, int] | None = (14, 14)  # latent crop; pixels use 16x this
+    batch_size: int = 32
+    workers: int = 2
+    seed: int = 0
+
+
+def _latent_loader(spec: InputSpec, split: str, train: bool):
+    ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
+                                               window=spec.window, seed=spec.seed))
+    loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers,
+                        persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
+    return ds, loader, ds.classes, ds.data.manifest["codec"]
+
+
+def _pixel_loader(spec: InputSpec, split: str, train: bool):
+    from torchvision import datasets, transforms
+
+    size = 16 * spec.window[0] if spec.window else 224
+    tf = (transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+                              transforms.ToTensor()]) if train else
+          transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
+    ds = datasets.ImageFolder(f"{spec.data.rstrip('/')}/{split}", transform=tf)
+    g = torch.Generator().manual_seed(spec.seed)
+    loader = DataLoader(ds, batch_size=spec.batch_size, shuffle=train, num_workers=spec.workers,
+                        persistent_workers=spec.workers > 0, generator=g)
+    return ds, loader, ds.classes, None
+
+
+def make_loader(spec: InputSpec, split: str, train: bool):
+    """(dataset, DataLoader, class names, codec identity or None)."""
+    return (_latent_loader if spec.kind == "latent" else _pixel_loader)(spec, split, train)
