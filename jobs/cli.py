@@ -264,6 +264,49 @@ def train_classify(
     console.print(f"checkpoint and metrics in {out}/")
 
 
+@app.command()
+def fewshot(
+    data: str = typer.Option(..., help="Latent dataset root with train and val splits."),
+    novel: str = typer.Option(None, help="Comma-separated novel class names."),
+    split_file: Path = typer.Option(None, help="A fewshot.json (from make-task) naming the novel classes."),
+    arch: str = typer.Option("sresnet18"), base_epochs: int = typer.Option(10),
+    lr: float = typer.Option(0.05), batch_size: int = typer.Option(32),
+    window: int = typer.Option(14), workers: int = typer.Option(2),
+    shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
+    classifier: str = typer.Option("cosine", help="cosine or linear last layer."),
+    output: Path = typer.Option(Path("runs/fewshot.json"), help="Where the table is written as JSON."),
+):
+    """TFA two-stage few-shot: base training, then last-layer fine-tuning on k shots per class."""
+    from pipeline.train.data import InputSpec
+    from pipeline.train.fewshot import FewShotConfig, run_fewshot
+
+    if split_file:
+        novel_names = tuple(json.loads(split_file.read_text())["novel"])
+    elif novel:
+        novel_names = tuple(n.strip() for n in novel.split(",") if n.strip())
+    else:
+        _fail(ValueError("name the novel classes with --novel or --split-file"))
+    cfg = FewShotConfig(InputSpec(data, window=(window, window), batch_size=batch_size, workers=workers),
+                        novel_names, arch=arch, base_epochs=base_epochs, lr=lr,
+                        shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
+                        classifier=classifier)
+    try:
+        r = run_fewshot(cfg, log=lambda d: console.print(
+            f"base epoch {d['epoch']}: val top-1 (base classes) {d['val_top1']:.3f}"))
+    except (LatentShardsError, ValueError, OSError) as exc:
+        _fail(exc)
+    t = Table(title=f"{arch} few-shot ({classifier} head), {len(cfg.seeds)} seeds: accuracy over all classes")
+    for c in ("shots", "novel", "base"):
+        t.add_column(c, justify="right")
+    for row in r["rows"]:
+        t.add_row(str(row["shots"]), f"{row['novel_mean']:.3f} ± {row['novel_std']:.3f}",
+                  f"{row['base_mean']:.3f} ± {row['base_std']:.3f}")
+    console.print(t)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(r, indent=2, default=float))
+    console.print(f"wrote {output}")
+
+
 @app.command("make-task")
 def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs."),
               train_per_class: int = typer.Option(40), val_per_class: int = typer.Option(10),

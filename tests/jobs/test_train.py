@@ -69,3 +69,23 @@ def test_ray_train_two_workers_disjoint_and_equal(task, tmp_path):
     assert ranks[0]["batches_per_epoch"] == ranks[1]["batches_per_epoch"]
     a, b = ({tuple(s) for s in r["samples"]} for r in ranks)
     assert len(a) == len(b) == len(ranks[0]["samples"]) and not a & b
+
+
+def test_fewshot_cli_writes_table(task, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    root, meta = task
+    out = tmp_path / "fs.json"
+    res = CliRunner().invoke(app, [
+        "fewshot", "--data", str(root / "latent"), "--split-file", str(root / "jpeg" / "fewshot.json"),
+        "--base-epochs", "2", "--shots", "1,5", "--seeds", "2", "--window", "6", "--batch-size", "16",
+        "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert [row["shots"] for row in r["rows"]] == [1, 5] and r["novel_classes"] == meta["novel"]
+    assert all(0 <= row["novel_mean"] <= 1 and row["seeds"] == 2 for row in r["rows"])
+    chance = 1 / len(meta["classes"])
+    assert r["rows"][1]["novel_mean"] > chance  # 5 shots of an unseen class beat guessing
+    assert "novel" in res.output and "±" in res.output
