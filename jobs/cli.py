@@ -324,11 +324,16 @@ def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
     arch: str = typer.Option(None),
     threads: int = typer.Option(1, help="Torch threads for the measurement."),
+    loader: bool = typer.Option(True, help="Also compare the ŷ loader with a JPEG loader."),
+    images: int = typer.Option(96, help="Generated ImageNet-like images for the loader figures."),
+    workers: int = typer.Option(2, help="DataLoader workers for both loaders."),
     output: Path = typer.Option(None, help="Also write the figures as JSON here."),
 ):
-    """Per-image cost of each conversion stage on ImageNet-like 500x375 JPEGs (medians)."""
+    """Per-stage conversion cost, and ŷ-loader vs JPEG-loader samples/s, side by side."""
+    import tempfile
+
     from pipeline.codec.load import load_codec
-    from pipeline.eval.bench import imagenet_like_jpegs, profile_encode
+    from pipeline.eval.bench import imagenet_like_jpegs, loader_speed, make_jpeg_folder, profile_encode
 
     try:
         codec = load_codec(_codec_spec(checkpoint, arch, None, False))
@@ -343,8 +348,25 @@ def bench(
                     ("Codec.encode total", p.encode_ms), ("decode_y (no g_s)", p.decode_y_ms)]:
         t.add_row(name, f"{v:.1f}")
     console.print(t)
+    figures = {"encode": p.to_json()}
+    if loader:
+        from jobs.convert import ConvertJob, run_convert
+
+        with tempfile.TemporaryDirectory() as tmp:
+            jpegs = make_jpeg_folder(Path(tmp) / "jpeg", images)
+            spec = _codec_spec(checkpoint, arch, None, False)
+            run_convert(ConvertJob(str(jpegs), f"{tmp}/latent", codec=spec, executor="local", progress=False))
+            s = loader_speed(f"{tmp}/latent", str(jpegs), workers=workers)
+        t = Table(title=f"loaders, {s.samples} ImageNet-like images, {workers} workers, batch {s.batch_size}")
+        for c in ("loader", "samples/s"):
+            t.add_column(c)
+        t.add_row("ŷ shards (entropy decode, 14x14 crop)", f"{s.latent_samples_per_s:.1f}")
+        t.add_row("JPEG ImageFolder + RandomResizedCrop(224)", f"{s.jpeg_samples_per_s:.1f}")
+        t.add_row("speed-up (cold)", f"{s.speedup:.2f}x")
+        console.print(t)
+        figures["loader"] = s.to_json()
     if output:
-        output.write_text(json.dumps(p.to_json(), indent=2))
+        output.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

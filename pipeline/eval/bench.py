@@ -86,3 +86,64 @@ def profile_encode(codec: Codec, jpegs: list[bytes], threads: int = 1, batch: in
     decode = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
     return EncodeProfile(tuple(x.shape[2:]), threads, prepare, g_a, encode, decode,
                          _gmac(codec.model.g_a, x[:1]))
+
+
+def make_jpeg_folder(out, n: int = 96, size=(500, 375), seed: int = 0):
+    """``n`` ImageNet-like JPEGs (random crops of the bundled photos) in two class folders."""
+    from pathlib import Path
+
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    photos = [Image.open(p.path).convert("RGB") for p in bundled_photos(colour_only=True)]
+    for i in range(n):
+        img = photos[i % len(photos)]
+        w, h = img.size
+        s = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * s), int(h * s)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        d = out / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        crop = img.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.BICUBIC)
+        crop.save(d / f"{i:05d}.jpg", quality=90)
+    return out
+
+
+@dataclass(frozen=True)
+class LoaderSpeed:
+    workers: int
+    batch_size: int
+    latent_samples_per_s: float  # entropy decode of ŷ + 14x14 crop/flip, in workers
+    jpeg_samples_per_s: float  # ImageFolder + RandomResizedCrop(224) + ToTensor
+    samples: int
+
+    @property
+    def speedup(self) -> float:
+        return self.latent_samples_per_s / self.jpeg_samples_per_s
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "speedup": self.speedup}
+
+
+def _drain(loader, epochs: int) -> float:
+    n, t = 0, time.perf_counter()
+    for _ in range(epochs):
+        for x, _y in loader:
+            n += len(x)
+    return n / (time.perf_counter() - t)
+
+
+def loader_speed(latent_root: str, jpeg_root: str, workers: int = 2, batch_size: int = 32,
+                 epochs: int = 2) -> LoaderSpeed:
+    """Samples/s of the ŷ loader and of a torchvision JPEG loader, same images/workers/batch."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+
+    lat = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14)))
+    jpg = datasets.ImageFolder(jpeg_root, transform=transforms.Compose(
+        [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]))
+    kw = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    lat_loader, jpg_loader = DataLoader(lat, **kw), DataLoader(jpg, shuffle=True, **kw)
+    _drain(lat_loader, 1), _drain(jpg_loader, 1)  # start the workers, warm the page cache
+    return LoaderSpeed(workers, batch_size, _drain(lat_loader, epochs), _drain(jpg_loader, epochs), len(jpg))
