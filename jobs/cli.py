@@ -323,48 +323,45 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
 def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
     arch: str = typer.Option(None),
-    threads: int = typer.Option(1, help="Torch threads for the measurement."),
-    loader: bool = typer.Option(True, help="Also compare the ŷ loader with a JPEG loader."),
-    images: int = typer.Option(96, help="Generated ImageNet-like images for the loader figures."),
-    workers: int = typer.Option(2, help="DataLoader workers for both loaders."),
+    threads: int = typer.Option(1, help="Torch threads for the per-stage profile."),
+    pipeline_figures: bool = typer.Option(True, "--pipeline/--no-pipeline",
+                                          help="Also time convert (bare/local/Ray) and the two loaders."),
+    images: int = typer.Option(96, help="Generated ImageNet-like images for those figures."),
+    workers: int = typer.Option(2, help="Cores / DataLoader workers for those figures."),
     output: Path = typer.Option(None, help="Also write the figures as JSON here."),
 ):
-    """Per-stage conversion cost, and ŷ-loader vs JPEG-loader samples/s, side by side."""
-    import tempfile
-
-    from pipeline.codec.load import load_codec
-    from pipeline.eval.bench import imagenet_like_jpegs, loader_speed, make_jpeg_folder, profile_encode
+    """Per-stage conversion cost; convert and loader throughput measured side by side."""
+    from jobs.bench import run_bench
 
     try:
-        codec = load_codec(_codec_spec(checkpoint, arch, None, False))
+        figures = run_bench(_codec_spec(checkpoint, arch, None, False), threads,
+                            images if pipeline_figures else 0, workers)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
-    p = profile_encode(codec, imagenet_like_jpegs(), threads=threads)
-    t = Table(title=f"conversion stages, {p.image_hw[0]}x{p.image_hw[1]} padded, {threads} thread(s)")
+    p = figures["encode"]
+    t = Table(title=f"conversion stages, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s)")
     t.add_column("stage")
     t.add_column("ms / image", justify="right")
-    for name, v in [("JPEG decode + resize + pad", p.prepare_ms), (f"g_a ({p.g_a_gmac:.2f} GMAC)", p.g_a_ms),
-                    ("h_a + float64 h_s + rANS (encode - g_a)", p.entropy_ms),
-                    ("Codec.encode total", p.encode_ms), ("decode_y (no g_s)", p.decode_y_ms)]:
-        t.add_row(name, f"{v:.1f}")
+    stages = [("JPEG decode + resize + pad", "prepare_ms"), (f"g_a ({p['g_a_gmac']:.2f} GMAC)", "g_a_ms"),
+              ("h_a + float64 h_s + rANS (encode - g_a)", "entropy_ms"),
+              ("Codec.encode total", "encode_ms"), ("decode_y (no g_s)", "decode_y_ms")]
+    for name, key in stages:
+        t.add_row(name, f"{p[key]:.1f}")
     console.print(t)
-    figures = {"encode": p.to_json()}
-    if loader:
-        from jobs.convert import ConvertJob, run_convert
-
-        with tempfile.TemporaryDirectory() as tmp:
-            jpegs = make_jpeg_folder(Path(tmp) / "jpeg", images)
-            spec = _codec_spec(checkpoint, arch, None, False)
-            run_convert(ConvertJob(str(jpegs), f"{tmp}/latent", codec=spec, executor="local", progress=False))
-            s = loader_speed(f"{tmp}/latent", str(jpegs), workers=workers)
-        t = Table(title=f"loaders, {s.samples} ImageNet-like images, {workers} workers, batch {s.batch_size}")
-        for c in ("loader", "samples/s"):
-            t.add_column(c)
-        t.add_row("ŷ shards (entropy decode, 14x14 crop)", f"{s.latent_samples_per_s:.1f}")
-        t.add_row("JPEG ImageFolder + RandomResizedCrop(224)", f"{s.jpeg_samples_per_s:.1f}")
-        t.add_row("speed-up (cold)", f"{s.speedup:.2f}x")
+    if "convert" in figures:
+        c, ld = figures["convert"], figures["loader"]
+        t = Table(title=f"{images} ImageNet-like images, {workers} cores / workers, batch {ld['batch_size']}")
+        t.add_column("measure")
+        t.add_column("value", justify="right")
+        t.add_row("bare CompressAI compress(), images/s", f"{c['bare_compress']:.1f}")
+        t.add_row("convert --executor local, images/s", f"{c['local']:.1f}")
+        t.add_row("convert --executor ray, images/s", f"{c['ray']:.1f}")
+        t.add_row("encode efficiency (local ÷ bare)", f"{c['local'] / c['bare_compress']:.2f}")
+        t.add_row("Ray ÷ in-process", f"{c['ray'] / c['local']:.2f}")
+        t.add_row("ŷ loader (decode + 14x14 crop), samples/s", f"{ld['latent_samples_per_s']:.1f}")
+        t.add_row("JPEG ImageFolder + RandomResizedCrop(224), samples/s", f"{ld['jpeg_samples_per_s']:.1f}")
+        t.add_row("loader speed-up (cold)", f"{ld['speedup']:.2f}x")
         console.print(t)
-        figures["loader"] = s.to_json()
     if output:
         output.write_text(json.dumps(figures, indent=2))
 

@@ -147,3 +147,23 @@ def loader_speed(latent_root: str, jpeg_root: str, workers: int = 2, batch_size:
     lat_loader, jpg_loader = DataLoader(lat, **kw), DataLoader(jpg, shuffle=True, **kw)
     _drain(lat_loader, 1), _drain(jpg_loader, 1)  # start the workers, warm the page cache
     return LoaderSpeed(workers, batch_size, _drain(lat_loader, epochs), _drain(jpg_loader, epochs), len(jpg))
+
+
+def bare_compress_rate(codec: Codec, jpeg_root: str, threads: int, reps: int = 1) -> float:
+    """Images/s of CompressAI's own ``model.compress()`` on the same images, already decoded.
+
+    The reference for encode efficiency: no reading, no JPEG decoding, no container, no tar.
+    """
+    from pathlib import Path
+
+    torch.set_num_threads(threads)
+    policy = ImagePolicy(multiple=codec.arch.multiple)
+    preps = [prepare_image(p.read_bytes(), policy) for p in sorted(Path(jpeg_root).rglob("*.jpg"))]
+    xs = [torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255 for p in preps]
+    model = codec.model
+    t = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(reps):
+            for x in xs:
+                model.compress(x)
+    return reps * len(xs) / (time.perf_counter() - t)
