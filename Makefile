@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo lint default-codec clean
+.PHONY: help install test test-all demo bench lint default-codec clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ test-all: $(STAMP) ## Run every test, slow ones included
 
 demo: $(STAMP) ## Convert the bundled photos with the default codec into $(DEMO_OUT)/
 	$(BIN)/latents demo $(DEMO_OUT)
+
+bench: $(STAMP) ## Measure conversion stages, convert and loader throughput (a few minutes)
+	mkdir -p runs
+	$(BIN)/latents bench --output runs/bench.json
 
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check pipeline jobs tests
