@@ -163,3 +163,16 @@ def upload_tree(fs, local: Path, url: str) -> None:
     for p in sorted(local.rglob("*")):
         if p.is_file():
             fs.pipe_file(f"{url}/{p.relative_to(local).as_posix()}", p.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3):
+    """One real local Ray cluster (2 CPUs) for every Ray test, started after the S3 endpoint
+    so that its worker processes inherit the endpoint's environment."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -5,7 +5,7 @@ from pipeline.codec.load import CodecSpec
 
 
 @pytest.mark.ray
-def test_bench_measures_every_figure_side_by_side():
+def test_bench_measures_every_figure_side_by_side(ray_cluster):
     f = run_bench(CodecSpec(), threads=1, images=8, workers=1)
     assert f["encode"]["encode_ms"] > f["encode"]["g_a_ms"] > 0
     c, ld = f["convert"], f["loader"]

@@ -21,16 +21,6 @@ from tests.jobs.test_convert import _tree_bytes
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(s3):
-    """A real local Ray cluster with 2 CPUs; started after the S3 endpoint so workers see it."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _job(src, out, executor, **kw):
     return ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=1, batch_size=2),
                       command=("latents", "convert"), progress=False, executor=executor,

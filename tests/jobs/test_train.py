@@ -56,7 +56,7 @@ def test_pixel_baseline_and_input_mismatch(task, tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_train_two_workers_disjoint_and_equal(task, tmp_path):
+def test_ray_train_two_workers_disjoint_and_equal(ray_cluster, task, tmp_path):
     from jobs.train import run_ray
 
     root, _ = task
