@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import fsspec
 
+from pipeline.errors import DatasetError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp",
                     ".gif")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -83,6 +85,31 @@ def canonical_uri(uri: str) -> str:
     if "://" in str(uri):
         return str(uri).rstrip("/")
     return os.path.abspath(os.path.expanduser(str(uri)))
+
+
+@dataclass(frozen=True)
+class SplitRoot:
+    """A dataset root laid out as ``<split>/…`` folders, opened through fsspec."""
+
+    uri: str
+    fs: fsspec.AbstractFileSystem
+    base: str  # the root's path inside ``fs``
+    splits: tuple[str, ...]
+
+    def uri_of(self, path: str) -> str:
+        """A path found through ``fs`` as a full URI again (s3://…, or a local path)."""
+        return f"{self.uri.split('://', 1)[0]}://{path}" if "://" in self.uri else path
+
+
+def open_split_root(root: str, split: str | None, known: tuple[str, ...], layout: str) -> SplitRoot:
+    """``split`` alone, or every folder of ``known`` present; an error naming the layout if none."""
+    uri = canonical_uri(root)
+    fs, base = fsspec.core.url_to_fs(uri)
+    base = base.rstrip("/")
+    splits = (split,) if split else tuple(s for s in known if fs.isdir(f"{base}/{s}"))
+    if not splits:
+        raise DatasetError(f"{uri} has none of {', '.join(s + '/' for s in known)}: not an {layout} layout")
+    return SplitRoot(uri, fs, base, splits)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -12,16 +12,14 @@ from __future__ import annotations
 import csv
 import io
 
-import fsspec
-
 from pipeline.errors import DatasetError
 from pipeline.sources.base import (
     Listing,
     ListingFailure,
     SourceItem,
-    canonical_uri,
     is_image_name,
     make_key,
+    open_split_root,
     split_listing,
 )
 
@@ -74,12 +72,8 @@ def _val_labels(fs, root: str, files: list[str]) -> dict[str, str]:
 
 
 def list_imagenet(root: str, split: str | None = None) -> Listing:
-    root = canonical_uri(root)
-    fs, base = fsspec.core.url_to_fs(root)
-    base = base.rstrip("/")
-    splits = [split] if split else [s for s in SPLITS if fs.isdir(f"{base}/{s}")]
-    if not splits:
-        raise DatasetError(f"{root} has neither train/ nor val/: not an ILSVRC2012 layout")
+    sr = open_split_root(root, split, SPLITS, "ILSVRC2012")
+    fs, base, splits = sr.fs, sr.base, sr.splits
     order = synset_order(fs, base)
     found: list[tuple[str, str, str | None]] = []  # (split, path, wnid from folder)
     for sp in splits:
@@ -93,11 +87,10 @@ def list_imagenet(root: str, split: str | None = None) -> Listing:
     wnids = order or sorted({w for _, _, w in found if w} | set(val_labels.values()))
     index = {w: i for i, w in enumerate(wnids)}
     items, failures = [], []
-    proto = root.split("://", 1)[0] + "://" if "://" in root else ""
     for sp, path, wnid in found:
         stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         wnid = wnid or val_labels.get(stem)
-        uri = proto + path if proto else path
+        uri = sr.uri_of(path)
         key = make_key(stem)
         if wnid is None or wnid not in index:
             failures.append(ListingFailure(key, uri, sp, "no-label",

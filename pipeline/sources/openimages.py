@@ -15,15 +15,13 @@ from __future__ import annotations
 import csv
 import io
 
-import fsspec
-
 from pipeline.errors import DatasetError
 from pipeline.sources.base import (
     Listing,
     SourceItem,
-    canonical_uri,
     is_image_name,
     make_key,
+    open_split_root,
     split_listing,
     targets_json,
 )
@@ -79,19 +77,14 @@ def _targets(labels: list[dict], boxes: list[dict], index: dict[str, int]) -> di
 
 
 def list_openimages(root: str, split: str | None = None) -> Listing:
-    root = canonical_uri(root)
-    fs, base = fsspec.core.url_to_fs(root)
-    base = base.rstrip("/")
-    splits = [split] if split else [s for s in SPLITS if fs.isdir(f"{base}/{s}")]
-    if not splits:
-        raise DatasetError(f"{root} has none of {', '.join(s + '/' for s in SPLITS)}")
+    sr = open_split_root(root, split, SPLITS, "Open Images")
+    fs, base, splits = sr.fs, sr.base, sr.splits
     labels = _annotations(fs, base, "annotations-human-imagelabels")
     boxes = _annotations(fs, base, "annotations-bbox")
     described = class_descriptions(fs, base)
     mids = [m for m, _ in described] or sorted(
         {r["LabelName"] for rows in (*labels.values(), *boxes.values()) for r in rows})
     index = {m: i for i, m in enumerate(mids)}
-    proto = root.split("://", 1)[0] + "://" if "://" in root else ""
     items = []
     for sp in splits:
         by_image_l: dict[str, list] = {}
@@ -106,6 +99,6 @@ def list_openimages(root: str, split: str | None = None) -> Listing:
                 continue
             image_id = name.rsplit(".", 1)[0]
             t = _targets(by_image_l.get(image_id, []), by_image_b.get(image_id, []), index)
-            items.append(SourceItem(make_key(image_id), proto + p if proto else p, sp,
+            items.append(SourceItem(make_key(image_id), sr.uri_of(p), sp,
                                     None, None, targets_json(t)))
     return split_listing(items, [], tuple(mids))
