@@ -86,3 +86,24 @@ def test_uri_list_without_uri_column_is_a_clear_error(tmp_path):
     (tmp_path / "l.csv").write_text("path\nx.jpg\n")
     with pytest.raises(DatasetError, match="no 'uri' column"):
         list_source("uris", str(tmp_path / "l.csv"))
+
+
+def test_imagenet_val_labels_from_the_devkit(tmp_path):
+    """ILSVRC2012_validation_ground_truth.txt holds devkit IDs (not sorted-wnid indices)."""
+    import numpy as np
+    from scipy.io import savemat
+
+    make_imagenet(tmp_path / "in")
+    (tmp_path / "in" / "LOC_val_solution.csv").unlink()
+    kit = tmp_path / "in" / "ILSVRC2012_devkit_t12" / "data"
+    kit.mkdir(parents=True)
+    # devkit order differs from sorted order: ID 1 is the shark, 2 the tench, 3 the goldfish
+    syn = np.zeros((3,), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+    for i, w in enumerate([WNIDS[2], WNIDS[0], WNIDS[1]]):
+        syn[i] = (i + 1, w)
+    savemat(kit / "meta.mat", {"synsets": syn})
+    (kit / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n3\n2\n1\n")
+    listing = list_source("imagenet", str(tmp_path / "in"), split="val")
+    got = {i.key: i.label_name for i in listing.items}
+    assert got == {"ILSVRC2012_val_00000001": WNIDS[2], "ILSVRC2012_val_00000002": WNIDS[1],
+                   "ILSVRC2012_val_00000003": WNIDS[0], "ILSVRC2012_val_00000004": WNIDS[2]}
