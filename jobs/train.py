@@ -8,8 +8,19 @@ from collections.abc import Callable
 from pipeline.train.loop import TrainConfig, train_classifier
 
 
-def run_local(cfg: TrainConfig, log: Callable[[dict], None]) -> dict:
-    return train_classifier(cfg, log)
+def run_local(cfg: TrainConfig, log: Callable[[dict], None], show_progress: bool = True) -> dict:
+    """The loop in this process, with a live rich bar over each epoch's batches."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                  disable=not show_progress, transient=True) as bar:
+        task = bar.add_task("train", total=None, epoch=0, loss=0.0)
+
+        def step(epoch: int, batch: int, batches: int, loss: float) -> None:
+            bar.update(task, completed=batch, total=batches, epoch=epoch, loss=loss)
+
+        return train_classifier(cfg, log, on_batch=step)
 
 
 def _worker_loop(config: dict) -> None:

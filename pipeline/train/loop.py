@@ -59,8 +59,12 @@ def _lr(cfg: TrainConfig, step: int, total: int, warm: int) -> float:
 
 
 def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
-                     wrap_model: Callable = lambda m: m, rank: int = 0) -> dict:
-    """Train, evaluate each epoch, save ``checkpoint.pt`` and ``metrics.jsonl`` (rank 0)."""
+                     wrap_model: Callable = lambda m: m, rank: int = 0,
+                     on_batch: Callable[[int, int, int, float], None] | None = None) -> dict:
+    """Train, evaluate each epoch, save ``checkpoint.pt`` and ``metrics.jsonl`` (rank 0).
+
+    ``on_batch(epoch, batch, batches_per_epoch, loss)`` is called after every step (progress).
+    """
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train_ds, train_loader, class_names, codec = make_loader(cfg.input, cfg.train_split, True)
@@ -97,6 +101,8 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
+            if on_batch:
+                on_batch(epoch, batches, steps_per_epoch, loss.item())
         batches_per_epoch.append(batches)
         ev = evaluate(model, val_loader, device, cfg.classes)
         rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
