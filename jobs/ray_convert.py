@@ -18,7 +18,7 @@ from jobs.progress import ConvertBar
 from pipeline.codec import checkpoint
 from pipeline.codec.load import codec_from_checkpoint
 from pipeline.convert import ConvertOptions, Progress, ShardResult, ShardTask, convert_shard
-from pipeline.errors import FingerprintMismatch
+from pipeline.errors import FingerprintMismatch, LatentShardsError
 from pipeline.shards.layout import Layout
 
 
@@ -95,7 +95,20 @@ def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: Conv
     threads = max(1, int(opts.cpus_per_worker))
     pool = [actor.remote(out, fingerprint, options, threads, opts.gpus_per_worker > 0)
             for _ in range(_pool_size(opts, len(tasks)))]
-    workers = ray.get([a.info.remote() for a in pool])
+    try:
+        workers = ray.get([a.info.remote() for a in pool])
+        return _drive(tasks, pool, board, bar), workers
+    except ray.exceptions.RayTaskError as exc:
+        # A shard that failed all its retries: the job stops, done shards stay (rerun resumes).
+        raise LatentShardsError(f"a shard failed after {opts.max_task_retries} retries; rerun to "
+                                f"resume: {exc}") from exc
+    finally:
+        for a in [*pool, board]:
+            ray.kill(a)
+
+
+def _drive(tasks: list[ShardTask], pool: list, board, bar: ConvertBar) -> dict[str, ShardResult]:
+    """Keep every actor busy with one shard at a time until all shards are done."""
     queue, idle, pending, results = list(tasks), list(pool), {}, {}
     seen = Progress()
     while queue or pending:
@@ -110,9 +123,7 @@ def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: Conv
             idle.append(a)
             bar.shards(len(results), len(tasks))
     _advance(bar, seen, ray.get(board.totals.remote()))
-    for a in pool:
-        ray.kill(a)
-    return results, workers
+    return results
 
 
 def _advance(bar: ConvertBar, seen: Progress, totals: tuple[int, int, int, int]) -> None:
