@@ -173,7 +173,7 @@ def train_codec_cmd(
     out: str = typer.Argument(..., help="Checkpoint to write (latent-shards format)."),
     arch: str = typer.Option("mbt2018-mean"), N: int = typer.Option(64), M: int = typer.Option(96),
     lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ (λ·255²·MSE + bpp)."),
-    steps: int = typer.Option(20000), batch_size: int = typer.Option(8),
+    steps: int = typer.Option(15300), batch_size: int = typer.Option(8),
     patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
 ):

@@ -31,7 +31,7 @@ class CodecTrainConfig:
     N: int = 64
     M: int = 96
     lmbda: float = 0.013
-    steps: int = 20000
+    steps: int = 15300
     batch_size: int = 8
     patch: int = 128
     lr: float = 3e-4
