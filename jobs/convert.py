@@ -135,7 +135,7 @@ def resolve_device(name: str) -> torch.device:
 def _result_from_disk(layout: Layout, task: ShardTask) -> ShardResult:
     tar = read_file(layout.shard_tar(task.name))
     index_data = read_file(layout.shard_index(task.name))
-    rows = idx.read_table(layout.shard_index(task.name)).to_pylist()
+    rows = idx.table_from_bytes(index_data).to_pylist()
     ok = [r for r in rows if r["status"] == idx.OK]
     return ShardResult(task.name, task.split, len(ok), len(rows) - len(ok), len(tar),
                        hashlib.sha256(tar).hexdigest(), hashlib.sha256(index_data).hexdigest(),

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.codec import checkpoint
 from pipeline.codec.codec import Codec
@@ -49,12 +48,16 @@ class LatentDataset:
     def failures(self) -> pa.Table:
         return idx.read_table(self.layout.failures)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.index.column("key").to_pylist())}
+
     def row(self, key: str) -> dict:
-        hit = self.index.filter(pc.equal(self.index["key"], key))
-        if hit.num_rows == 0:
+        pos = self._positions.get(key)
+        if pos is None:
             raise DatasetError(f"no sample with key {key!r} in {self.layout.root} "
                                "(`latents inspect` lists shards; keys are in index.parquet)")
-        return hit.slice(0, 1).to_pylist()[0]
+        return self.index.slice(pos, 1).to_pylist()[0]
 
     def latent_bytes(self, key: str) -> bytes:
         r = self.row(key)

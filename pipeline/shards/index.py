@@ -72,4 +72,8 @@ def table_bytes(table: pa.Table) -> bytes:
 
 def read_table(url: str) -> pa.Table:
     with fsspec.open(url, "rb") as f:
-        return pq.read_table(io.BytesIO(f.read()))
+        return table_from_bytes(f.read())
+
+
+def table_from_bytes(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))
