@@ -75,12 +75,16 @@ def connect(opts: RayOptions) -> None:
 
 
 def _pool_size(opts: RayOptions, n_tasks: int) -> int:
-    if opts.workers:
-        return min(opts.workers, n_tasks)
+    """As many actors as asked (or as fit), never more than the cluster can place."""
     res = ray.cluster_resources()
     by_cpu = int(res.get("CPU", 1) // max(opts.cpus_per_worker, 1e-9))
     by_gpu = int(res.get("GPU", 0) // opts.gpus_per_worker) if opts.gpus_per_worker else by_cpu
-    return max(1, min(by_cpu, by_gpu, n_tasks))
+    fits = min(by_cpu, by_gpu)
+    if fits < 1:
+        raise LatentShardsError(f"the Ray cluster ({res.get('CPU', 0)} CPUs, {res.get('GPU', 0)} GPUs) "
+                                f"cannot place one worker of {opts.cpus_per_worker} CPUs and "
+                                f"{opts.gpus_per_worker} GPUs")
+    return max(1, min(opts.workers or fits, fits, n_tasks))
 
 
 def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: ConvertOptions,
@@ -98,10 +102,10 @@ def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: Conv
     try:
         workers = ray.get([a.info.remote() for a in pool])
         return _drive(tasks, pool, board, bar), workers
-    except ray.exceptions.RayTaskError as exc:
-        # A shard that failed all its retries: the job stops, done shards stay (rerun resumes).
-        raise LatentShardsError(f"a shard failed after {opts.max_task_retries} retries; rerun to "
-                                f"resume: {exc}") from exc
+    except ray.exceptions.RayError as exc:
+        # A shard whose worker raised, or died more often than Ray retries: the job stops,
+        # finished shards stay and a rerun resumes from them.
+        raise LatentShardsError(f"a shard could not be converted; rerun to resume: {exc}") from exc
     finally:
         for a in [*pool, board]:
             ray.kill(a)

@@ -107,3 +107,10 @@ def test_imagenet_val_labels_from_the_devkit(tmp_path):
     got = {i.key: i.label_name for i in listing.items}
     assert got == {"ILSVRC2012_val_00000001": WNIDS[2], "ILSVRC2012_val_00000002": WNIDS[1],
                    "ILSVRC2012_val_00000003": WNIDS[0], "ILSVRC2012_val_00000004": WNIDS[2]}
+
+
+def test_uri_listed_three_times_gets_three_distinct_keys(tmp_path, photo_tree):
+    f = sorted(photo_tree.rglob("*.jpg"))[0]
+    (tmp_path / "l.csv").write_text(f"uri\n{f}\n{f}\n{f}\n")
+    keys = [i.key for i in list_source("uris", str(tmp_path / "l.csv")).items]
+    assert len(keys) == len(set(keys)) == 3

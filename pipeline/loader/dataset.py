@@ -55,7 +55,6 @@ class LatentShardDataset(IterableDataset):
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
         self._codec = codec
-        self.skipped = 0
 
     # -- sizes ------------------------------------------------------------------------------
     @property
@@ -67,7 +66,13 @@ class LatentShardDataset(IterableDataset):
         return self.total // _rank_world()[1]
 
     def set_epoch(self, epoch: int) -> None:
+        """Takes effect in DataLoader workers started afterwards (use non-persistent workers)."""
         self.epoch = epoch
+
+    def num_batches(self, batch_size: int, workers: int) -> int:
+        """Batches one epoch yields on this rank: each worker batches its own part."""
+        per, w = len(self), max(1, workers)
+        return sum(-(-(per * (i + 1) // w - per * i // w) // batch_size) for i in range(w))
 
     # -- decoding ---------------------------------------------------------------------------
     def codec(self) -> Codec:
@@ -76,6 +81,7 @@ class LatentShardDataset(IterableDataset):
         return self._codec
 
     def _target(self, sample: dict) -> int:
+        """The class index, or -1 for an unlabelled sample (ignored by the training loss)."""
         cls = sample.get("cls")
         return int(cls) if cls is not None else -1
 
@@ -104,21 +110,26 @@ class LatentShardDataset(IterableDataset):
         if rng is not None:
             samples = stages.shuffle(samples, self.cfg.shuffle_buffer, rng)
         codec = self.codec()
-        skipped = 0
+        expected, yielded = sum(s.stop - s.start for s in slices), 0
         for s in samples:
             try:
-                y = codec.decode_y(s["latent"])
+                out = stages.crop_and_flip(codec.decode_y(s["latent"]), self.cfg.window, rng), self._target(s)
             except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
                 if self.cfg.strict:
                     raise LatentShardsError(f"shard {s['__shard__']} key {s['__key__']}: {exc}") from exc
-                skipped += 1
                 log.warning("skipping corrupt sample: shard %s key %s: %s", s["__shard__"], s["__key__"], exc)
                 continue
-            yield stages.crop_and_flip(y, self.cfg.window, rng), self._target(s)
-        if skipped:
-            log.warning("epoch %d, rank %d, worker %d: %d corrupt sample(s) skipped",
-                        self.epoch, rank, wid, skipped)
-        self.skipped = skipped
+            yielded += 1
+            yield out
+        if yielded < expected:
+            log.warning("epoch %d, rank %d, worker %d: %d sample(s) skipped as corrupt or unreadable",
+                        self.epoch, rank, wid, expected - yielded)
+            if self.cfg.window is not None:
+                # Placeholders (target -1, ignored by the loss) keep every rank's batch count equal,
+                # so DDP never waits forever for a rank that lost samples.
+                filler = torch.zeros(self.data.manifest["codec"]["M"], *self.cfg.window)
+                for _ in range(expected - yielded):
+                    yield filler, -1
 
     def _handler(self, exc: Exception) -> bool:
         if self.cfg.strict:

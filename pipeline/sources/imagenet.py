@@ -66,8 +66,13 @@ def _val_labels(fs, root: str, files: list[str]) -> dict[str, str]:
             synsets_mat = loadmat(io.BytesIO(f.read()), squeeze_me=True)["synsets"]
         id_to_wnid = {int(s[0]): str(s[1]) for s in synsets_mat}
         ids = [int(x) for x in _read_text(fs, gt).split()]
-        stems = sorted(f.rsplit("/", 1)[-1].rsplit(".", 1)[0] for f in files)
-        return {stem: id_to_wnid[i] for stem, i in zip(stems, ids, strict=False)}
+        out = {}
+        for f in files:  # line n of the ground truth is ILSVRC2012_val_<n>, whatever files exist
+            stem = f.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            tail = stem.rsplit("_", 1)[-1]
+            if tail.isdigit() and 1 <= int(tail) <= len(ids):
+                out[stem] = id_to_wnid[ids[int(tail) - 1]]
+        return out
     return {}
 
 

@@ -48,6 +48,9 @@ def list_uris(root: str, split: str | None = None) -> Listing:
         key = str(r["key"]) if r.get("key") else make_key(uri.rsplit("/", 1)[-1])
         if key in seen or make_key(key) != key:
             key = f"{make_key(key)}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+        base, n = key, 1
+        while key in seen:  # the same URI listed again
+            key, n = f"{base}-{n}", n + 1
         seen[key] = uri
         v = r.get("label")
         label = None if v is None else (index[str(v)] if named else int(v))

@@ -23,8 +23,10 @@ class InputSpec:
 def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed))
+    # Training workers are not persistent: each epoch's workers must see set_epoch's new seed.
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers,
-                        persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
+                        persistent_workers=spec.workers > 0 and not train,
+                        pin_memory=torch.cuda.is_available())
     return ds, loader, ds.classes, ds.data.manifest["codec"]
 
 
@@ -36,9 +38,13 @@ def _pixel_loader(spec: InputSpec, split: str, train: bool):
                               transforms.ToTensor()]) if train else
           transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
     ds = datasets.ImageFolder(f"{spec.data.rstrip('/')}/{split}", transform=tf)
+    sampler = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = torch.utils.data.DistributedSampler(ds, shuffle=train, seed=spec.seed, drop_last=True)
+        ds.set_epoch = sampler.set_epoch  # the loop calls set_epoch on the dataset
     g = torch.Generator().manual_seed(spec.seed)
-    loader = DataLoader(ds, batch_size=spec.batch_size, shuffle=train, num_workers=spec.workers,
-                        persistent_workers=spec.workers > 0, generator=g)
+    loader = DataLoader(ds, batch_size=spec.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                        num_workers=spec.workers, persistent_workers=spec.workers > 0, generator=g)
     return ds, loader, ds.classes, None
 
 

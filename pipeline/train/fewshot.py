@@ -9,6 +9,7 @@ all classes on the novel and on the base classes' validation samples.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.stages import crop_and_flip
 from pipeline.train.data import InputSpec
 from pipeline.train.loop import TrainConfig, train_classifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,10 @@ class CosineHead(nn.Module):
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled backbone features, on the CPU (the model may live on a GPU)."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return torch.flatten(model.pool(model.forward_features(x)), 1)
+        return torch.flatten(model.pool(model.forward_features(x.to(device))), 1).cpu()
 
 
 def _val_features(model, cfg: FewShotConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +66,8 @@ def _val_features(model, cfg: FewShotConfig) -> tuple[torch.Tensor, torch.Tensor
                                                window=cfg.input.window))
     loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=cfg.input.workers)
     feats, labels = zip(*[(_features(model, x), y) for x, y in loader], strict=True)
-    return torch.cat(feats), torch.cat(labels)
+    f, y = torch.cat(feats), torch.cat(labels)
+    return f[y >= 0], y[y >= 0]
 
 
 def _support(ds: LatentShardDataset, model, k: int, seed: int, window) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,9 +80,18 @@ def _support(ds: LatentShardDataset, model, k: int, seed: int, window) -> tuple[
     rng = random.Random(seed)
     xs, ys = [], []
     for label in sorted(by_class):
-        for key in rng.sample(sorted(by_class[label]), min(k, len(by_class[label]))):
-            xs.append(crop_and_flip(ds[key][0], window, None))
+        keys, taken = sorted(by_class[label]), 0
+        rng.shuffle(keys)
+        for key in keys:  # a corrupt sample is skipped; the next one of its class stands in
+            if taken == k:
+                break
+            try:
+                xs.append(crop_and_flip(ds[key][0], window, None))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("few-shot support: skipping %s: %s", key, exc)
+                continue
             ys.append(label)
+            taken += 1
     return _features(model, torch.stack(xs)), torch.tensor(ys)
 
 

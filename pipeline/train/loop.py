@@ -33,26 +33,34 @@ class TrainConfig:
 
 
 def evaluate(model, loader, device, classes: tuple[int, ...] | None = None) -> dict:
+    """Top-1/top-5 over labelled samples; summed over DDP ranks when distributed."""
+    model = getattr(model, "module", model)  # no DDP collectives during evaluation
     model.eval()
     n = top1 = top5 = 0
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            keep = y >= 0
             if classes is not None:
-                keep = torch.isin(y, torch.tensor(classes, device=device))
-                x, y = x[keep], y[keep]
-                if not len(y):
-                    continue
+                keep &= torch.isin(y, torch.tensor(classes, device=device))
+            x, y = x[keep], y[keep]
+            if not len(y):
+                continue
             logits = model(x)
             k = min(5, logits.shape[1])
             pred = logits.topk(k, 1).indices
             top1 += (pred[:, 0] == y).sum().item()
             top5 += (pred == y[:, None]).any(1).sum().item()
             n += len(y)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor([top1, top5, n], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        top1, top5, n = (int(v) for v in t.tolist())
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "n": n}
 
 
 def _lr(cfg: TrainConfig, step: int, total: int, warm: int) -> float:
+    step = min(step, total - 1)
     if step < warm:
         return cfg.lr * (step + 1) / warm
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
@@ -74,7 +82,8 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
         raise ValueError(f"{cfg.arch} takes {MODELS[cfg.arch].input}, the input is {cfg.input.kind}")
     model = wrap_model(create_model(cfg.arch, in_ch, len(class_names), **cfg.stem).to(device))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = (train_ds.num_batches(cfg.input.batch_size, cfg.input.workers)
+                       if hasattr(train_ds, "num_batches") else len(train_loader))
     total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
     keep = torch.tensor(cfg.classes) if cfg.classes is not None else None
     step, history, batches_per_epoch = 0, [], []
@@ -89,18 +98,21 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step, total, warm)
             logits = model(x)
-            if keep is not None:  # other classes contribute nothing (batch shapes stay equal for DDP)
-                mask = torch.isin(y, keep.to(device)).float()
-                loss = (F.cross_entropy(logits, y, reduction="none") * mask).sum() / mask.sum().clamp_min(1)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            # Unlabelled samples and placeholders (-1), and classes outside ``classes``, contribute
+            # nothing; batch shapes stay equal across DDP ranks.
+            mask = y >= 0
+            if keep is not None:
+                mask &= torch.isin(y, keep.to(device))
+            per = F.cross_entropy(logits, y.clamp_min(0), reduction="none",
+                                  label_smoothing=cfg.label_smoothing)
+            loss = (per * mask).sum() / mask.sum().clamp_min(1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            seen += int(mask.sum())
+            loss_sum += loss.item() * int(mask.sum())
+            correct += ((logits.argmax(1) == y) & mask).sum().item()
             if on_batch:
                 on_batch(epoch, batches, steps_per_epoch, loss.item())
         batches_per_epoch.append(batches)

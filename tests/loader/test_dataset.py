@@ -99,7 +99,9 @@ def test_corrupt_sample_is_skipped_with_its_name_or_raised_when_strict(latent_ro
     tar.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING):
         got = list(LatentShardDataset(LatentLoaderConfig(str(root), train=False)))
-    assert len(got) == 9
+    # 9 real samples, and one placeholder (zeros, target -1) so the rank's count stays equal
+    assert len(got) == 10 and [t for _, t in got].count(-1) == 1
+    assert all(float(y.abs().sum()) == 0 for y, t in got if t == -1)
     assert row["key"] in caplog.text and row["shard"] in caplog.text
     with pytest.raises(LatentShardsError, match=row["key"]):
         list(LatentShardDataset(LatentLoaderConfig(str(root), train=False, strict=True)))
@@ -108,3 +110,10 @@ def test_corrupt_sample_is_skipped_with_its_name_or_raised_when_strict(latent_ro
 def test_unknown_split_is_a_clear_error(latent_root):
     with pytest.raises(LatentShardsError, match="no samples in split 'val'"):
         LatentShardDataset(LatentLoaderConfig(str(latent_root), split="val"))
+
+
+def test_num_batches_counts_each_workers_partial_batch(latent_root):
+    ds = LatentShardDataset(LatentLoaderConfig(str(latent_root), train=False))
+    for workers in (0, 1, 2, 3):
+        loader = DataLoader(ds, batch_size=3, num_workers=workers)
+        assert sum(1 for _ in loader) == ds.num_batches(3, workers)
