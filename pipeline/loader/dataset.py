@@ -54,6 +54,7 @@ class LatentShardDataset(IterableDataset):
         self.shards = [(self.data.layout.shard_tar(s["name"]), s["name"], s["samples"]) for s in shards]
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
+        self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
         self._codec = codec
 
     # -- sizes ------------------------------------------------------------------------------
@@ -66,8 +67,12 @@ class LatentShardDataset(IterableDataset):
         return self.total // _rank_world()[1]
 
     def set_epoch(self, epoch: int) -> None:
-        """Takes effect in DataLoader workers started afterwards (use non-persistent workers)."""
-        self.epoch = epoch
+        """Seed the next epoch's shuffles and crops.
+
+        Persistent DataLoader workers hold copies made before this call; they count their
+        own iterations instead, so epoch ``e`` is seeded the same way in both cases.
+        """
+        self.epoch, self._iters = epoch, 0
 
     def num_batches(self, batch_size: int, workers: int) -> int:
         """Batches one epoch yields on this rank: each worker batches its own part."""
@@ -95,9 +100,11 @@ class LatentShardDataset(IterableDataset):
         rank, world = _rank_world()
         info = get_worker_info()
         wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch + self._iters
+        self._iters += 1
         order = list(range(len(self.shards)))
         if self.cfg.train:
-            random.Random(self.cfg.seed * 1_000_003 + self.epoch).shuffle(order)
+            random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
         # this rank's equal share, then this worker's part of it
         rank_slices = stages.assign_slices(self.shards, order, rank, world)
         parts = [(s.url, s.name, s.stop - s.start) for s in rank_slices]
@@ -105,7 +112,7 @@ class LatentShardDataset(IterableDataset):
         slices = [stages.ShardSlice(w.url, w.name, offset[w.name] + w.start, offset[w.name] + w.stop)
                   for w in stages.assign_slices(parts, list(range(len(parts))), wid, nworkers,
                                                 drop_remainder=False)]
-        rng = random.Random(hash((self.cfg.seed, self.epoch, rank, wid))) if self.cfg.train else None
+        rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None
         samples = stages.slice_samples(slices, self._handler)
         if rng is not None:
             samples = stages.shuffle(samples, self.cfg.shuffle_buffer, rng)
@@ -123,7 +130,7 @@ class LatentShardDataset(IterableDataset):
             yield out
         if yielded < expected:
             log.warning("epoch %d, rank %d, worker %d: %d sample(s) skipped as corrupt or unreadable",
-                        self.epoch, rank, wid, expected - yielded)
+                        epoch, rank, wid, expected - yielded)
             if self.cfg.window is not None:
                 # Placeholders (target -1, ignored by the loss) keep every rank's batch count equal,
                 # so DDP never waits forever for a rank that lost samples.

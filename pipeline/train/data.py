@@ -23,10 +23,8 @@ class InputSpec:
 def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed))
-    # Training workers are not persistent: each epoch's workers must see set_epoch's new seed.
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers,
-                        persistent_workers=spec.workers > 0 and not train,
-                        pin_memory=torch.cuda.is_available())
+                        persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
     return ds, loader, ds.classes, ds.data.manifest["codec"]
 
 

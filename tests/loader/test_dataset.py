@@ -117,3 +117,12 @@ def test_num_batches_counts_each_workers_partial_batch(latent_root):
     for workers in (0, 1, 2, 3):
         loader = DataLoader(ds, batch_size=3, num_workers=workers)
         assert sum(1 for _ in loader) == ds.num_batches(3, workers)
+
+
+def test_persistent_workers_reshuffle_like_set_epoch(latent_root):
+    cfg = LatentLoaderConfig(str(latent_root), train=True, seed=5, window=(8, 8))
+    persistent = DataLoader(LatentShardDataset(cfg), batch_size=4, num_workers=2, persistent_workers=True)
+    fresh_ds = LatentShardDataset(cfg)
+    for epoch in range(2):
+        fresh_ds.set_epoch(epoch)
+        assert _fingerprints(persistent) == _fingerprints(DataLoader(fresh_ds, batch_size=4, num_workers=2))
