@@ -26,10 +26,10 @@ from pipeline.convert import (
     ShardTask,
     convert_shard,
     plan_shards,
+    read_shard_result,
     shard_done,
 )
 from pipeline.errors import DatasetError
-from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import detect_format, list_source
@@ -132,17 +132,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _result_from_disk(layout: Layout, task: ShardTask) -> ShardResult:
-    tar = read_file(layout.shard_tar(task.name))
-    index_data = read_file(layout.shard_index(task.name))
-    rows = idx.table_from_bytes(index_data).to_pylist()
-    ok = [r for r in rows if r["status"] == idx.OK]
-    return ShardResult(task.name, task.split, len(ok), len(rows) - len(ok), len(tar),
-                       hashlib.sha256(tar).hexdigest(), hashlib.sha256(index_data).hexdigest(),
-                       sum(r["source_bytes"] for r in ok), sum(r["latent_size"] for r in ok),
-                       sum(r["enc_h"] * r["enc_w"] for r in ok))
-
-
 def _run_shards(tasks: list[ShardTask], codec: Codec, layout: Layout, job: ConvertJob,
                 bar: ConvertBar) -> tuple[dict[str, ShardResult], list[dict]]:
     if job.executor == "ray":
@@ -180,7 +169,7 @@ def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSumma
     todo = [t for t in tasks if not shard_done(layout, t)]
     with ConvertBar(sum(len(t.entries) for t in todo), console, job.progress) as bar:
         done, workers = _run_shards(todo, codec, layout, job, bar)
-    results = [done[t.name] if t.name in done else _result_from_disk(layout, t) for t in tasks]
+    results = [done[t.name] if t.name in done else read_shard_result(layout, t) for t in tasks]
     _, failed = merge_indices(layout, [t.name for t in tasks])
     run = RunInfo(job.command, job.src, job.fmt, listing.classes, job.options.policy.to_json(),
                   codec.identity.to_json(), ck_sha)

@@ -20,7 +20,7 @@ from pipeline.codec.container import LatentContainer
 from pipeline.errors import ImageError
 from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
 from pipeline.shards import index as idx
-from pipeline.shards.layout import Layout, atomic_write, exists
+from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
 
@@ -64,6 +64,15 @@ class ShardResult:
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @classmethod
+    def of(cls, task: ShardTask, rows: list[idx.IndexRow], tar: bytes, index_data: bytes) -> ShardResult:
+        """The figures of a shard from its rows and the exact bytes written."""
+        ok = [r for r in rows if r.status == idx.OK]
+        return cls(task.name, task.split, len(ok), len(rows) - len(ok), len(tar),
+                   hashlib.sha256(tar).hexdigest(), hashlib.sha256(index_data).hexdigest(),
+                   sum(r.source_bytes for r in ok), sum(r.latent_size for r in ok),
+                   sum(r.enc_h * r.enc_w for r in ok))
+
 
 @dataclass
 class Progress:
@@ -91,6 +100,13 @@ def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
 def shard_done(layout: Layout, task: ShardTask) -> bool:
     """A shard is done when its Parquet index (written last) exists."""
     return exists(layout.shard_index(task.name))
+
+
+def read_shard_result(layout: Layout, task: ShardTask) -> ShardResult:
+    """The result of a shard a previous run finished (resume), from its files."""
+    tar, index_data = read_file(layout.shard_tar(task.name)), read_file(layout.shard_index(task.name))
+    rows = [idx.IndexRow(**r) for r in idx.table_from_bytes(index_data).to_pylist()]
+    return ShardResult.of(task, rows, tar, index_data)
 
 
 def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, PreparedImage | ImageError]:
@@ -200,12 +216,7 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
     index_data = idx.table_bytes(idx.to_table(rows))
     atomic_write(layout.shard_tar(task.name), tar_data)
     atomic_write(layout.shard_index(task.name), index_data)
-    ok = [r for r in rows if r.status == idx.OK]
-    return ShardResult(
-        task.name, task.split, len(ok), len(rows) - len(ok), len(tar_data),
-        hashlib.sha256(tar_data).hexdigest(), hashlib.sha256(index_data).hexdigest(),
-        sum(r.source_bytes for r in ok), sum(r.latent_size for r in ok),
-        sum(r.enc_h * r.enc_w for r in ok))
+    return ShardResult.of(task, rows, tar_data, index_data)
 
 
 def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) -> idx.IndexRow:
