@@ -30,6 +30,7 @@ import torch
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
+from pipeline.codec import fast_rans
 from pipeline.codec.container import LatentContainer
 from pipeline.codec.registry import (
     FACTORIZED,
@@ -69,12 +70,15 @@ class CodecIdentity:
 
 
 class _Tables:
-    """One entropy model's CDF tables, marshalled to Python lists once (not per call)."""
+    """One entropy model's CDF tables: Python lists for CompressAI's coder (made once, not per
+    call) and contiguous int32 arrays for the fast decoder."""
 
     def __init__(self, em):
         self.cdf = em._quantized_cdf.tolist()
         self.cdf_length = em._cdf_length.reshape(-1).int().tolist()
         self.offset = em._offset.reshape(-1).int().tolist()
+        self.fast = fast_rans.FastTables(em._quantized_cdf.int().numpy(), em._cdf_length.int().numpy(),
+                                         em._offset.int().numpy())
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
         if symbols.size < MIN_SYMBOLS:
@@ -84,9 +88,12 @@ class _Tables:
             symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
             self.cdf, self.cdf_length, self.offset)
 
-    def decode(self, string: bytes, indexes: np.ndarray) -> np.ndarray:
+    def decode(self, string: bytes, indexes: np.ndarray, reference: bool = False) -> np.ndarray:
+        """Symbols of ``string``; the fast decoder unless ``reference`` (CompressAI's, same output)."""
         if indexes.size < MIN_SYMBOLS:
             raise ContainerError(f"latent grid of {indexes.size} symbol(s) cannot be decoded")
+        if not reference and fast_rans.available():
+            return self.fast.decode(string, indexes)
         values = RansDecoder().decode_with_indexes(
             string, indexes.reshape(-1).tolist(), self.cdf, self.cdf_length, self.offset)
         return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
@@ -213,20 +220,25 @@ class Codec:
         if problems:
             raise ContainerError("latent container does not fit the codec: " + "; ".join(problems))
 
-    def decode_y(self, data: bytes | LatentContainer, crop: bool = True) -> torch.Tensor:
-        """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part."""
+    def decode_y(self, data: bytes | LatentContainer, crop: bool = True,
+                 reference: bool = False) -> torch.Tensor:
+        """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part.
+
+        The symbols come from the fast rANS decoder (``fast_rans``) when it is available;
+        ``reference=True`` uses CompressAI's decoder instead. Both return the same ŷ, bit for bit.
+        """
         c = data if isinstance(data, LatentContainer) else self.parse(data)
         expected = 1 if self.arch.family == FACTORIZED else 2
         if len(c.strings) != expected or (expected == 2) != (c.z_shape is not None):
             raise ContainerError(
                 f"container holds {len(c.strings)} strings; {self.arch.name} writes {expected}")
         if self.arch.family == FACTORIZED:
-            y_sym = self._eb.decode(c.strings[0], _channel_indexes(c.y_shape))
+            y_sym = self._eb.decode(c.strings[0], _channel_indexes(c.y_shape), reference)
             offset = self._medians.view(-1, 1, 1)
         else:
-            z_sym = self._eb.decode(c.strings[1], _channel_indexes(c.z_shape))
+            z_sym = self._eb.decode(c.strings[1], _channel_indexes(c.z_shape), reference)
             y_idx, means = self._entropy_params(self._z_hat(torch.from_numpy(z_sym)[None]))
-            y_sym = self._gc.decode(c.strings[0], y_idx[0])
+            y_sym = self._gc.decode(c.strings[0], y_idx[0], reference)
             offset = means[0] if means is not None else 0.0
         if _symbols_crc(y_sym) != c.symbols_crc:
             raise ContainerError(

@@ -1,0 +1,125 @@
+"""The fast rANS decoder (``native/rans_decode.c``), compiled on first use and called by ctypes.
+
+It decodes CompressAI's streams to exactly the symbols CompressAI's own decoder returns,
+from numpy buffers (no per-call list marshalling), by bisection instead of a linear search,
+without the GIL (ctypes releases it), and never reads outside the stream.
+
+The shared library is built once per machine with the system C compiler (``$CC`` or ``cc``)
+into ``$LATENT_SHARDS_BUILD`` (default ``~/.cache/latent-shards/build``), named by a hash of
+the source, so a changed source is rebuilt and concurrent first uses do not collide. Without
+a compiler, ``available()`` is False and the codec keeps CompressAI's decoder (same output,
+slower); ``LATENT_SHARDS_FAST_RANS=0`` forces that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ContainerError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "native" / "rans_decode.c"
+_ERRORS = {
+    -1: "the stream ended before every symbol was decoded",
+    -2: "a CDF index outside the tables",
+    -3: "an escaped value too long to be genuine",
+}
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_failed: str | None = None
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("LATENT_SHARDS_BUILD", Path.home() / ".cache" / "latent-shards" / "build"))
+
+
+def _compile() -> Path:
+    src = SOURCE.read_bytes()
+    tag = hashlib.sha256(src).hexdigest()[:16]
+    out = build_dir() / f"rans_decode-{tag}.so"
+    if out.exists():
+        return out
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise OSError("no C compiler found (set $CC)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        subprocess.run([cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
+                       check=True, capture_output=True, text=True)
+        os.replace(tmp, out)  # atomic: a concurrent build of the same source is harmless
+    except subprocess.CalledProcessError as exc:
+        raise OSError(f"{cc} failed on {SOURCE}: {exc.stderr.strip()}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _failed
+    if _lib is not None or _failed is not None:
+        return _lib
+    with _lock:
+        if _lib is None and _failed is None:
+            if os.environ.get("LATENT_SHARDS_FAST_RANS", "1") == "0":
+                _failed = "disabled by LATENT_SHARDS_FAST_RANS=0"
+                return None
+            try:
+                lib = ctypes.CDLL(str(_compile()))
+                f = lib.ls_rans_decode
+                f.restype = ctypes.c_int
+                f.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_int32, ctypes.c_void_p]
+                _lib = lib
+            except OSError as exc:
+                _failed = str(exc)
+                log.warning("fast rANS decoder unavailable (%s); using CompressAI's decoder", exc)
+    return _lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    _load()
+    return _failed
+
+
+class FastTables:
+    """One entropy model's CDF tables as contiguous int32 arrays (made once)."""
+
+    def __init__(self, quantized_cdf, cdf_length, offset):
+        self.cdf = np.ascontiguousarray(np.asarray(quantized_cdf, dtype=np.int32))
+        self.sizes = np.ascontiguousarray(np.asarray(cdf_length, dtype=np.int32).reshape(-1))
+        self.offsets = np.ascontiguousarray(np.asarray(offset, dtype=np.int32).reshape(-1))
+        if self.cdf.ndim != 2 or len(self.cdf) != len(self.sizes) or len(self.sizes) != len(self.offsets):
+            raise ValueError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
+                             f"offsets {self.offsets.shape}")
+
+    def decode(self, string: bytes, indexes: np.ndarray) -> np.ndarray:
+        lib = _load()
+        if lib is None:
+            raise RuntimeError(f"fast rANS decoder unavailable: {_failed}")
+        idx = np.ascontiguousarray(indexes, dtype=np.int32)
+        out = np.empty(idx.shape, dtype=np.int32)
+        rc = lib.ls_rans_decode(string, len(string), idx.ctypes.data, idx.size,
+                                self.cdf.ctypes.data, self.cdf.shape[1], self.sizes.ctypes.data,
+                                self.offsets.ctypes.data, len(self.sizes), out.ctypes.data)
+        if rc:
+            raise ContainerError(f"entropy decoding failed: {_ERRORS.get(rc, f'error {rc}')}")
+        return out

@@ -1,0 +1,125 @@
+"""The fast rANS decoder returns exactly CompressAI's symbols and ŷ; damaged streams are errors."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.codec import fast_rans
+from pipeline.codec.codec import _Tables
+from pipeline.errors import ContainerError
+from pipeline.images import ImagePolicy, prepare_image
+from pipeline.photos import bundled_photos
+from tests.conftest import gradient
+
+
+def test_the_fast_decoder_is_built_here():
+    assert fast_rans.available(), f"fast rANS decoder not built: {fast_rans.unavailable_reason()}"
+
+
+def _varied_images(n_per_photo=3, seed=0):
+    """Crops of every bundled photo at several sizes and aspect ratios (many symbol statistics)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in bundled_photos():
+        img = Image.open(p.path).convert("RGB")
+        w, h = img.size
+        for _ in range(n_per_photo):
+            s = rng.uniform(0.3, 1.0)
+            cw, ch = max(16, int(w * s)), max(16, int(h * rng.uniform(0.3, 1.0)))
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            out.append(img.crop((x, y, x + cw, y + ch)))
+    return out
+
+
+def _encode_all(codec, images, size):
+    policy = ImagePolicy(size=size, multiple=codec.arch.multiple)
+    blobs = []
+    for img in images:
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        p = prepare_image(buf.getvalue(), policy)
+        x = torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255
+        blobs += codec.encode(x, [p.enc_hw])
+    return blobs
+
+
+def test_default_codec_fast_equals_reference_over_many_images(default_codec):
+    images = _varied_images()
+    blobs = _encode_all(default_codec, images[: len(images) // 2], 128)
+    blobs += _encode_all(default_codec, images[len(images) // 2:], 256)
+    assert len(blobs) >= 50
+    for blob in blobs:
+        fast = default_codec.decode_y(blob, crop=False)
+        ref = default_codec.decode_y(blob, crop=False, reference=True)
+        assert fast.dtype == ref.dtype and torch.equal(fast, ref)
+
+
+def test_every_model_family_fast_equals_reference(tiny_codec):
+    imgs = [gradient(64 * (1 + i % 3), 64 * (1 + i % 2), seed=i) for i in range(8)]
+    for img in imgs:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        blob = tiny_codec.encode(x, [img.shape[:2]])[0]
+        assert torch.equal(tiny_codec.decode_y(blob, crop=False),
+                           tiny_codec.decode_y(blob, crop=False, reference=True))
+
+
+@pytest.mark.parametrize("scale", [3, 40, 5000, 2**24])
+def test_escaped_values_decode_like_the_reference(default_codec, scale):
+    """Symbols far outside the tables go through the coder's bypass path; both decoders agree."""
+    rng = np.random.default_rng(scale)
+    for tables in (_Tables(default_codec.model.gaussian_conditional),
+                   _Tables(default_codec.model.entropy_bottleneck)):
+        n = 3000
+        idx = rng.integers(0, len(tables.cdf_length), n).astype(np.int32)
+        sym = rng.integers(-scale, scale + 1, n).astype(np.int32)
+        string = tables.encode(sym, idx)
+        fast = tables.decode(string, idx)
+        assert np.array_equal(fast, tables.decode(string, idx, reference=True))
+        assert np.array_equal(fast, sym)
+
+
+def test_damaged_streams_are_errors_or_caught_by_the_symbol_crc(default_codec):
+    t = _Tables(default_codec.model.gaussian_conditional)
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, len(t.cdf_length), 2000).astype(np.int32)
+    sym = rng.integers(-3, 4, 2000).astype(np.int32)
+    string = t.encode(sym, idx)
+    for cut in (0, 4, 7, len(string) // 2, len(string) - 4):
+        with pytest.raises(ContainerError, match="ended before"):
+            t.fast.decode(string[:cut], idx)
+    for _ in range(200):  # random garbage: an error or wrong symbols, never a crash or an over-read
+        junk = rng.integers(0, 256, int(rng.integers(8, 400)), dtype=np.uint8).tobytes()
+        try:
+            out = t.fast.decode(junk, idx)
+        except ContainerError:
+            continue
+        assert out.shape == idx.shape
+    bad_idx = idx.copy()
+    bad_idx[5] = len(t.cdf_length)
+    with pytest.raises(ContainerError, match="CDF index"):
+        t.fast.decode(string, bad_idx)
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_without_a_compiler_the_reference_decoder_is_used(tmp_path):
+    code = ("from pipeline.codec import fast_rans; from pipeline.codec.load import load_codec\n"
+            "import numpy as np, torch\n"
+            "c = load_codec(); x = torch.rand(1, 3, 64, 64)\n"
+            "b = c.encode(x, [(64, 64)])[0]\n"
+            "print(fast_rans.available(), fast_rans.unavailable_reason(), c.decode_y(b).shape)\n")
+    out = _run(code, LATENT_SHARDS_BUILD=str(tmp_path / "build"), CC="/bin/false")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("False") and "failed" in out.stdout and "[96, 4, 4]" in out.stdout
+    assert "using CompressAI's decoder" in out.stderr
+    out = _run(code, LATENT_SHARDS_FAST_RANS="0")
+    assert out.returncode == 0 and out.stdout.startswith("False") and "disabled" in out.stdout
