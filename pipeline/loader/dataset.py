@@ -9,6 +9,7 @@ equal-sized slices of a seeded, per-epoch shard order.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline.codec.codec import Codec
 from pipeline.errors import LatentShardsError
 from pipeline.loader import stages
+from pipeline.loader.cache import CachedSample, LatentCache
 from pipeline.shards.dataset import LatentDataset
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class LatentLoaderConfig:
     seed: int = 0
     shuffle_buffer: int = 256
     strict: bool = False  # raise on a corrupt sample instead of skipping it
+    cache: str | None = None  # local directory of the warm decoded-latent cache; None: no cache
+    cache_max_bytes: int = 20 * 2**30  # evict least-recently-used shards beyond this
 
 
 def _rank_world() -> tuple[int, int]:
@@ -52,6 +56,12 @@ class LatentShardDataset(IterableDataset):
             raise LatentShardsError(f"{cfg.root} has no samples in split {cfg.split!r}; splits: "
                                     f"{', '.join(self.data.manifest['splits'])}")
         self.shards = [(self.data.layout.shard_tar(s["name"]), s["name"], s["samples"]) for s in shards]
+        self._shard_sha = {s["name"]: s["tar_sha256"] for s in shards}
+        self.cache = None
+        if cfg.cache:
+            root = self.data.layout.root
+            url = root if "://" in root else os.path.abspath(root)
+            self.cache = LatentCache(cfg.cache, url, self.data.fingerprint, cfg.cache_max_bytes)
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
@@ -113,21 +123,13 @@ class LatentShardDataset(IterableDataset):
                   for w in stages.assign_slices(parts, list(range(len(parts))), wid, nworkers,
                                                 drop_remainder=False)]
         rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None
-        samples = stages.slice_samples(slices, self._handler)
+        items = self._decoded(slices, self.codec())
         if rng is not None:
-            samples = stages.shuffle(samples, self.cfg.shuffle_buffer, rng)
-        codec = self.codec()
+            items = stages.shuffle(items, self.cfg.shuffle_buffer, rng)
         expected, yielded = sum(s.stop - s.start for s in slices), 0
-        for s in samples:
-            try:
-                out = stages.crop_and_flip(codec.decode_y(s["latent"]), self.cfg.window, rng), self._target(s)
-            except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
-                if self.cfg.strict:
-                    raise LatentShardsError(f"shard {s['__shard__']} key {s['__key__']}: {exc}") from exc
-                log.warning("skipping corrupt sample: shard %s key %s: %s", s["__shard__"], s["__key__"], exc)
-                continue
+        for y_hat, target in items:
             yielded += 1
-            yield out
+            yield stages.crop_and_flip(y_hat, self.cfg.window, rng), target
         if yielded < expected:
             log.warning("epoch %d, rank %d, worker %d: %d sample(s) skipped as corrupt or unreadable",
                         epoch, rank, wid, expected - yielded)
@@ -137,6 +139,42 @@ class LatentShardDataset(IterableDataset):
                 filler = torch.zeros(self.data.manifest["codec"]["M"], *self.cfg.window)
                 for _ in range(expected - yielded):
                     yield filler, -1
+
+    #: decoded samples held before they are written to the cache together
+    CACHE_WRITE_BATCH = 64
+
+    def _decoded(self, slices: list[stages.ShardSlice], codec: Codec):
+        """``(ŷ, target)`` of each slice's samples: from the warm cache where it holds them,
+        else entropy-decoded from the tar (and then cached). Corrupt samples are skipped (logged)."""
+        for sl in slices:
+            sha = self._shard_sha[sl.name]
+            held = self.cache.positions(sha, sl.start, sl.stop) if self.cache else set()
+            if len(held) == sl.stop - sl.start:  # warm: the tar is not even opened
+                for c in self.cache.read(sha, sl.start, sl.stop):
+                    yield c.y_hat, c.target
+                continue
+            fresh: list[CachedSample] = []
+            for s in stages.slice_samples([sl], self._handler):
+                pos = s["__pos__"]
+                if pos in held and (c := self.cache.read_one(sha, pos)) is not None:
+                    yield c.y_hat, c.target
+                    continue
+                try:
+                    y_hat = codec.decode_y(s["latent"])
+                except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
+                    if self.cfg.strict:
+                        raise LatentShardsError(f"shard {sl.name} key {s['__key__']}: {exc}") from exc
+                    log.warning("skipping corrupt sample: shard %s key %s: %s", sl.name, s["__key__"], exc)
+                    continue
+                target = self._target(s)
+                if self.cache is not None:
+                    fresh.append(CachedSample(pos, s["__key__"], target, y_hat))
+                    if len(fresh) >= self.CACHE_WRITE_BATCH:
+                        self.cache.put(sha, fresh)
+                        fresh = []
+                yield y_hat, target
+            if self.cache is not None:
+                self.cache.put(sha, fresh)
 
     def _handler(self, exc: Exception) -> bool:
         if self.cfg.strict:

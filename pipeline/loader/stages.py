@@ -54,7 +54,7 @@ def slice_samples(slices: Iterable[ShardSlice], handler) -> Iterator[dict]:
                 if i >= sl.stop:
                     break
                 if i >= sl.start:
-                    sample["__shard__"] = sl.name
+                    sample["__shard__"], sample["__pos__"] = sl.name, i
                     yield sample
 
 

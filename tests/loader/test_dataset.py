@@ -7,29 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import pipeline.loader.dataset as ld
-from jobs.convert import ConvertJob, run_convert
 from pipeline.codec.load import codec_from_checkpoint
-from pipeline.convert import ConvertOptions
 from pipeline.errors import FingerprintMismatch, LatentShardsError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from tests.conftest import tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def latent_root(tmp_path_factory):
-    from PIL import Image
-
-    from pipeline.photos import bundled_photos
-
-    src = tmp_path_factory.mktemp("photos")
-    for i, p in enumerate(bundled_photos(colour_only=True)[:10]):
-        d = src / f"c{i % 3}"
-        d.mkdir(exist_ok=True)
-        Image.open(p.path).convert("RGB").save(d / f"{p.name}.jpg", quality=90)
-    out = tmp_path_factory.mktemp("latents") / "ds"
-    run_convert(ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3),
-                           progress=False, executor="local"))
-    return out
 
 
 def _fingerprints(loader):

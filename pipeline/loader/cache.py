@@ -1,0 +1,235 @@
+"""The warm decoded-latent cache: ŷ decoded once, read back at near-memcpy speed.
+
+Entropy decoding ŷ costs milliseconds per sample (the float64 hyper-synthesis dominates);
+reading it back from a local cache costs tens of microseconds. The first epoch fills the
+cache as a side effect of decoding; later epochs read it instead of the tar shards.
+
+* **Local and per dataset.** One SQLite file per dataset, under ``root/<sha of the dataset
+  URL>/``, safe for many DataLoader workers and ranks of one machine at once (WAL mode, one
+  connection per process).
+* **Exact.** What comes back is the decoder's ŷ, bit for bit: integer-valued ŷ (the
+  zero-mean hyperprior) is stored as int8/int16 symbols; ŷ with means (mean-scale
+  hyperprior, factorized medians) as its float32 bytes, byte-shuffled. Either way zstd
+  compresses the bytes.
+* **Keyed by what decides the bytes.** Rows are keyed by the shard's sha256 (from the
+  manifest) and the sample's position, so a rewritten shard misses instead of returning stale
+  latents; the file records the codec fingerprint, and opening it with another fingerprint
+  empties it (logged) before use.
+* **Bounded.** After each write, whole shards are evicted least-recently-used first until
+  the file's payload is under ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipeline.errors import LatentShardsError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+#: Storage kinds of one cached ŷ.
+INT8, INT16, FLOAT32 = 1, 2, 3
+_DTYPES = {INT8: np.int8, INT16: np.int16, FLOAT32: np.float32}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS latents (
+    shard TEXT NOT NULL, pos INTEGER NOT NULL, key TEXT NOT NULL, target INTEGER NOT NULL,
+    kind INTEGER NOT NULL, c INTEGER NOT NULL, h INTEGER NOT NULL, w INTEGER NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (shard, pos)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, bytes INTEGER NOT NULL, used REAL NOT NULL);
+"""
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("LATENT_SHARDS_CACHE", Path.home() / ".cache" / "latent-shards" / "latents"))
+
+
+def pack_latent(y: torch.Tensor, level: int = 1) -> tuple[int, bytes]:
+    """(kind, zstd bytes) of a float32 ŷ ``[C, H, W]``, exactly recoverable by ``unpack_latent``."""
+    a = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.float32)
+    r = np.rint(a)
+    if a.size and np.array_equal(a, r) and not np.signbit(a[a == 0]).any():  # -0.0 would lose its sign
+        lo, hi = float(r.min()), float(r.max())
+        if -128 <= lo and hi <= 127:
+            kind, raw = INT8, r.astype(np.int8).tobytes()
+        elif -32768 <= lo and hi <= 32767:
+            kind, raw = INT16, r.astype(np.int16).tobytes()
+        else:
+            kind, raw = FLOAT32, _shuffle(a)
+    else:
+        kind, raw = FLOAT32, _shuffle(a)
+    return kind, _zstd(level).compress(raw, asbytes=True)
+
+
+def unpack_latent(kind: int, shape: tuple[int, int, int], data: bytes) -> torch.Tensor:
+    dtype = np.dtype(_DTYPES[kind])
+    n = int(np.prod(shape))
+    raw = np.frombuffer(_zstd(1).decompress(data, decompressed_size=n * dtype.itemsize, asbytes=True),
+                        dtype=np.uint8)
+    if kind == FLOAT32:
+        a = raw.reshape(4, n).T.copy().view(np.float32)
+    else:
+        a = raw.view(dtype).astype(np.float32)
+    return torch.from_numpy(a.reshape(shape))
+
+
+@functools.cache
+def _zstd(level: int) -> pa.Codec:
+    return pa.Codec("zstd", compression_level=level)
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    """float32 bytes grouped by significance (sign/exponent bytes together): zstd likes that."""
+    return a.reshape(-1).view(np.uint8).reshape(-1, 4).T.tobytes()
+
+
+@dataclass(frozen=True)
+class CachedSample:
+    pos: int
+    key: str
+    target: int
+    y_hat: torch.Tensor
+
+
+class LatentCache:
+    """Decoded ŷ of one dataset under one codec fingerprint (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike, dataset_url: str, fingerprint: str,
+                 max_bytes: int = 20 * 2**30, level: int = 1):
+        if max_bytes <= 0:
+            raise LatentShardsError(f"cache size limit must be positive, got {max_bytes}")
+        self.dir = Path(root).expanduser() / hashlib.sha256(dataset_url.encode()).hexdigest()[:16]
+        self.path = self.dir / "latents.sqlite"
+        self.dataset_url, self.fingerprint = dataset_url, fingerprint
+        self.max_bytes, self.level = int(max_bytes), level
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    # -- connection (one per process: DataLoader workers are forked) --------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn, self._pid = self._open(), os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=300, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LatentShardsError(f"latent cache {self.path}: {exc} (pass another cache "
+                                    "directory, on a local disk, or run without the cache)") from exc
+        conn.execute("BEGIN IMMEDIATE")  # one process at a time checks (and maybe resets) it
+        try:
+            meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
+            want = {"version": str(CACHE_VERSION), "fingerprint": self.fingerprint,
+                    "dataset": self.dataset_url}
+            if meta != want:
+                if meta:
+                    log.warning("latent cache %s invalidated: it held %s, now %s", self.path,
+                                {k: meta.get(k) for k in want}, want)
+                conn.execute("DELETE FROM latents")
+                conn.execute("DELETE FROM shards")
+                conn.execute("DELETE FROM meta")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    # -- reads and writes ---------------------------------------------------------------------
+    def positions(self, shard: str, start: int, stop: int) -> set[int]:
+        """Positions in [start, stop) of ``shard`` (by its sha256) that the cache holds."""
+        rows = self.conn.execute("SELECT pos FROM latents WHERE shard = ? AND pos >= ? AND pos < ?",
+                                 (shard, start, stop)).fetchall()
+        if rows:
+            self.conn.execute("UPDATE shards SET used = ? WHERE shard = ?", (time.time(), shard))
+        return {r[0] for r in rows}
+
+    def read(self, shard: str, start: int, stop: int) -> Iterator[CachedSample]:
+        """The cached samples in [start, stop), in position order, unpacked one at a time."""
+        cur = self.conn.execute(
+            "SELECT pos, key, target, kind, c, h, w, data FROM latents "
+            "WHERE shard = ? AND pos >= ? AND pos < ? ORDER BY pos", (shard, start, stop))
+        while rows := cur.fetchmany(32):
+            for pos, key, target, kind, c, h, w, data in rows:
+                yield CachedSample(pos, key, target, unpack_latent(kind, (c, h, w), data))
+
+    def read_one(self, shard: str, pos: int) -> CachedSample | None:
+        row = self.conn.execute("SELECT pos, key, target, kind, c, h, w, data FROM latents "
+                                "WHERE shard = ? AND pos = ?", (shard, pos)).fetchone()
+        if row is None:
+            return None
+        pos, key, target, kind, c, h, w, data = row
+        return CachedSample(pos, key, target, unpack_latent(kind, (c, h, w), data))
+
+    def put(self, shard: str, samples: list[CachedSample]) -> None:
+        """Store decoded samples of ``shard``, then evict down to the size limit."""
+        if not samples:
+            return
+        rows = []
+        for s in samples:
+            kind, data = pack_latent(s.y_hat, self.level)
+            rows.append((shard, s.pos, s.key, s.target, kind, *s.y_hat.shape, data))
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            added = 0
+            for r in rows:
+                if c.execute("INSERT OR IGNORE INTO latents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", r).rowcount:
+                    added += len(r[-1])
+            c.execute("INSERT INTO shards VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET "
+                      "bytes = bytes + excluded.bytes, used = excluded.used", (shard, added, time.time()))
+            self._evict(keep=shard)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _evict(self, keep: str) -> None:
+        c = self.conn
+        total = c.execute("SELECT COALESCE(SUM(bytes), 0) FROM shards").fetchone()[0]
+        if total <= self.max_bytes:
+            return
+        for shard, size in c.execute("SELECT shard, bytes FROM shards WHERE shard != ? ORDER BY used",
+                                     (keep,)).fetchall():
+            c.execute("DELETE FROM latents WHERE shard = ?", (shard,))
+            c.execute("DELETE FROM shards WHERE shard = ?", (shard,))
+            total -= size
+            if total <= self.max_bytes:
+                return
+        # the shard just written alone exceeds the limit: keep nothing
+        c.execute("DELETE FROM latents WHERE shard = ?", (keep,))
+        c.execute("DELETE FROM shards WHERE shard = ?", (keep,))
+
+    def stats(self) -> dict:
+        samples, shards, payload = self.conn.execute(
+            "SELECT (SELECT COUNT(*) FROM latents), (SELECT COUNT(*) FROM shards), "
+            "(SELECT COALESCE(SUM(bytes), 0) FROM shards)").fetchone()
+        return {"path": str(self.path), "samples": samples, "shards": shards, "bytes": payload,
+                "max_bytes": self.max_bytes, "fingerprint": self.fingerprint}
+
+    def __getstate__(self):  # picklable into DataLoader workers; each opens its own connection
+        return {**self.__dict__, "_conn": None, "_pid": None}
