@@ -238,13 +238,17 @@ def train_classify(
     ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
     use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
     address: str = typer.Option(None, help="Ray cluster address (default: embedded)."),
+    cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk): epoch 1 "
+                                         "fills it, later epochs read ŷ from it instead of decoding."),
+    cache_gb: float = typer.Option(20.0, help="Cache size limit; least-recently-used shards are evicted."),
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
     from jobs.train import run_local, run_ray
     from pipeline.train.data import InputSpec
     from pipeline.train.loop import TrainConfig
 
-    spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed)
+    spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
+                     cache, int(cache_gb * 2**30))
     cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed)
 
     def show(r: dict) -> None:

@@ -109,44 +109,174 @@ def make_jpeg_folder(out, n: int = 96, size=(500, 375), seed: int = 0):
 
 
 @dataclass(frozen=True)
+class DecodeProfile:
+    """ŷ decoding beside PIL decoding the same images as JPEG (quality 90, encoded resolution)."""
+
+    image_hw: tuple[int, int]  # encoded size (before padding)
+    images: int
+    jpeg_ms: float  # PIL: open + decode to RGB
+    decode_y_ms: float  # Codec.decode_y with the fast rANS decoder
+    decode_y_reference_ms: float  # Codec.decode_y with CompressAI's decoder
+    z_rans_ms: float
+    h_s_ms: float  # float64 hyper-synthesis
+    indexes_ms: float  # scale clamp + searchsorted over the scale table
+    y_rans_ms: float  # fast decoder
+    y_rans_reference_ms: float  # CompressAI's decoder (list marshalling included)
+    fast_decoder: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.decode_y_ms / self.jpeg_ms
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "decode_over_jpeg": self.ratio,
+                "reference_over_jpeg": self.decode_y_reference_ms / self.jpeg_ms}
+
+
+def profile_decode(codec: Codec, jpegs: list[bytes], threads: int = 1, reps: int = 5) -> DecodeProfile:
+    """Per-image milliseconds (median of ``reps`` passes over all images) of ŷ decoding and its parts,
+    and of PIL decoding the images the codec encoded, re-saved as quality-90 JPEGs."""
+    from pipeline.codec import fast_rans
+    from pipeline.codec.codec import _channel_indexes
+
+    torch.set_num_threads(threads)
+    policy = ImagePolicy(multiple=codec.arch.multiple)
+    blobs, resaved = [], []
+    for j in jpegs:
+        p = prepare_image(j, policy)
+        h, w = p.enc_hw
+        x = torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255
+        blobs += codec.encode(x, [p.enc_hw])
+        buf = io.BytesIO()
+        Image.fromarray(p.pixels[:h, :w]).save(buf, "JPEG", quality=90)
+        resaved.append(buf.getvalue())
+    n = len(blobs)
+
+    def pil_decode():
+        for b in resaved:
+            Image.open(io.BytesIO(b)).convert("RGB").load()
+
+    jpeg = _median_ms(pil_decode, reps) / n
+    fast = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
+    ref = _median_ms(lambda: [codec.decode_y(b, reference=True) for b in blobs], reps) / n
+    parts = dict.fromkeys(("z", "h_s", "idx", "y", "y_ref"), 0.0)
+    if codec.arch.family != "factorized":
+        cs = [codec.parse(b) for b in blobs]
+        zs = [codec._eb.decode(c.strings[1], _channel_indexes(c.z_shape)) for c in cs]
+        z_hats = [codec._z_hat(torch.from_numpy(z)[None]) for z in zs]
+        pairs = [(c, codec._entropy_params(z)[0][0]) for c, z in zip(cs, z_hats, strict=True)]
+        parts["z"] = _median_ms(lambda: [codec._eb.decode(c.strings[1], _channel_indexes(c.z_shape))
+                                         for c in cs], reps) / n
+        with torch.no_grad():
+            parts["h_s"] = _median_ms(lambda: [codec._h_s(z) for z in z_hats], reps) / n
+        parts["idx"] = max(0.0, _median_ms(lambda: [codec._entropy_params(z) for z in z_hats], reps) / n
+                           - parts["h_s"])
+        parts["y"] = _median_ms(lambda: [codec._gc.decode(c.strings[0], i) for c, i in pairs], reps) / n
+        parts["y_ref"] = _median_ms(lambda: [codec._gc.decode(c.strings[0], i, reference=True)
+                                             for c, i in pairs], reps) / n
+    return DecodeProfile(tuple(codec.parse(blobs[0]).image_hw), n, jpeg, fast, ref, parts["z"],
+                         parts["h_s"], parts["idx"], parts["y"], parts["y_ref"], fast_rans.available())
+
+
+@dataclass(frozen=True)
 class LoaderSpeed:
     workers: int
     batch_size: int
-    latent_samples_per_s: float  # entropy decode of ŷ + 14x14 crop/flip, in workers
-    jpeg_samples_per_s: float  # ImageFolder + RandomResizedCrop(224) + ToTensor
     samples: int
+    epochs: int  # timed epochs per loader (after one warm-up epoch); figures are their medians
+    jpeg_samples_per_s: float  # ImageFolder + RandomResizedCrop(224) + flip + ToTensor
+    latent_cold_samples_per_s: float  # ŷ entropy-decoded every epoch, 14x14 crop + flip
+    latent_fill_samples_per_s: float  # first epoch with the cache: decoding and filling it
+    latent_warm_samples_per_s: float  # ŷ read back from the filled cache
+    jpeg_peak_rss_mb: float | None  # largest worker's peak resident memory (VmHWM)
+    latent_cold_peak_rss_mb: float | None
+    latent_warm_peak_rss_mb: float | None
+    cache_bytes: int
 
     @property
-    def speedup(self) -> float:
-        return self.latent_samples_per_s / self.jpeg_samples_per_s
+    def speedup_cold(self) -> float:
+        return self.latent_cold_samples_per_s / self.jpeg_samples_per_s
+
+    @property
+    def speedup_warm(self) -> float:
+        return self.latent_warm_samples_per_s / self.jpeg_samples_per_s
 
     def to_json(self) -> dict:
-        return {**asdict(self), "speedup": self.speedup}
+        return {**asdict(self), "speedup_cold": self.speedup_cold, "speedup_warm": self.speedup_warm}
 
 
-def _drain(loader, epochs: int) -> float:
+class _RecordPid:
+    """worker_init_fn: note each DataLoader worker's pid, to read its peak RSS later."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def __call__(self, _worker_id: int) -> None:
+        import os
+        from pathlib import Path
+
+        Path(self.folder, str(os.getpid())).touch()
+
+
+def _peak_rss_mb(folder: str) -> float | None:
+    """Largest VmHWM (peak resident set) among the live workers recorded in ``folder`` (Linux)."""
+    from pathlib import Path
+
+    peaks = []
+    for f in Path(folder).iterdir():
+        try:
+            status = Path(f"/proc/{f.name}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks) if peaks else None
+
+
+def _epoch_rate(loader, dataset=None, epoch: int = 0) -> float:
+    if dataset is not None and hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
     n, t = 0, time.perf_counter()
-    for _ in range(epochs):
-        for x, _y in loader:
-            n += len(x)
+    for x, _y in loader:
+        n += len(x)
     return n / (time.perf_counter() - t)
 
 
-def loader_speed(latent_root: str, jpeg_root: str, workers: int = 2, batch_size: int = 32,
-                 epochs: int = 2) -> LoaderSpeed:
-    """Samples/s of the ŷ loader and of a torchvision JPEG loader, same images/workers/batch."""
+def loader_speed(latent_root: str, jpeg_root: str, cache_dir: str, workers: int = 2, batch_size: int = 32,
+                 epochs: int = 3) -> LoaderSpeed:
+    """Samples/s of the ŷ loader (cold, and warm from the decoded-latent cache) and of a torchvision
+    JPEG loader: same images, workers and batch size; each a median over ``epochs`` timed epochs
+    after one warm-up epoch (worker start-up, page cache)."""
+    import tempfile
+
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
     from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 
-    lat = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14)))
-    jpg = datasets.ImageFolder(jpeg_root, transform=transforms.Compose(
-        [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]))
-    kw = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
-    lat_loader, jpg_loader = DataLoader(lat, **kw), DataLoader(jpg, shuffle=True, **kw)
-    _drain(lat_loader, 1), _drain(jpg_loader, 1)  # start the workers, warm the page cache
-    return LoaderSpeed(workers, batch_size, _drain(lat_loader, epochs), _drain(jpg_loader, epochs), len(jpg))
+    def loader(ds, pids, **kw):
+        return DataLoader(ds, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=_RecordPid(pids), **kw)
+
+    def run(ds, pids, **kw):
+        dl = loader(ds, pids, **kw)
+        first = _epoch_rate(dl, ds, 0)
+        rates = [_epoch_rate(dl, ds, e) for e in range(1, epochs + 1)]
+        return first, float(np.median(rates)), _peak_rss_mb(pids)
+
+    with tempfile.TemporaryDirectory() as pj, tempfile.TemporaryDirectory() as pc, \
+            tempfile.TemporaryDirectory() as pw:
+        jpg = datasets.ImageFolder(jpeg_root, transform=transforms.Compose(
+            [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]))
+        _, jpeg_rate, jpeg_rss = run(jpg, pj, shuffle=True)
+        cold = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14)))
+        _, cold_rate, cold_rss = run(cold, pc)
+        warm = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14), cache=cache_dir))
+        fill_rate, warm_rate, warm_rss = run(warm, pw)
+        cache_bytes = warm.cache.stats()["bytes"]
+    return LoaderSpeed(workers, batch_size, len(jpg), epochs, jpeg_rate, cold_rate, fill_rate, warm_rate,
+                       jpeg_rss, cold_rss, warm_rss, cache_bytes)
 
 
 def bare_compress_rate(codec: Codec, jpeg_root: str, threads: int, reps: int = 1) -> float:

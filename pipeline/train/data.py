@@ -18,11 +18,14 @@ class InputSpec:
     batch_size: int = 32
     workers: int = 2
     seed: int = 0
+    cache: str | None = None  # warm decoded-latent cache directory (latent inputs only)
+    cache_max_bytes: int = 20 * 2**30
 
 
 def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
-                                               window=spec.window, seed=spec.seed))
+                                               window=spec.window, seed=spec.seed, cache=spec.cache,
+                                               cache_max_bytes=spec.cache_max_bytes))
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers,
                         persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
     return ds, loader, ds.classes, ds.data.manifest["codec"]

@@ -1,4 +1,5 @@
-"""The fast rANS decoder returns exactly CompressAI's symbols and ŷ; damaged streams are errors."""
+"""The fast decode path (own rANS decoder, bucket search) returns exactly the reference ŷ;
+damaged streams are errors."""
 
 import io
 import os
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline.codec import fast_rans
-from pipeline.codec.codec import _Tables
+from pipeline.codec.codec import ScaleBuckets, _Tables
 from pipeline.errors import ContainerError
 from pipeline.images import ImagePolicy, prepare_image
 from pipeline.photos import bundled_photos
@@ -123,3 +124,24 @@ def test_without_a_compiler_the_reference_decoder_is_used(tmp_path):
     assert "using CompressAI's decoder" in out.stderr
     out = _run(code, LATENT_SHARDS_FAST_RANS="0")
     assert out.returncode == 0 and out.stdout.startswith("False") and "disabled" in out.stdout
+
+
+def test_scale_buckets_equal_searchsorted_everywhere(default_codec):
+    table = default_codec._scale_table[:-1].contiguous()
+    t = table.numpy()
+    rng = np.random.default_rng(0)
+    values = [
+        np.exp(rng.uniform(np.log(1e-3), np.log(1e4), 200_000)),
+        np.concatenate([t, np.nextafter(t, 0), np.nextafter(t, np.inf)]),  # on and beside every edge
+        np.array([np.nan, np.inf, -np.inf, 0.0, -1.0, 1e-300, 1e300, t[0] / 2, t[-1] * 2]),
+    ]
+    buckets = ScaleBuckets(t)
+    for v in values:
+        want = torch.searchsorted(table, torch.from_numpy(v).contiguous(), right=False).numpy()
+        assert np.array_equal(buckets(v), want)
+    # an irregular table: the log guess is poor, the comparisons still make it exact
+    odd = np.sort(rng.uniform(0.01, 50, 40))
+    v = rng.uniform(0, 60, 50_000)
+    assert np.array_equal(ScaleBuckets(odd)(v), np.searchsorted(odd, v, side="left"))
+    with pytest.raises(ValueError, match="increasing"):
+        ScaleBuckets(np.array([1.0, 1.0, 2.0]))
