@@ -13,18 +13,25 @@ from pipeline.eval.bench import (
     imagenet_like_jpegs,
     loader_speed,
     make_jpeg_folder,
+    profile_decode,
     profile_encode,
 )
+from pipeline.shards.dataset import LatentDataset, summarize
 
 
-def run_bench(spec: CodecSpec, threads: int, images: int, workers: int) -> dict:
+def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: str | None = None,
+              epochs: int = 3, batch_size: int = 32) -> dict:
+    """Per-stage profiles on the bundled photos; then, on ``images`` generated ImageNet-like JPEGs
+    (or the class-per-folder tree ``source``), convert and loader throughput side by side."""
     codec = load_codec(spec)
-    figures = {"encode": profile_encode(codec, imagenet_like_jpegs(), threads=threads).to_json()}
-    if not images:
+    photos = imagenet_like_jpegs()
+    figures = {"encode": profile_encode(codec, photos, threads=threads).to_json(),
+               "decode": profile_decode(codec, photos, threads=threads).to_json()}
+    if not images and not source:
         return figures
     with tempfile.TemporaryDirectory() as tmp:
-        jpegs = make_jpeg_folder(Path(tmp) / "jpeg", images)
-        opts = ConvertOptions(shard_size=max(1, images // 4))
+        jpegs = Path(source) if source else make_jpeg_folder(Path(tmp) / "jpeg", images)
+        opts = ConvertOptions(shard_size=100)
         bare = bare_compress_rate(codec, str(jpegs), threads=workers)
         from jobs.ray_convert import connect
 
@@ -33,6 +40,11 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int) -> dict:
                                        torch_threads=workers, progress=False, options=opts))
         on_ray = run_convert(ConvertJob(str(jpegs), f"{tmp}/ray", codec=spec, executor="ray",
                                         progress=False, options=opts, ray=RayOptions(workers=workers)))
-        figures["convert"] = {"bare_compress": bare, "local": local.images_per_s, "ray": on_ray.images_per_s}
-        figures["loader"] = loader_speed(f"{tmp}/local", str(jpegs), workers=workers).to_json()
+        figures["convert"] = {"images": local.manifest["totals"]["samples"], "bare_compress": bare,
+                              "local": local.images_per_s, "ray": on_ray.images_per_s}
+        s = summarize(LatentDataset.open(f"{tmp}/local"))
+        figures["storage"] = {k: s[k] for k in ("samples", "source_bytes", "shard_bytes", "storage_ratio",
+                                                "bpp_mean", "bpp_p50", "bpp_p95")}
+        figures["loader"] = loader_speed(f"{tmp}/local", str(jpegs), f"{tmp}/cache", workers=workers,
+                                         batch_size=batch_size, epochs=epochs).to_json()
     return figures

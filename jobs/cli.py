@@ -327,44 +327,77 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
 def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
     arch: str = typer.Option(None),
-    threads: int = typer.Option(1, help="Torch threads for the per-stage profile."),
+    threads: int = typer.Option(1, help="Torch threads for the per-stage profiles."),
     pipeline_figures: bool = typer.Option(True, "--pipeline/--no-pipeline",
-                                          help="Also time convert (bare/local/Ray) and the two loaders."),
-    images: int = typer.Option(96, help="Generated ImageNet-like images for those figures."),
+                                          help="Also time convert (bare/local/Ray) and the loaders."),
+    images: int = typer.Option(384, help="Generated ImageNet-like JPEGs (500x375) for those figures."),
+    source: str = typer.Option(None, help="A class-per-folder image tree instead of generated images."),
     workers: int = typer.Option(2, help="Cores / DataLoader workers for those figures."),
+    batch_size: int = typer.Option(32, help="DataLoader batch size for both loaders."),
+    epochs: int = typer.Option(3, help="Timed epochs per loader (after a warm-up epoch); medians."),
     output: Path = typer.Option(None, help="Also write the figures as JSON here."),
 ):
-    """Per-stage conversion cost; convert and loader throughput measured side by side."""
+    """Encode/decode profiles; convert, storage and loader figures (cold and warm), side by side."""
     from jobs.bench import run_bench
 
     try:
         figures = run_bench(_codec_spec(checkpoint, arch, None, False), threads,
-                            images if pipeline_figures else 0, workers)
+                            images if pipeline_figures else 0, workers,
+                            source if pipeline_figures else None, epochs, batch_size)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
-    p = figures["encode"]
-    t = Table(title=f"conversion stages, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s)")
+    p, d = figures["encode"], figures["decode"]
+    t = Table(title=f"per image, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s), "
+                    f"bundled photos, medians")
     t.add_column("stage")
-    t.add_column("ms / image", justify="right")
-    stages = [("JPEG decode + resize + pad", "prepare_ms"), (f"g_a ({p['g_a_gmac']:.2f} GMAC)", "g_a_ms"),
-              ("h_a + float64 h_s + rANS (encode - g_a)", "entropy_ms"),
-              ("Codec.encode total", "encode_ms"), ("decode_y (no g_s)", "decode_y_ms")]
-    for name, key in stages:
-        t.add_row(name, f"{p[key]:.1f}")
+    t.add_column("ms", justify="right")
+    rows = [("JPEG decode + resize + pad", p["prepare_ms"]), (f"g_a ({p['g_a_gmac']:.2f} GMAC)", p["g_a_ms"]),
+            ("h_a + float64 h_s + rANS (encode - g_a)", p["entropy_ms"]),
+            ("Codec.encode total", p["encode_ms"]),
+            ("PIL decode of the same image as JPEG q90", d["jpeg_ms"]),
+            ("decode_y, reference (CompressAI rANS, searchsorted)", d["decode_y_reference_ms"]),
+            ("decode_y, fast path", d["decode_y_ms"]),
+            ("  z rANS", d["z_rans_ms"]), ("  float64 h_s", d["h_s_ms"]), ("  CDF indexes", d["indexes_ms"]),
+            ("  y rANS (reference: CompressAI)", d["y_rans_reference_ms"]),
+            ("  y rANS (fast)", d["y_rans_ms"])]
+    for name, v in rows:
+        t.add_row(name, f"{v:.2f}")
+    t.add_row("ŷ decode ÷ JPEG decode (reference → fast)",
+              f"{d['reference_over_jpeg']:.1f}x → {d['decode_over_jpeg']:.1f}x")
     console.print(t)
     if "convert" in figures:
-        c, ld = figures["convert"], figures["loader"]
-        t = Table(title=f"{images} ImageNet-like images, {workers} cores / workers, batch {ld['batch_size']}")
+        c, ld, st = figures["convert"], figures["loader"], figures["storage"]
+        t = Table(title=f"{c['images']} images, {workers} cores / workers, batch {ld['batch_size']}, "
+                        f"medians of {ld['epochs']} epochs")
         t.add_column("measure")
         t.add_column("value", justify="right")
-        t.add_row("bare CompressAI compress(), images/s", f"{c['bare_compress']:.1f}")
-        t.add_row("convert --executor local, images/s", f"{c['local']:.1f}")
-        t.add_row("convert --executor ray, images/s", f"{c['ray']:.1f}")
-        t.add_row("encode efficiency (local ÷ bare)", f"{c['local'] / c['bare_compress']:.2f}")
-        t.add_row("Ray ÷ in-process", f"{c['ray'] / c['local']:.2f}")
-        t.add_row("ŷ loader (decode + 14x14 crop), samples/s", f"{ld['latent_samples_per_s']:.1f}")
-        t.add_row("JPEG ImageFolder + RandomResizedCrop(224), samples/s", f"{ld['jpeg_samples_per_s']:.1f}")
-        t.add_row("loader speed-up (cold)", f"{ld['speedup']:.2f}x")
+
+        def rss(v: float | None) -> str:
+            return f"{v:.0f} MB" if v is not None else "n/a"
+
+        for name, v in [
+            ("bare CompressAI compress(), images/s", f"{c['bare_compress']:.1f}"),
+            ("convert --executor local, images/s", f"{c['local']:.1f}"),
+            ("convert --executor ray, images/s", f"{c['ray']:.1f}"),
+            ("encode efficiency (local ÷ bare)", f"{c['local'] / c['bare_compress']:.2f}"),
+            ("Ray ÷ in-process", f"{c['ray'] / c['local']:.2f}"),
+            ("storage ratio (source bytes ÷ shard bytes)", f"{st['storage_ratio']:.1f}x"),
+            ("bpp mean / p50 / p95", f"{st['bpp_mean']:.3f} / {st['bpp_p50']:.3f} / {st['bpp_p95']:.3f}"),
+            ("JPEG ImageFolder + RandomResizedCrop(224), samples/s", f"{ld['jpeg_samples_per_s']:.0f}"),
+            ("ŷ loader, cold (entropy decode), samples/s", f"{ld['latent_cold_samples_per_s']:.0f}"),
+            ("ŷ loader, first epoch filling the cache, samples/s", f"{ld['latent_fill_samples_per_s']:.0f}"),
+            ("ŷ loader, warm (decoded-latent cache), samples/s", f"{ld['latent_warm_samples_per_s']:.0f}"),
+            ("loader speed-up, cold", f"{ld['speedup_cold']:.2f}x"),
+            ("loader speed-up, warm", f"{ld['speedup_warm']:.2f}x"),
+            ("cache size", f"{ld['cache_bytes'] / 2**20:.1f} MB"),
+            ("peak RSS per worker: JPEG / ŷ cold / ŷ warm",
+             f"{rss(ld['jpeg_peak_rss_mb'])} / {rss(ld['latent_cold_peak_rss_mb'])} / "
+             f"{rss(ld['latent_warm_peak_rss_mb'])}"),
+            ("  of which grown after the fork",
+             f"{rss(ld['jpeg_rss_growth_mb'])} / {rss(ld['latent_cold_rss_growth_mb'])} / "
+             f"{rss(ld['latent_warm_rss_growth_mb'])}"),
+        ]:
+            t.add_row(name, v)
         console.print(t)
     if output:
         output.write_text(json.dumps(figures, indent=2))

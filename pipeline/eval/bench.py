@@ -14,6 +14,8 @@ from pipeline.codec.codec import Codec
 from pipeline.images import ImagePolicy, prepare_image
 from pipeline.photos import bundled_photos
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
 
 @dataclass(frozen=True)
 class EncodeProfile:
@@ -188,9 +190,14 @@ class LoaderSpeed:
     latent_cold_samples_per_s: float  # ŷ entropy-decoded every epoch, 14x14 crop + flip
     latent_fill_samples_per_s: float  # first epoch with the cache: decoding and filling it
     latent_warm_samples_per_s: float  # ŷ read back from the filled cache
-    jpeg_peak_rss_mb: float | None  # largest worker's peak resident memory (VmHWM)
+    # largest worker's peak resident memory (VmHWM), and its growth over the worker's start
+    # (the start is what the fork inherits from the parent: torch, the codec, ...)
+    jpeg_peak_rss_mb: float | None
     latent_cold_peak_rss_mb: float | None
     latent_warm_peak_rss_mb: float | None
+    jpeg_rss_growth_mb: float | None
+    latent_cold_rss_growth_mb: float | None
+    latent_warm_rss_growth_mb: float | None
     cache_bytes: int
 
     @property
@@ -205,8 +212,22 @@ class LoaderSpeed:
         return {**asdict(self), "speedup_cold": self.speedup_cold, "speedup_warm": self.speedup_warm}
 
 
+def _proc_status_mb(pid: int | str, field: str) -> float | None:
+    """A memory field (VmRSS, VmHWM) of /proc/PID/status in MB; None off Linux."""
+    from pathlib import Path
+
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 class _RecordPid:
-    """worker_init_fn: note each DataLoader worker's pid, to read its peak RSS later."""
+    """worker_init_fn: note each DataLoader worker's pid and its RSS at start (what the fork
+    inherited from the parent), to read its peak RSS later."""
 
     def __init__(self, folder: str):
         self.folder = folder
@@ -215,23 +236,21 @@ class _RecordPid:
         import os
         from pathlib import Path
 
-        Path(self.folder, str(os.getpid())).touch()
+        Path(self.folder, str(os.getpid())).write_text(str(_proc_status_mb(os.getpid(), "VmRSS") or 0))
 
 
-def _peak_rss_mb(folder: str) -> float | None:
-    """Largest VmHWM (peak resident set) among the live workers recorded in ``folder`` (Linux)."""
+def _peak_rss_mb(folder: str) -> tuple[float | None, float | None]:
+    """(largest peak RSS, largest growth of peak RSS over the worker's start) among the live
+    workers recorded in ``folder``; Linux only."""
     from pathlib import Path
 
-    peaks = []
+    peaks, growth = [], []
     for f in Path(folder).iterdir():
-        try:
-            status = Path(f"/proc/{f.name}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)
-    return max(peaks) if peaks else None
+        peak = _proc_status_mb(f.name, "VmHWM")
+        if peak is not None:
+            peaks.append(peak)
+            growth.append(peak - float(f.read_text() or 0))
+    return (max(peaks), max(growth)) if peaks else (None, None)
 
 
 def _epoch_rate(loader, dataset=None, epoch: int = 0) -> float:
@@ -269,14 +288,14 @@ def loader_speed(latent_root: str, jpeg_root: str, cache_dir: str, workers: int 
             tempfile.TemporaryDirectory() as pw:
         jpg = datasets.ImageFolder(jpeg_root, transform=transforms.Compose(
             [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]))
-        _, jpeg_rate, jpeg_rss = run(jpg, pj, shuffle=True)
+        _, jpeg_rate, (jpeg_rss, jpeg_grow) = run(jpg, pj, shuffle=True)
         cold = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14)))
-        _, cold_rate, cold_rss = run(cold, pc)
+        _, cold_rate, (cold_rss, cold_grow) = run(cold, pc)
         warm = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14), cache=cache_dir))
-        fill_rate, warm_rate, warm_rss = run(warm, pw)
+        fill_rate, warm_rate, (warm_rss, warm_grow) = run(warm, pw)
         cache_bytes = warm.cache.stats()["bytes"]
     return LoaderSpeed(workers, batch_size, len(jpg), epochs, jpeg_rate, cold_rate, fill_rate, warm_rate,
-                       jpeg_rss, cold_rss, warm_rss, cache_bytes)
+                       jpeg_rss, cold_rss, warm_rss, jpeg_grow, cold_grow, warm_grow, cache_bytes)
 
 
 def bare_compress_rate(codec: Codec, jpeg_root: str, threads: int, reps: int = 1) -> float:
@@ -288,7 +307,14 @@ def bare_compress_rate(codec: Codec, jpeg_root: str, threads: int, reps: int = 1
 
     torch.set_num_threads(threads)
     policy = ImagePolicy(multiple=codec.arch.multiple)
-    preps = [prepare_image(p.read_bytes(), policy) for p in sorted(Path(jpeg_root).rglob("*.jpg"))]
+    files = sorted(p for p in Path(jpeg_root).rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    preps = []
+    for f in files:
+        try:
+            preps.append(prepare_image(f.read_bytes(), policy))
+        except Exception:  # noqa: BLE001 - a broken image is convert's failure row, not a rate
+            continue
     xs = [torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255 for p in preps]
     model = codec.model
     t = time.perf_counter()

@@ -78,3 +78,13 @@ def test_train_codec_tiny_run_writes_finalized_checkpoint(tmp_path):
     assert ck.metadata["command"].startswith("latents train-codec")
     codec = load_codec(CodecSpec(checkpoint=str(out)))
     assert codec.identity.M == 8
+
+
+def test_bench_profiles_print_and_write_json(tmp_path):
+    res = runner.invoke(app, ["bench", "--no-pipeline", "--output", str(tmp_path / "b.json")],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "decode_y, fast path" in res.output and "ŷ decode ÷ JPEG decode" in res.output
+    f = json.loads((tmp_path / "b.json").read_text())
+    assert set(f) == {"encode", "decode"} and f["decode"]["fast_decoder"] is True
+

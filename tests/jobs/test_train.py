@@ -30,8 +30,10 @@ def test_task_generator_is_deterministic(tmp_path):
 
 
 def test_sresnet18_learns_from_latents_well_above_chance(task, tmp_path):
+    """Epoch 1 decodes ŷ and fills the warm cache; epochs 2-6 read it (same samples, see test_cache)."""
     root, meta = task
-    cfg = TrainConfig(InputSpec(str(root / "latent"), window=(6, 6), batch_size=8, workers=2),
+    cfg = TrainConfig(InputSpec(str(root / "latent"), window=(6, 6), batch_size=8, workers=2,
+                                cache=str(tmp_path / "cache")),
                       arch="sresnet18", epochs=6, lr=0.03, out=str(tmp_path / "run"))
     steps = []
     r = train_classifier(cfg, log=lambda rec: None, on_batch=lambda e, b, n, loss: steps.append(b))
@@ -41,6 +43,12 @@ def test_sresnet18_learns_from_latents_well_above_chance(task, tmp_path):
     assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[-1])["val_n"] == 8 * len(meta["classes"])
+    from pipeline.loader.cache import LatentCache
+    from pipeline.shards.dataset import LatentDataset
+
+    ds = LatentDataset.open(str(root / "latent"))
+    cache = LatentCache(tmp_path / "cache", str((root / "latent").resolve()), ds.fingerprint)
+    assert cache.stats()["samples"] == ds.manifest["totals"]["samples"]  # train and val, all cached
     import torch
 
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
@@ -91,3 +99,23 @@ def test_fewshot_cli_writes_table(task, tmp_path):
     chance = 1 / len(meta["classes"])
     assert r["rows"][1]["novel_mean"] > chance  # 5 shots of an unseen class beat guessing
     assert "novel" in res.output and "±" in res.output
+
+
+def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    root, _ = task
+    res = CliRunner().invoke(app, ["train", "classify", "--data", str(root / "latent"), "--arch", "cresnet18",
+                                   "--epochs", "1", "--window", "4", "--batch-size", "32", "--workers", "0",
+                                   "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c"),
+                                   "--cache-gb", "0.001"])
+    assert res.exit_code == 0, res.output
+    from pipeline.loader.cache import LatentCache
+    from pipeline.shards.dataset import LatentDataset
+
+    ds = LatentDataset.open(str(root / "latent"))
+    st = LatentCache(tmp_path / "c", str((root / "latent").resolve()), ds.fingerprint).stats()
+    assert 0 < st["bytes"] <= int(0.001 * 2**30)  # bounded by --cache-gb
+    assert st["samples"] < ds.manifest["totals"]["samples"]  # so shards were evicted
