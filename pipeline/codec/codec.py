@@ -71,7 +71,7 @@ class CodecIdentity:
 
 class _Tables:
     """One entropy model's CDF tables: Python lists for CompressAI's coder (made once, not per
-    call) and contiguous int32 arrays for the fast decoder."""
+    call) and contiguous int32 arrays for the fast coder."""
 
     def __init__(self, em):
         self.cdf = em._quantized_cdf.tolist()
@@ -80,10 +80,13 @@ class _Tables:
         self.fast = fast_rans.FastTables(em._quantized_cdf.int().numpy(), em._cdf_length.int().numpy(),
                                          em._offset.int().numpy())
 
-    def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
+    def encode(self, symbols: np.ndarray, indexes: np.ndarray, reference: bool = False) -> bytes:
+        """The coder's string; the fast encoder unless ``reference`` (CompressAI's, same bytes)."""
         if symbols.size < MIN_SYMBOLS:
             raise CodecError(f"refusing to entropy-code {symbols.size} symbol(s): the coder "
                              f"needs at least {MIN_SYMBOLS}; the image is too small")
+        if not reference and fast_rans.available():
+            return self.fast.encode(symbols, indexes)
         return RansEncoder().encode_with_indexes(
             symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
             self.cdf, self.cdf_length, self.offset)

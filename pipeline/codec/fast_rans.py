@@ -1,13 +1,14 @@
-"""The fast rANS decoder (``native/rans_decode.c``), compiled on first use and called by ctypes.
+"""The fast rANS coder (``native/rans.c``), compiled on first use and called by ctypes.
 
-It decodes CompressAI's streams to exactly the symbols CompressAI's own decoder returns,
-from numpy buffers (no per-call list marshalling), by bisection instead of a linear search,
-without the GIL (ctypes releases it), and never reads outside the stream.
+It writes exactly CompressAI's bytes and decodes CompressAI's streams to exactly the symbols
+CompressAI's own decoder returns, from numpy buffers (no per-call list marshalling), by
+bisection instead of a linear search, without the GIL (ctypes releases it), and never reads
+or writes outside its buffers.
 
 The shared library is built once per machine with the system C compiler (``$CC`` or ``cc``)
 into ``$LATENT_SHARDS_BUILD`` (default ``~/.cache/latent-shards/build``), named by a hash of
 the source, so a changed source is rebuilt and concurrent first uses do not collide. Without
-a compiler, ``available()`` is False and the codec keeps CompressAI's decoder (same output,
+a compiler, ``available()`` is False and the codec keeps CompressAI's coder (same output,
 slower); ``LATENT_SHARDS_FAST_RANS=0`` forces that.
 """
 
@@ -25,15 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ContainerError
+from pipeline.errors import CodecError, ContainerError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "native" / "rans_decode.c"
+SOURCE = Path(__file__).parent / "native" / "rans.c"
 _ERRORS = {
     -1: "the stream ended before every symbol was decoded",
     -2: "a CDF index outside the tables",
     -3: "an escaped value too long to be genuine",
+    -4: "a CDF table with an empty interval",
+    -5: "the output buffer is too small",
+    -6: "a value too far outside its table to be escaped (|value| >= 2^27)",
 }
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -47,7 +51,7 @@ def build_dir() -> Path:
 def _compile() -> Path:
     src = SOURCE.read_bytes()
     tag = hashlib.sha256(src).hexdigest()[:16]
-    out = build_dir() / f"rans_decode-{tag}.so"
+    out = build_dir() / f"rans-{tag}.so"
     if out.exists():
         return out
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -84,11 +88,23 @@ def _load() -> ctypes.CDLL | None:
                 f.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                               ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_int32, ctypes.c_void_p]
+                g = lib.ls_rans_encode
+                g.restype = ctypes.c_int64
+                g.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                              ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32,
+                              ctypes.c_void_p, ctypes.c_int64]
                 _lib = lib
             except OSError as exc:
                 _failed = str(exc)
-                log.warning("fast rANS decoder unavailable (%s); using CompressAI's decoder", exc)
+                log.warning("fast rANS coder unavailable (%s); using CompressAI's coder", exc)
     return _lib
+
+
+def _lib_or_raise() -> ctypes.CDLL:
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"fast rANS coder unavailable: {_failed}")
+    return lib
 
 
 def available() -> bool:
@@ -111,10 +127,26 @@ class FastTables:
             raise ValueError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
                              f"offsets {self.offsets.shape}")
 
+    def encode(self, values: np.ndarray, indexes: np.ndarray) -> bytes:
+        """CompressAI's ``encode_with_indexes`` bytes for ``values`` coded with tables ``indexes``."""
+        lib = _lib_or_raise()
+        v = np.ascontiguousarray(values, dtype=np.int32).reshape(-1)
+        idx = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
+        if v.shape != idx.shape:
+            raise ValueError(f"{v.size} values but {idx.size} indexes")
+        # at most one word per rANS put: 1 per value, 1 + 1 + 8 more for an escaped one, 2 to flush
+        capacity = 2 + v.size + 10 * int(np.count_nonzero(
+            (v - self.offsets[idx] < 0) | (v - self.offsets[idx] >= self.sizes[idx] - 2)))
+        buf = np.empty(capacity, dtype=np.uint32)
+        words = lib.ls_rans_encode(v.ctypes.data, idx.ctypes.data, v.size, self.cdf.ctypes.data,
+                                   self.cdf.shape[1], self.sizes.ctypes.data, self.offsets.ctypes.data,
+                                   len(self.sizes), buf.ctypes.data, capacity)
+        if words < 0:
+            raise CodecError(f"entropy coding failed: {_ERRORS.get(int(words), f'error {words}')}")
+        return buf[capacity - words:].tobytes()
+
     def decode(self, string: bytes, indexes: np.ndarray) -> np.ndarray:
-        lib = _load()
-        if lib is None:
-            raise RuntimeError(f"fast rANS decoder unavailable: {_failed}")
+        lib = _lib_or_raise()
         idx = np.ascontiguousarray(indexes, dtype=np.int32)
         out = np.empty(idx.shape, dtype=np.int32)
         rc = lib.ls_rans_decode(string, len(string), idx.ctypes.data, idx.size,

@@ -70,7 +70,35 @@ def test_every_model_family_fast_equals_reference(tiny_codec):
                            tiny_codec.decode_y(blob, crop=False, reference=True))
 
 
-@pytest.mark.parametrize("scale", [3, 40, 5000, 2**24])
+def _strings_both_ways(codec, blob):
+    """Re-encode a container's symbols with both encoders: (fast strings, reference strings)."""
+    from pipeline.codec.codec import _channel_indexes
+
+    c = codec.parse(blob)
+    if codec.arch.family == "factorized":
+        pairs = [(codec._eb, codec._eb.decode(c.strings[0], _channel_indexes(c.y_shape)),
+                  _channel_indexes(c.y_shape))]
+    else:
+        zi = _channel_indexes(c.z_shape)
+        z = codec._eb.decode(c.strings[1], zi)
+        yi = codec._entropy_params(codec._z_hat(torch.from_numpy(z)[None]))[0][0]
+        pairs = [(codec._gc, codec._gc.decode(c.strings[0], yi), yi), (codec._eb, z, zi)]
+    return ([t.encode(s, i) for t, s, i in pairs], [t.encode(s, i, reference=True) for t, s, i in pairs],
+            list(c.strings))
+
+
+def test_fast_encoder_writes_compressais_bytes(default_codec, tiny_codec):
+    blobs = _encode_all(default_codec, _varied_images(n_per_photo=1, seed=2), 192)
+    for img in [gradient(64 * (1 + i % 3), 128, seed=i) for i in range(4)]:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        blobs.append((tiny_codec, tiny_codec.encode(x, [img.shape[:2]])[0]))
+    for item in blobs:
+        codec, blob = item if isinstance(item, tuple) else (default_codec, item)
+        fast, ref, stored = _strings_both_ways(codec, blob)
+        assert fast == ref == stored
+
+
+@pytest.mark.parametrize("scale", [3, 40, 5000, 2**24, 2**26 - 1])
 def test_escaped_values_decode_like_the_reference(default_codec, scale):
     """Symbols far outside the tables go through the coder's bypass path; both decoders agree."""
     rng = np.random.default_rng(scale)
@@ -79,7 +107,8 @@ def test_escaped_values_decode_like_the_reference(default_codec, scale):
         n = 3000
         idx = rng.integers(0, len(tables.cdf_length), n).astype(np.int32)
         sym = rng.integers(-scale, scale + 1, n).astype(np.int32)
-        string = tables.encode(sym, idx)
+        string = tables.encode(sym, idx, reference=True)
+        assert tables.encode(sym, idx) == string  # the fast encoder writes the same bytes
         fast = tables.decode(string, idx)
         assert np.array_equal(fast, tables.decode(string, idx, reference=True))
         assert np.array_equal(fast, sym)
@@ -121,7 +150,7 @@ def test_without_a_compiler_the_reference_decoder_is_used(tmp_path):
     out = _run(code, LATENT_SHARDS_BUILD=str(tmp_path / "build"), CC="/bin/false")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("False") and "failed" in out.stdout and "[96, 4, 4]" in out.stdout
-    assert "using CompressAI's decoder" in out.stderr
+    assert "using CompressAI's coder" in out.stderr
     out = _run(code, LATENT_SHARDS_FAST_RANS="0")
     assert out.returncode == 0 and out.stdout.startswith("False") and "disabled" in out.stdout
 
@@ -145,3 +174,10 @@ def test_scale_buckets_equal_searchsorted_everywhere(default_codec):
     assert np.array_equal(ScaleBuckets(odd)(v), np.searchsorted(odd, v, side="left"))
     with pytest.raises(ValueError, match="increasing"):
         ScaleBuckets(np.array([1.0, 1.0, 2.0]))
+
+
+def test_fast_encoder_refuses_values_compressai_cannot_escape(default_codec):
+    t = _Tables(default_codec.model.entropy_bottleneck)
+    idx = np.zeros(4, np.int32)
+    with pytest.raises(Exception, match="too far outside"):
+        t.encode(np.array([0, 2**29, 0, 0], np.int32), idx)
