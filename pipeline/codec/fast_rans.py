@@ -6,10 +6,10 @@ bisection instead of a linear search, without the GIL (ctypes releases it), and 
 or writes outside its buffers.
 
 The shared library is built once per machine with the system C compiler (``$CC`` or ``cc``)
-into ``$LATENT_SHARDS_BUILD`` (default ``~/.cache/latent-shards/build``), named by a hash of
-the source, so a changed source is rebuilt and concurrent first uses do not collide. Without
-a compiler, ``available()`` is False and the codec keeps CompressAI's coder (same output,
-slower); ``LATENT_SHARDS_FAST_RANS=0`` forces that.
+into ``$LATENT_SHARDS_BUILD`` (default ``~/.cache/latent-shards/build``, else the temp
+directory), named by a hash of the source, so a changed source is rebuilt and concurrent
+first uses do not collide. Without a compiler, ``available()`` is False and the codec keeps
+CompressAI's coder (same output, slower); ``LATENT_SHARDS_FAST_RANS=0`` forces that.
 """
 
 from __future__ import annotations
@@ -44,32 +44,43 @@ _lib: ctypes.CDLL | None = None
 _failed: str | None = None
 
 
-def build_dir() -> Path:
-    return Path(os.environ.get("LATENT_SHARDS_BUILD", Path.home() / ".cache" / "latent-shards" / "build"))
+def build_dirs() -> list[Path]:
+    """Where the library is built: $LATENT_SHARDS_BUILD, else the user cache, else the temp dir."""
+    if os.environ.get("LATENT_SHARDS_BUILD"):
+        return [Path(os.environ["LATENT_SHARDS_BUILD"])]
+    return [Path.home() / ".cache" / "latent-shards" / "build",
+            Path(tempfile.gettempdir()) / f"latent-shards-build-{os.getuid()}"]
 
 
 def _compile() -> Path:
-    src = SOURCE.read_bytes()
-    tag = hashlib.sha256(src).hexdigest()[:16]
-    out = build_dir() / f"rans-{tag}.so"
-    if out.exists():
-        return out
+    tag = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    for d in build_dirs():
+        if (d / f"rans-{tag}.so").exists():
+            return d / f"rans-{tag}.so"
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise OSError("no C compiler found (set $CC)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        subprocess.run([cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
-                       check=True, capture_output=True, text=True)
-        os.replace(tmp, out)  # atomic: a concurrent build of the same source is harmless
-    except subprocess.CalledProcessError as exc:
-        raise OSError(f"{cc} failed on {SOURCE}: {exc.stderr.strip()}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    problems = []
+    for d in build_dirs():
+        out = d / f"rans-{tag}.so"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
+        except OSError as exc:  # an unwritable directory: try the next one
+            problems.append(f"{d}: {exc}")
+            continue
+        os.close(fd)
+        try:
+            subprocess.run([cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
+                           check=True, capture_output=True, text=True)
+            os.replace(tmp, out)  # atomic: a concurrent build of the same source is harmless
+            return out
+        except subprocess.CalledProcessError as exc:
+            raise OSError(f"{cc} failed on {SOURCE}: {exc.stderr.strip()}") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError("no writable build directory: " + "; ".join(problems))
 
 
 def _load() -> ctypes.CDLL | None:
