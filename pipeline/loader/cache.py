@@ -43,6 +43,7 @@ CACHE_VERSION = 1
 #: Storage kinds of one cached ŷ.
 INT8, INT16, FLOAT32 = 1, 2, 3
 _DTYPES = {INT8: np.int8, INT16: np.int16, FLOAT32: np.float32}
+_INHERITED: list[sqlite3.Connection] = []
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS latents (
@@ -121,15 +122,33 @@ class LatentCache:
     # -- connection (one per process: DataLoader workers are forked) --------------------------
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
+        if self._conn is not None and self._pid != os.getpid():
+            # A connection inherited through fork must not be used, nor closed, by the child:
+            # keep it referenced so that garbage collection never closes it here.
+            _INHERITED.append(self._conn)
+            self._conn = None
+        if self._conn is None:
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
+
+    def prepare(self) -> None:
+        """Create (or check and maybe reset) the file now, in this process, then close it, so
+        DataLoader workers started afterwards find it ready instead of racing to create it."""
+        _ = self.conn
+        self.close()
 
     def _open(self) -> sqlite3.Connection:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=300, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            for attempt in range(600):  # switching to WAL takes the lock without waiting on it
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 599:
+                        raise
+                    time.sleep(0.1)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:

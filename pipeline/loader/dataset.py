@@ -62,6 +62,7 @@ class LatentShardDataset(IterableDataset):
             root = self.data.layout.root
             url = root if "://" in root else os.path.abspath(root)
             self.cache = LatentCache(cfg.cache, url, self.data.fingerprint, cfg.cache_max_bytes)
+            self.cache.prepare()  # before any worker starts: they then find the file ready
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)

@@ -131,6 +131,28 @@ def test_a_new_codec_fingerprint_misses_the_old_cache(latent_root, photos_src, t
 def test_cache_directory_that_cannot_be_made_is_a_clear_error(latent_root, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    ds = LatentShardDataset(LatentLoaderConfig(str(latent_root), cache=str(blocker)))
     with pytest.raises(LatentShardsError, match="latent cache"):
-        next(iter(ds))
+        LatentShardDataset(LatentLoaderConfig(str(latent_root), cache=str(blocker)))
+
+
+def _open_and_put(args):
+    root, i, start = args
+    import time
+
+    time.sleep(max(0.0, start - time.time()))  # every process opens at the same instant
+    c = LatentCache(root, "ds", "cc" * 32)
+    c.put(f"s{i}", _samples(i, n=2))
+    return len(c.positions(f"s{i}", 0, 2))
+
+
+def test_many_processes_opening_a_new_cache_at_once(tmp_path):
+    """Workers racing to create the same file (no prepare() first) all get in, none is refused."""
+    import multiprocessing as mp
+    import time
+
+    with mp.get_context("fork").Pool(8) as pool:
+        for r in range(8):
+            root = str(tmp_path / f"r{r}")
+            got = pool.map(_open_and_put, [(root, i, time.time() + 0.3) for i in range(8)], chunksize=1)
+            assert got == [2] * 8
+            assert LatentCache(root, "ds", "cc" * 32).stats()["samples"] == 16
