@@ -18,7 +18,10 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -52,35 +55,51 @@ def build_dirs() -> list[Path]:
             Path(tempfile.gettempdir()) / f"latent-shards-build-{os.getuid()}"]
 
 
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by no one else: safe to load code from (or build in)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _compile() -> Path:
-    tag = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    # the tag names the source, the machine and the compiler, so a home folder shared between
+    # architectures or compilers never loads a foreign library
+    cc = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+    key = SOURCE.read_bytes() + repr((platform.machine(), cc)).encode()
+    name = f"rans-{hashlib.sha256(key).hexdigest()[:16]}.so"
     for d in build_dirs():
-        if (d / f"rans-{tag}.so").exists():
-            return d / f"rans-{tag}.so"
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if _private(d) and _private(d / name):
+            return d / name
     if not cc:
         raise OSError("no C compiler found (set $CC)")
     problems = []
     for d in build_dirs():
-        out = d / f"rans-{tag}.so"
+        out = d / name
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _private(d):
+                raise OSError("not owned by this user, or writable by others")
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
-        except OSError as exc:  # an unwritable directory: try the next one
+        except OSError as exc:  # an unusable directory: try the next one
             problems.append(f"{d}: {exc}")
             continue
         os.close(fd)
         try:
-            subprocess.run([cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
+            subprocess.run([*cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
                            check=True, capture_output=True, text=True)
+            os.chmod(tmp, 0o700)
             os.replace(tmp, out)  # atomic: a concurrent build of the same source is harmless
             return out
-        except subprocess.CalledProcessError as exc:
-            raise OSError(f"{cc} failed on {SOURCE}: {exc.stderr.strip()}") from exc
+        except (subprocess.CalledProcessError, OSError) as exc:
+            detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+            raise OSError(f"{' '.join(cc)} failed on {SOURCE}: {detail}") from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise OSError("no writable build directory: " + "; ".join(problems))
+    raise OSError("no private, writable build directory: " + "; ".join(problems))
 
 
 def _load() -> ctypes.CDLL | None:
@@ -145,6 +164,8 @@ class FastTables:
         idx = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
         if v.shape != idx.shape:
             raise ValueError(f"{v.size} values but {idx.size} indexes")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.sizes)):
+            raise CodecError(f"entropy coding failed: {_ERRORS[-2]}")
         # at most one word per rANS put: 1 per value, 1 + 1 + 8 more for an escaped one, 2 to flush
         capacity = 2 + v.size + 10 * int(np.count_nonzero(
             (v - self.offsets[idx] < 0) | (v - self.offsets[idx] >= self.sizes[idx] - 2)))

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.codec import fast_rans
 from pipeline.codec.codec import ScaleBuckets, _Tables
-from pipeline.errors import ContainerError
+from pipeline.errors import CodecError, ContainerError
 from pipeline.images import ImagePolicy, prepare_image
 from pipeline.photos import bundled_photos
 from tests.conftest import gradient
@@ -100,18 +100,34 @@ def test_fast_encoder_writes_compressais_bytes(default_codec, tiny_codec):
 
 @pytest.mark.parametrize("scale", [3, 40, 5000, 2**24, 2**26 - 1])
 def test_escaped_values_decode_like_the_reference(default_codec, scale):
-    """Symbols far outside the tables go through the coder's bypass path; both decoders agree."""
+    """Symbols far outside the tables go through the coder's bypass path; both coders agree.
+
+    One symbol in ten is drawn from ±scale (the rest small), so CompressAI's encoder stays
+    within its buffer; streams of nothing but escapes only the fast coder can write."""
     rng = np.random.default_rng(scale)
     for tables in (_Tables(default_codec.model.gaussian_conditional),
                    _Tables(default_codec.model.entropy_bottleneck)):
         n = 3000
         idx = rng.integers(0, len(tables.cdf_length), n).astype(np.int32)
-        sym = rng.integers(-scale, scale + 1, n).astype(np.int32)
+        sym = rng.integers(-2, 3, n).astype(np.int32)
+        wild = rng.random(n) < 0.1
+        sym[wild] = rng.integers(-scale, scale + 1, int(wild.sum()))
         string = tables.encode(sym, idx, reference=True)
         assert tables.encode(sym, idx) == string  # the fast encoder writes the same bytes
         fast = tables.decode(string, idx)
         assert np.array_equal(fast, tables.decode(string, idx, reference=True))
         assert np.array_equal(fast, sym)
+        everything = rng.integers(-scale, scale + 1, n).astype(np.int32)
+        assert np.array_equal(tables.decode(tables.encode(everything, idx), idx), everything)
+
+
+def test_compressais_encoder_is_not_asked_to_overrun_its_buffer(default_codec):
+    t = _Tables(default_codec.model.entropy_bottleneck)
+    idx = np.zeros(3000, np.int32)
+    with pytest.raises(CodecError, match="overrun its buffer"):
+        t.encode(np.full(3000, 10**6, np.int32), idx, reference=True)
+    with pytest.raises(CodecError, match="too far outside"):
+        t.encode(np.array([0, 2**29, 0, 0], np.int32), idx[:4], reference=True)
 
 
 def test_damaged_streams_are_errors_or_caught_by_the_symbol_crc(default_codec):
@@ -181,3 +197,22 @@ def test_fast_encoder_refuses_values_compressai_cannot_escape(default_codec):
     idx = np.zeros(4, np.int32)
     with pytest.raises(Exception, match="too far outside"):
         t.encode(np.array([0, 2**29, 0, 0], np.int32), idx)
+
+
+def test_a_library_planted_in_a_shared_folder_is_not_loaded(tmp_path):
+    """A build folder or library others can write to is never loaded from: it is rebuilt elsewhere."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    code = ("from pipeline.codec import fast_rans\n"
+            "print(fast_rans.available(), fast_rans.unavailable_reason())\n")
+    out = _run(code, LATENT_SHARDS_BUILD=str(shared))
+    assert out.returncode == 0 and out.stdout.startswith("False") and "writable by others" in out.stdout
+    private = tmp_path / "private"
+    out = _run(code + "print(sorted(p.name for p in fast_rans.build_dirs()[0].iterdir()))\n",
+               LATENT_SHARDS_BUILD=str(private))
+    assert out.stdout.startswith("True") and oct(private.stat().st_mode)[-3:] == "700"
+    lib = next(private.glob("rans-*.so"))
+    lib.chmod(0o777)  # a library others could have replaced: rebuilt, not loaded
+    out = _run(code, LATENT_SHARDS_BUILD=str(private))
+    assert out.stdout.startswith("True") and oct(lib.stat().st_mode)[-3:] == "700"

@@ -100,7 +100,7 @@ int ls_rans_decode(const uint8_t *stream, int64_t nbytes, const int32_t *indexes
         s.x = freq * (s.x >> PRECISION) + (s.x & mask) - start;
         if (renorm(&s)) return LS_SHORT_STREAM;
 
-        int32_t value = a;
+        int64_t value = a;
         if (value == max_value) {
             int32_t v, count;
             if (get_bits(&s, BYPASS_BITS, &v)) return LS_SHORT_STREAM;
@@ -108,18 +108,21 @@ int ls_rans_decode(const uint8_t *stream, int64_t nbytes, const int32_t *indexes
             while (v == BYPASS_MAX) {
                 if (get_bits(&s, BYPASS_BITS, &v)) return LS_SHORT_STREAM;
                 count += v;
-                if (count > 8) return LS_BAD_BYPASS; /* > 32 bits of payload */
+                if (count > 7) return LS_BAD_BYPASS;
             }
-            if (count > 8) return LS_BAD_BYPASS;
+            /* a genuine escape has at most 7 chunks (the encoder refuses 2^28 and more) */
+            if (count > 7) return LS_BAD_BYPASS;
             uint32_t raw = 0;
             for (int32_t j = 0; j < count; ++j) {
                 if (get_bits(&s, BYPASS_BITS, &v)) return LS_SHORT_STREAM;
                 raw |= (uint32_t)v << (j * BYPASS_BITS);
             }
-            value = (int32_t)(raw >> 1);
+            value = (int64_t)(raw >> 1);
             if (raw & 1u) value = -value - 1; else value += max_value;
         }
-        out[i] = value + offsets[t];
+        value += offsets[t];
+        if (value < INT32_MIN || value > INT32_MAX) return LS_BAD_BYPASS;
+        out[i] = (int32_t)value;
     }
     return LS_OK;
 }
