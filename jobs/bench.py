@@ -20,9 +20,11 @@ from pipeline.shards.dataset import LatentDataset, summarize
 
 
 def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: str | None = None,
-              epochs: int = 3, batch_size: int = 32) -> dict:
+              epochs: int = 3, batch_size: int = 32, cache_dir: str | None = None) -> dict:
     """Per-stage profiles on the bundled photos; then, on ``images`` generated ImageNet-like JPEGs
-    (or the class-per-folder tree ``source``), convert and loader throughput side by side."""
+    (or the class-per-folder tree ``source``; with split folders, its ``train/``), convert and
+    loader throughput side by side. The warm cache goes under ``cache_dir`` (default: a
+    temporary folder; pass one on the disk training would use)."""
     codec = load_codec(spec)
     photos = imagenet_like_jpegs()
     figures = {"encode": profile_encode(codec, photos, threads=threads).to_json(),
@@ -45,6 +47,9 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
         s = summarize(LatentDataset.open(f"{tmp}/local"))
         figures["storage"] = {k: s[k] for k in ("samples", "source_bytes", "shard_bytes", "storage_ratio",
                                                 "bpp_mean", "bpp_p50", "bpp_p95")}
-        figures["loader"] = loader_speed(f"{tmp}/local", str(jpegs), f"{tmp}/cache", workers=workers,
-                                         batch_size=batch_size, epochs=epochs).to_json()
+        # the latent loader reads split 'train': a tree with split folders is a train/ folder for the JPEGs
+        jpeg_train = jpegs / "train" if (jpegs / "train").is_dir() else jpegs
+        with tempfile.TemporaryDirectory(dir=cache_dir) as cache:
+            figures["loader"] = loader_speed(f"{tmp}/local", str(jpeg_train), cache, workers=workers,
+                                             batch_size=batch_size, epochs=epochs).to_json()
     return figures

@@ -121,7 +121,7 @@ class DecodeProfile:
     decode_y_reference_ms: float  # Codec.decode_y with CompressAI's decoder
     z_rans_ms: float
     h_s_ms: float  # float64 hyper-synthesis
-    indexes_ms: float  # scale clamp + searchsorted over the scale table
+    indexes_ms: float  # scale clamp + exact bucket search over the scale table (ScaleBuckets)
     y_rans_ms: float  # fast decoder
     y_rans_reference_ms: float  # CompressAI's decoder (list marshalling included)
     fast_decoder: bool
@@ -184,12 +184,16 @@ def profile_decode(codec: Codec, jpegs: list[bytes], threads: int = 1, reps: int
 class LoaderSpeed:
     workers: int
     batch_size: int
-    samples: int
+    samples: int  # images the JPEG loader reads
+    latent_samples: int  # samples the ŷ loader reads (fewer only if some images failed to convert)
     epochs: int  # timed epochs per loader (after one warm-up epoch); figures are their medians
     jpeg_samples_per_s: float  # ImageFolder + RandomResizedCrop(224) + flip + ToTensor
     latent_cold_samples_per_s: float  # ŷ entropy-decoded every epoch, 14x14 crop + flip
-    latent_fill_samples_per_s: float  # first epoch with the cache: decoding and filling it
     latent_warm_samples_per_s: float  # ŷ read back from the filled cache
+    # first epochs of fresh loaders (worker start-up included in both): without the cache, and
+    # with an empty cache that this epoch fills
+    latent_cold_first_epoch_samples_per_s: float
+    latent_fill_samples_per_s: float
     # largest worker's peak resident memory (VmHWM), and its growth over the worker's start
     # (the start is what the fork inherits from the parent: torch, the codec, ...)
     jpeg_peak_rss_mb: float | None
@@ -285,17 +289,22 @@ def loader_speed(latent_root: str, jpeg_root: str, cache_dir: str, workers: int 
         return first, float(np.median(rates)), _peak_rss_mb(pids)
 
     with tempfile.TemporaryDirectory() as pj, tempfile.TemporaryDirectory() as pc, \
-            tempfile.TemporaryDirectory() as pw:
+            tempfile.TemporaryDirectory() as pf, tempfile.TemporaryDirectory() as pw:
         jpg = datasets.ImageFolder(jpeg_root, transform=transforms.Compose(
             [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]))
         _, jpeg_rate, (jpeg_rss, jpeg_grow) = run(jpg, pj, shuffle=True)
         cold = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14)))
-        _, cold_rate, (cold_rss, cold_grow) = run(cold, pc)
-        warm = LatentShardDataset(LatentLoaderConfig(latent_root, window=(14, 14), cache=cache_dir))
-        fill_rate, warm_rate, (warm_rss, warm_grow) = run(warm, pw)
+        cold_first, cold_rate, (cold_rss, cold_grow) = run(cold, pc)
+        cfg = LatentLoaderConfig(latent_root, window=(14, 14), cache=cache_dir)
+        filling = LatentShardDataset(cfg)
+        fill_rate = _epoch_rate(loader(filling, pf), filling, 0)  # its workers end with the loader
+        # fresh workers for the warm epochs: their peak memory is the warm loader's alone
+        warm = LatentShardDataset(cfg)
+        _, warm_rate, (warm_rss, warm_grow) = run(warm, pw)
         cache_bytes = warm.cache.stats()["bytes"]
-    return LoaderSpeed(workers, batch_size, len(jpg), epochs, jpeg_rate, cold_rate, fill_rate, warm_rate,
-                       jpeg_rss, cold_rss, warm_rss, jpeg_grow, cold_grow, warm_grow, cache_bytes)
+    return LoaderSpeed(workers, batch_size, len(jpg), len(cold), epochs, jpeg_rate, cold_rate, warm_rate,
+                       cold_first, fill_rate, jpeg_rss, cold_rss, warm_rss, jpeg_grow, cold_grow, warm_grow,
+                       cache_bytes)
 
 
 def bare_compress_rate(codec: Codec, jpeg_root: str, threads: int, reps: int = 1) -> float:

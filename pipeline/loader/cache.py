@@ -15,19 +15,27 @@ cache as a side effect of decoding; later epochs read it instead of the tar shar
   manifest) and the sample's position, so a rewritten shard misses instead of returning stale
   latents; the file records the codec fingerprint, and opening it with another fingerprint
   empties it (logged) before use.
-* **Bounded.** After each write, whole shards are evicted least-recently-used first until
-  the file's payload is under ``max_bytes``.
+* **Bounded.** The compressed payload never exceeds ``max_bytes``. Once full, new samples
+  are not admitted: under a shuffled scan of the whole dataset every epoch, least-recently-used
+  eviction would throw out exactly the shards needed next and hit almost never, while a fixed
+  subset hits ``max_bytes`` ÷ (dataset's cached size) of the time with no churn. Eviction
+  removes what can no longer be used: shards that left the dataset's manifest (rewritten or
+  removed) when the cache is opened, and least-recently-used shards when it is opened with a
+  lower limit.
+* **Self-healing.** A damaged row (it fails to decompress) is deleted and its sample is
+  decoded from the tar again, like a miss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +126,7 @@ class LatentCache:
         self.max_bytes, self.level = int(max_bytes), level
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._full_logged = False
 
     # -- connection (one per process: DataLoader workers are forked) --------------------------
     @property
@@ -131,10 +140,26 @@ class LatentCache:
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
 
-    def prepare(self) -> None:
+    def prepare(self, shards: Iterable[str] | None = None) -> None:
         """Create (or check and maybe reset) the file now, in this process, then close it, so
-        DataLoader workers started afterwards find it ready instead of racing to create it."""
-        _ = self.conn
+        DataLoader workers started afterwards find it ready instead of racing to create it.
+
+        ``shards``: the sha256 of every shard the dataset has now; cached shards not among
+        them are evicted. Least-recently-used shards go too while the payload exceeds the limit.
+        """
+        c = self.conn
+        with self._write():
+            held = [r[0] for r in c.execute("SELECT shard FROM shards").fetchall()]
+            keep = set(shards) if shards is not None else set(held)
+            for sha in held:
+                if sha not in keep:
+                    self._drop(sha)
+            total = self._total()
+            for sha, size in c.execute("SELECT shard, bytes FROM shards ORDER BY used").fetchall():
+                if total <= self.max_bytes:
+                    break
+                self._drop(sha)
+                total -= size
         self.close()
 
     def _open(self) -> sqlite3.Connection:
@@ -154,8 +179,8 @@ class LatentCache:
         except (OSError, sqlite3.Error) as exc:
             raise LatentShardsError(f"latent cache {self.path}: {exc} (pass another cache "
                                     "directory, on a local disk, or run without the cache)") from exc
-        conn.execute("BEGIN IMMEDIATE")  # one process at a time checks (and maybe resets) it
         try:
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time checks (and maybe resets) it
             meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
             want = {"version": str(CACHE_VERSION), "fingerprint": self.fingerprint,
                     "dataset": self.dataset_url}
@@ -168,9 +193,11 @@ class LatentCache:
                 conn.execute("DELETE FROM meta")
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise LatentShardsError(f"latent cache {self.path}: {exc} (another process holds it "
+                                    "locked; pass another cache directory or retry)") from exc
         return conn
 
     def close(self) -> None:
@@ -187,61 +214,82 @@ class LatentCache:
             self.conn.execute("UPDATE shards SET used = ? WHERE shard = ?", (time.time(), shard))
         return {r[0] for r in rows}
 
+    _COLUMNS = "pos, key, target, kind, c, h, w, data"
+
     def read(self, shard: str, start: int, stop: int) -> Iterator[CachedSample]:
-        """The cached samples in [start, stop), in position order, unpacked one at a time."""
-        cur = self.conn.execute(
-            "SELECT pos, key, target, kind, c, h, w, data FROM latents "
-            "WHERE shard = ? AND pos >= ? AND pos < ? ORDER BY pos", (shard, start, stop))
-        while rows := cur.fetchmany(32):
-            for pos, key, target, kind, c, h, w, data in rows:
-                yield CachedSample(pos, key, target, unpack_latent(kind, (c, h, w), data))
+        """The cached samples in [start, stop), in position order, unpacked one at a time.
+
+        Rows are fetched a few at a time by position ranges: no read stays open across yields."""
+        for lo in range(start, stop, 32):
+            rows = self.conn.execute(f"SELECT {self._COLUMNS} FROM latents WHERE shard = ? AND pos >= ? "
+                                     "AND pos < ? ORDER BY pos", (shard, lo, min(stop, lo + 32))).fetchall()
+            for row in rows:
+                if (sample := self._unpack(shard, row)) is not None:
+                    yield sample
 
     def read_one(self, shard: str, pos: int) -> CachedSample | None:
-        row = self.conn.execute("SELECT pos, key, target, kind, c, h, w, data FROM latents "
-                                "WHERE shard = ? AND pos = ?", (shard, pos)).fetchone()
-        if row is None:
-            return None
-        pos, key, target, kind, c, h, w, data = row
-        return CachedSample(pos, key, target, unpack_latent(kind, (c, h, w), data))
+        row = self.conn.execute(f"SELECT {self._COLUMNS} FROM latents WHERE shard = ? AND pos = ?",
+                                (shard, pos)).fetchone()
+        return None if row is None else self._unpack(shard, row)
 
-    def put(self, shard: str, samples: list[CachedSample]) -> None:
-        """Store decoded samples of ``shard``, then evict down to the size limit."""
+    def _unpack(self, shard: str, row: tuple) -> CachedSample | None:
+        pos, key, target, kind, c, h, w, data = row
+        try:
+            return CachedSample(pos, key, target, unpack_latent(kind, (c, h, w), data))
+        except Exception as exc:  # noqa: BLE001 - a damaged row is a miss, not a failed epoch
+            log.warning("latent cache %s: dropping damaged row (shard %s, position %d): %s",
+                        self.path, shard, pos, exc)
+            c = self.conn
+            with self._write():
+                if c.execute("DELETE FROM latents WHERE shard = ? AND pos = ?", (shard, pos)).rowcount:
+                    c.execute("UPDATE shards SET bytes = bytes - ? WHERE shard = ?", (len(data), shard))
+            return None
+
+    def put(self, shard: str, samples: list[CachedSample]) -> int:
+        """Store decoded samples of ``shard`` while the payload stays within the limit; returns
+        how many were stored (once full, new samples are not admitted: see the module doc)."""
         if not samples:
-            return
+            return 0
         rows = []
         for s in samples:
             kind, data = pack_latent(s.y_hat, self.level)
             rows.append((shard, s.pos, s.key, s.target, kind, *s.y_hat.shape, data))
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            added = 0
+        stored = 0
+        with self._write():
+            total, added = self._total(), 0
             for r in rows:
+                if total + added + len(r[-1]) > self.max_bytes:
+                    if not self._full_logged:
+                        log.info("latent cache %s is full (%d bytes): later samples are decoded every epoch",
+                                 self.path, self.max_bytes)
+                        self._full_logged = True
+                    break
                 if c.execute("INSERT OR IGNORE INTO latents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", r).rowcount:
                     added += len(r[-1])
-            c.execute("INSERT INTO shards VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET "
-                      "bytes = bytes + excluded.bytes, used = excluded.used", (shard, added, time.time()))
-            self._evict(keep=shard)
-            c.execute("COMMIT")
+                    stored += 1
+            if stored:
+                c.execute("INSERT INTO shards VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET "
+                          "bytes = bytes + excluded.bytes, used = excluded.used", (shard, added, time.time()))
+        return stored
+
+    @contextlib.contextmanager
+    def _write(self):
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        c.execute("COMMIT")
 
-    def _evict(self, keep: str) -> None:
-        c = self.conn
-        total = c.execute("SELECT COALESCE(SUM(bytes), 0) FROM shards").fetchone()[0]
-        if total <= self.max_bytes:
-            return
-        for shard, size in c.execute("SELECT shard, bytes FROM shards WHERE shard != ? ORDER BY used",
-                                     (keep,)).fetchall():
-            c.execute("DELETE FROM latents WHERE shard = ?", (shard,))
-            c.execute("DELETE FROM shards WHERE shard = ?", (shard,))
-            total -= size
-            if total <= self.max_bytes:
-                return
-        # the shard just written alone exceeds the limit: keep nothing
-        c.execute("DELETE FROM latents WHERE shard = ?", (keep,))
-        c.execute("DELETE FROM shards WHERE shard = ?", (keep,))
+    def _total(self) -> int:
+        return self.conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM shards").fetchone()[0]
+
+    def _drop(self, shard: str) -> None:
+        self.conn.execute("DELETE FROM latents WHERE shard = ?", (shard,))
+        self.conn.execute("DELETE FROM shards WHERE shard = ?", (shard,))
 
     def stats(self) -> dict:
         samples, shards, payload = self.conn.execute(

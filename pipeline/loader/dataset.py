@@ -62,7 +62,8 @@ class LatentShardDataset(IterableDataset):
             root = self.data.layout.root
             url = root if "://" in root else os.path.abspath(root)
             self.cache = LatentCache(cfg.cache, url, self.data.fingerprint, cfg.cache_max_bytes)
-            self.cache.prepare()  # before any worker starts: they then find the file ready
+            # before any worker starts (they then find the file ready); evicts shards that left the dataset
+            self.cache.prepare(self._shard_sha.values())
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
@@ -150,13 +151,22 @@ class LatentShardDataset(IterableDataset):
         for sl in slices:
             sha = self._shard_sha[sl.name]
             held = self.cache.positions(sha, sl.start, sl.stop) if self.cache else set()
-            if len(held) == sl.stop - sl.start:  # warm: the tar is not even opened
+            done: set[int] = set()
+            if len(held) == sl.stop - sl.start:  # warm: the tar is not even opened...
                 for c in self.cache.read(sha, sl.start, sl.stop):
+                    if c.pos != sl.start + len(done):
+                        break
+                    done.add(c.pos)
                     yield c.y_hat, c.target
-                continue
+                if len(done) == len(held):
+                    continue
+                # ...unless a row vanished meanwhile (damaged, or another process evicted it):
+                # then the rest of the slice comes from the tar, in the same order
             fresh: list[CachedSample] = []
             for s in stages.slice_samples([sl], self._handler):
                 pos = s["__pos__"]
+                if pos in done:
+                    continue
                 if pos in held and (c := self.cache.read_one(sha, pos)) is not None:
                     yield c.y_hat, c.target
                     continue

@@ -16,8 +16,8 @@ def test_bench_measures_every_figure_side_by_side(ray_cluster):
     assert st["samples"] == 8 and st["storage_ratio"] == pytest.approx(st["source_bytes"] / st["shard_bytes"],
                                                                        rel=1e-3)
     assert st["bpp_p50"] <= st["bpp_p95"]
-    assert ld["samples"] == 8 and ld["epochs"] == 1
-    for k in ("jpeg", "latent_cold", "latent_fill", "latent_warm"):
+    assert ld["samples"] == ld["latent_samples"] == 8 and ld["epochs"] == 1
+    for k in ("jpeg", "latent_cold", "latent_cold_first_epoch", "latent_fill", "latent_warm"):
         assert ld[f"{k}_samples_per_s"] > 0
     assert ld["speedup_cold"] == pytest.approx(ld["latent_cold_samples_per_s"] / ld["jpeg_samples_per_s"])
     assert ld["speedup_warm"] == pytest.approx(ld["latent_warm_samples_per_s"] / ld["jpeg_samples_per_s"])

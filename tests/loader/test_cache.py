@@ -62,19 +62,38 @@ def test_fingerprint_change_empties_the_cache(tmp_path, caplog):
     assert LatentCache(tmp_path, "file:///data/ds", "bb" * 32).stats()["samples"] == 4
 
 
-def test_size_limit_evicts_least_recently_used_shards(tmp_path):
+def test_size_limit_admission_and_eviction(tmp_path):
     one = sum(len(pack_latent(s.y_hat)[1]) for s in _samples(0))
     c = LatentCache(tmp_path, "ds", "ff" * 32, max_bytes=int(2.5 * one))
-    c.put("s0", _samples(0))
-    c.put("s1", _samples(1))
-    c.positions("s0", 0, 4)  # s0 used after s1: s1 is now the least recently used
-    c.put("s2", _samples(2))
-    st = c.stats()
-    assert st["bytes"] <= c.max_bytes and st["shards"] == 2
-    assert c.positions("s1", 0, 4) == set() and len(c.positions("s0", 0, 4)) == 4
-    assert len(c.positions("s2", 0, 4)) == 4
+    assert c.put("s0", _samples(0)) == 4 and c.put("s1", _samples(1)) == 4
+    assert c.put("s2", _samples(2)) < 4  # full: the rest of s2 is not admitted...
+    assert c.stats()["bytes"] <= c.max_bytes and len(c.positions("s1", 0, 4)) == 4
+    assert len(c.positions("s0", 0, 4)) == 4  # s0 used last: s2, then s1, were used before it
+    c.close()
+    # ...and a lower limit evicts least-recently-used shards first (s2, then s1)
+    small = LatentCache(tmp_path, "ds", "ff" * 32, max_bytes=int(1.2 * one))
+    small.prepare()
+    assert small.stats()["bytes"] <= small.max_bytes
+    assert len(small.positions("s0", 0, 4)) == 4 and not small.positions("s1", 0, 4)
+    # shards the dataset no longer has are evicted when it is opened
+    small.prepare(shards=["s9"])
+    assert small.stats()["samples"] == 0
     with pytest.raises(LatentShardsError, match="positive"):
         LatentCache(tmp_path, "ds", "ff" * 32, max_bytes=0)
+
+
+def test_a_damaged_row_is_dropped_and_decoded_again(latent_root, tmp_path):
+    import sqlite3
+
+    cfg = LatentLoaderConfig(str(latent_root), train=False, window=None, cache=str(tmp_path / "cache"))
+    ds = LatentShardDataset(cfg)
+    first = _epoch(ds, 0)
+    with sqlite3.connect(ds.cache.path) as db:
+        db.execute("UPDATE latents SET data = x'00112233' WHERE pos = 1")
+        damaged = db.execute("SELECT COUNT(*) FROM latents WHERE pos = 1").fetchone()[0]
+    assert damaged >= 1
+    assert _epoch(LatentShardDataset(cfg), 0) == first  # decoded from the tar again, same bits
+    assert ds.cache.stats()["samples"] == 10  # and cached again
 
 
 def _as_list(batch):
