@@ -62,10 +62,6 @@ CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, bytes INTEGER NOT NUL
 """
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("LATENT_SHARDS_CACHE", Path.home() / ".cache" / "latent-shards" / "latents"))
-
-
 def pack_latent(y: torch.Tensor, level: int = 1) -> tuple[int, bytes]:
     """(kind, zstd bytes) of a float32 ŷ ``[C, H, W]``, exactly recoverable by ``unpack_latent``."""
     a = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.float32)

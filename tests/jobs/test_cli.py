@@ -88,3 +88,21 @@ def test_bench_profiles_print_and_write_json(tmp_path):
     f = json.loads((tmp_path / "b.json").read_text())
     assert set(f) == {"encode", "decode"} and f["decode"]["fast_decoder"] is True
 
+
+
+def test_cache_warm_info_clear(converted, tmp_path):
+    cache = str(tmp_path / "cache")
+    res = runner.invoke(app, ["cache", "info", str(converted), "--cache", cache])
+    assert res.exit_code == 0 and "no cache" in res.output
+    res = runner.invoke(app, ["cache", "warm", str(converted), "--cache", cache, "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert "8 of 8 samples cached from 2 shard(s)" in res.output
+    res = runner.invoke(app, ["cache", "info", str(converted), "--cache", cache])
+    assert res.exit_code == 0 and json.loads(res.output)["samples"] == 8
+    # a lower limit (10 KB, less than one shard) evicts on open and admits nothing more
+    res = runner.invoke(app, ["cache", "warm", str(converted), "--cache", cache, "--cache-gb", "0.00001"])
+    assert res.exit_code == 0 and "0 of 8" in res.output and "is full" in res.output
+    res = runner.invoke(app, ["cache", "clear", str(converted), "--cache", cache])
+    assert res.exit_code == 0 and "removed" in res.output
+    res = runner.invoke(app, ["cache", "info", str(converted), "--cache", cache])
+    assert res.output.startswith("no cache")

@@ -175,3 +175,20 @@ def test_many_processes_opening_a_new_cache_at_once(tmp_path):
             got = pool.map(_open_and_put, [(root, i, time.time() + 0.3) for i in range(8)], chunksize=1)
             assert got == [2] * 8
             assert LatentCache(root, "ds", "cc" * 32).stats()["samples"] == 16
+
+
+def test_warm_ahead_with_a_process_pool_then_train_reads_only_the_cache(latent_root, tmp_path):
+    from pipeline.loader.warm import warm_cache
+
+    copy = tmp_path / "ds"
+    shutil.copytree(latent_root, copy)
+    plain = _epoch(LatentShardDataset(LatentLoaderConfig(str(copy), train=True, seed=2, window=(8, 8))), 0, 2)
+    done = []
+    res = warm_cache(str(copy), str(tmp_path / "cache"), workers=2, on_shard=lambda name, n: done.append(n))
+    assert res.samples == res.expected == 10 and sum(done) == 10 and res.shards == 4
+    for tar in (copy / "shards").glob("*.tar"):
+        tar.write_bytes(b"")  # only the cache can answer now
+    cfg = LatentLoaderConfig(str(copy), train=True, seed=2, window=(8, 8), cache=str(tmp_path / "cache"))
+    assert _epoch(LatentShardDataset(cfg), 0, workers=2) == plain
+    with pytest.raises(LatentShardsError, match="no split 'test'"):
+        warm_cache(str(copy), str(tmp_path / "cache"), splits=["test"])
