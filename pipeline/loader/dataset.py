@@ -63,7 +63,8 @@ class LatentShardDataset(IterableDataset):
             url = root if "://" in root else os.path.abspath(root)
             self.cache = LatentCache(cfg.cache, url, self.data.fingerprint, cfg.cache_max_bytes)
             # before any worker starts (they then find the file ready); evicts shards that left the dataset
-            self.cache.prepare(self._shard_sha.values())
+            # (every split's shards: the train and val loaders share one cache file)
+            self.cache.prepare(s["tar_sha256"] for s in self.data.manifest["shards"])
         self.classes = list(self.data.manifest["classes"])
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)

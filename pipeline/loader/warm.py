@@ -38,6 +38,8 @@ def _init(datasets: dict[str, LatentShardDataset]) -> None:
 def _warm_shard(job: tuple[str, str, str, int]) -> tuple[str, int]:
     split, url, name, n = job
     ds = _state["datasets"][split]
+    if len(ds.cache.positions(ds._shard_sha[name], 0, n)) == n:
+        return name, n  # already warm
     got = sum(1 for _ in ds._decoded([stages.ShardSlice(url, name, 0, n)], ds.codec()))
     return name, got
 

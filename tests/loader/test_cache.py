@@ -192,3 +192,22 @@ def test_warm_ahead_with_a_process_pool_then_train_reads_only_the_cache(latent_r
     assert _epoch(LatentShardDataset(cfg), 0, workers=2) == plain
     with pytest.raises(LatentShardsError, match="no split 'test'"):
         warm_cache(str(copy), str(tmp_path / "cache"), splits=["test"])
+
+
+def test_train_and_val_loaders_share_the_cache_without_evicting_each_other(tmp_path):
+    from tests.loader.conftest import photo_folder
+
+    src = tmp_path / "src"
+    photo_folder(src / "train", n=6)
+    photo_folder(src / "val", n=3)
+    run_convert(ConvertJob(str(src), str(tmp_path / "ds"), executor="local", progress=False,
+                           options=ConvertOptions(shard_size=4)))
+
+    def split(name):
+        return LatentShardDataset(LatentLoaderConfig(str(tmp_path / "ds"), split=name, window=None,
+                                                     cache=str(tmp_path / "cache")))
+
+    _epoch(split("train"), 0)
+    _epoch(split("val"), 0)
+    # a second run opens both again: nothing is evicted, everything is cached
+    assert split("train").cache.stats()["samples"] == 9
