@@ -244,7 +244,7 @@ class LatentCache:
     def put(self, shard: str, samples: list[CachedSample]) -> int:
         """Store decoded samples of ``shard`` while the payload stays within the limit; returns
         how many were stored (once full, new samples are not admitted: see the module doc)."""
-        if not samples:
+        if not samples or self._total() >= self.max_bytes:  # full: not even compressed
             return 0
         rows = []
         for s in samples:
