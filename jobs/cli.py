@@ -275,14 +275,10 @@ app.add_typer(cache_app, name="cache")
 
 
 def _open_cache(data: str, cache: str):
-    import os
-
     from pipeline.loader.cache import LatentCache
     from pipeline.shards.dataset import LatentDataset
 
-    ds = LatentDataset.open(data)
-    root = ds.layout.root
-    return LatentCache(cache, root if "://" in root else os.path.abspath(root), ds.fingerprint)
+    return LatentCache.for_dataset(cache, LatentDataset.open(data))
 
 
 @cache_app.command("warm")

@@ -96,20 +96,13 @@ class _Tables:
         """Refuse what CompressAI's encoder gets wrong instead of corrupting memory: escapes of
         2^28 and more (an undefined shift) and streams that could outgrow its buffer of one
         32-bit word per symbol (each word holds >= 32 bits: 16 at most per symbol, 36 per escape)."""
-        f = self.fast
-        idx = np.asarray(indexes, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(f.sizes)):
-            raise CodecError("CDF index outside the tables")
-        v = np.asarray(symbols, dtype=np.int64).reshape(-1) - f.offsets[idx]
-        top = f.sizes[idx].astype(np.int64) - 2
-        esc = (v < 0) | (v >= top)
-        raw = np.where(v < 0, -2 * v - 1, 2 * (v - top))[esc]
+        raw = self.fast.escapes(symbols, indexes)
         if raw.size and raw.max() >= 2**28:
-            raise CodecError(f"entropy coding failed: {fast_rans._ERRORS[-6]}")
-        n = v.size
-        if 3 + -(-(16 * n + 36 * int(esc.sum())) // 32) > n:
+            raise CodecError(f"entropy coding failed: {fast_rans.ERRORS[-6]}")
+        n = symbols.size
+        if 3 + -(-(16 * n + 36 * raw.size) // 32) > n:
             raise CodecError(f"CompressAI's encoder could overrun its buffer on these {n} symbols "
-                             f"({int(esc.sum())} escaped); the fast coder (a C compiler) codes them")
+                             f"({raw.size} escaped); the fast coder (a C compiler) codes them")
 
     def decode(self, string: bytes, indexes: np.ndarray, reference: bool = False) -> np.ndarray:
         """Symbols of ``string``; the fast decoder unless ``reference`` (CompressAI's, same output)."""

@@ -34,7 +34,7 @@ from pipeline.errors import CodecError, ContainerError
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "native" / "rans.c"
-_ERRORS = {
+ERRORS = {
     -1: "the stream ended before every symbol was decoded",
     -2: "a CDF index outside the tables",
     -3: "an escaped value too long to be genuine",
@@ -157,6 +157,17 @@ class FastTables:
             raise ValueError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
                              f"offsets {self.offsets.shape}")
 
+    def escapes(self, values: np.ndarray, indexes: np.ndarray) -> np.ndarray:
+        """The escape payload (zig-zag distance past the table) of each value its table cannot
+        code directly, in order; empty when every value fits."""
+        idx = np.asarray(indexes, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.sizes)):
+            raise CodecError(f"entropy coding failed: {ERRORS[-2]}")
+        v = np.asarray(values, dtype=np.int64).reshape(-1) - self.offsets[idx]
+        top = self.sizes[idx].astype(np.int64) - 2
+        esc = (v < 0) | (v >= top)
+        return np.where(v < 0, -2 * v - 1, 2 * (v - top))[esc]
+
     def encode(self, values: np.ndarray, indexes: np.ndarray) -> bytes:
         """CompressAI's ``encode_with_indexes`` bytes for ``values`` coded with tables ``indexes``."""
         lib = _lib_or_raise()
@@ -164,17 +175,14 @@ class FastTables:
         idx = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
         if v.shape != idx.shape:
             raise ValueError(f"{v.size} values but {idx.size} indexes")
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self.sizes)):
-            raise CodecError(f"entropy coding failed: {_ERRORS[-2]}")
-        # at most one word per rANS put: 1 per value, 1 + 1 + 8 more for an escaped one, 2 to flush
-        capacity = 2 + v.size + 10 * int(np.count_nonzero(
-            (v - self.offsets[idx] < 0) | (v - self.offsets[idx] >= self.sizes[idx] - 2)))
+        # at most one word per rANS put: 1 per value, 1 + 1 + 7 more for an escaped one, 2 to flush
+        capacity = 2 + v.size + 10 * self.escapes(v, idx).size
         buf = np.empty(capacity, dtype=np.uint32)
         words = lib.ls_rans_encode(v.ctypes.data, idx.ctypes.data, v.size, self.cdf.ctypes.data,
                                    self.cdf.shape[1], self.sizes.ctypes.data, self.offsets.ctypes.data,
                                    len(self.sizes), buf.ctypes.data, capacity)
         if words < 0:
-            raise CodecError(f"entropy coding failed: {_ERRORS.get(int(words), f'error {words}')}")
+            raise CodecError(f"entropy coding failed: {ERRORS.get(int(words), f'error {words}')}")
         return buf[capacity - words:].tobytes()
 
     def decode(self, string: bytes, indexes: np.ndarray) -> np.ndarray:
@@ -185,5 +193,5 @@ class FastTables:
                                 self.cdf.ctypes.data, self.cdf.shape[1], self.sizes.ctypes.data,
                                 self.offsets.ctypes.data, len(self.sizes), out.ctypes.data)
         if rc:
-            raise ContainerError(f"entropy decoding failed: {_ERRORS.get(rc, f'error {rc}')}")
+            raise ContainerError(f"entropy decoding failed: {ERRORS.get(rc, f'error {rc}')}")
         return out

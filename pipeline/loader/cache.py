@@ -124,6 +124,13 @@ class LatentCache:
         self._pid: int | None = None
         self._full_logged = False
 
+    @classmethod
+    def for_dataset(cls, root: str | os.PathLike, data, max_bytes: int = 20 * 2**30) -> LatentCache:
+        """The cache under ``root`` of an opened ``LatentDataset``: keyed by its location (local
+        paths made absolute) and its codec fingerprint."""
+        url = data.layout.root
+        return cls(root, url if "://" in url else os.path.abspath(url), data.fingerprint, max_bytes)
+
     # -- connection (one per process: DataLoader workers are forked) --------------------------
     @property
     def conn(self) -> sqlite3.Connection:

@@ -9,7 +9,6 @@ equal-sized slices of a seeded, per-epoch shard order.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass
 
@@ -59,9 +58,7 @@ class LatentShardDataset(IterableDataset):
         self._shard_sha = {s["name"]: s["tar_sha256"] for s in shards}
         self.cache = None
         if cfg.cache:
-            root = self.data.layout.root
-            url = root if "://" in root else os.path.abspath(root)
-            self.cache = LatentCache(cfg.cache, url, self.data.fingerprint, cfg.cache_max_bytes)
+            self.cache = LatentCache.for_dataset(cfg.cache, self.data, cfg.cache_max_bytes)
             # before any worker starts (they then find the file ready); evicts shards that left the dataset
             # (every split's shards: the train and val loaders share one cache file)
             self.cache.prepare(s["tar_sha256"] for s in self.data.manifest["shards"])

@@ -47,7 +47,7 @@ def test_sresnet18_learns_from_latents_well_above_chance(task, tmp_path):
     from pipeline.shards.dataset import LatentDataset
 
     ds = LatentDataset.open(str(root / "latent"))
-    cache = LatentCache(tmp_path / "cache", str((root / "latent").resolve()), ds.fingerprint)
+    cache = LatentCache.for_dataset(tmp_path / "cache", ds)
     assert cache.stats()["samples"] == ds.manifest["totals"]["samples"]  # train and val, all cached
     import torch
 
@@ -116,6 +116,6 @@ def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
     from pipeline.shards.dataset import LatentDataset
 
     ds = LatentDataset.open(str(root / "latent"))
-    st = LatentCache(tmp_path / "c", str((root / "latent").resolve()), ds.fingerprint).stats()
+    st = LatentCache.for_dataset(tmp_path / "c", ds).stats()
     assert 0 < st["bytes"] <= int(0.001 * 2**30)  # bounded by --cache-gb
     assert st["samples"] < ds.manifest["totals"]["samples"]  # so shards were evicted
