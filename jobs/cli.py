@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from jobs.cache_cli import cache_app
+from jobs.console import console, err
+from jobs.console import fail as _fail
 from pipeline.errors import LatentShardsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(2)
 
 
 def _codec_spec(checkpoint, arch, quality, pretrained):
@@ -269,78 +263,7 @@ def train_classify(
     console.print(f"checkpoint and metrics in {out}/")
 
 
-cache_app = typer.Typer(help="The warm decoded-latent cache: fill it ahead of training, show it, clear it.",
-                        no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-
-
-def _open_cache(data: str, cache: str):
-    from pipeline.loader.cache import LatentCache
-    from pipeline.shards.dataset import LatentDataset
-
-    return LatentCache.for_dataset(cache, LatentDataset.open(data))
-
-
-@cache_app.command("warm")
-def cache_warm(
-    data: str = typer.Argument(..., help="Latent dataset root."),
-    cache: str = typer.Option(..., help="Cache directory (local disk), as given to training."),
-    cache_gb: float = typer.Option(20.0, help="Size limit; once full, further samples are not cached."),
-    split: list[str] = typer.Option(None, help="Only these splits (repeatable); default: all."),
-    workers: int = typer.Option(os.cpu_count() or 1, help="Decoding processes."),
-):
-    """Decode every ŷ of the dataset into the cache with all cores, before training starts."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from pipeline.loader.warm import warm_cache
-    from pipeline.shards.dataset import LatentDataset
-
-    try:
-        m = LatentDataset.open(data).manifest
-        total = sum(s["samples"] for s in m["shards"] if not split or s["split"] in split)
-        with Progress(TextColumn("[bold]warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
-            task = bar.add_task("warm", total=total)
-            res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
-                             on_shard=lambda _name, n: bar.update(task, advance=n))
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
-    st = res.stats
-    console.print(f"{res.samples} of {res.expected} samples cached from {res.shards} shard(s): "
-                  f"{st['bytes'] / 2**20:.1f} MB in {st['path']}")
-    if res.samples < res.expected:
-        console.print(f"[yellow]the cache is full at {cache_gb} GB: the other samples will be decoded "
-                      "every epoch (raise --cache-gb to hold them)")
-
-
-@cache_app.command("info")
-def cache_info(data: str = typer.Argument(..., help="Latent dataset root."),
-               cache: str = typer.Option(..., help="Cache directory.")):
-    """Samples, shards and bytes the cache holds for this dataset and its codec."""
-    try:
-        c = _open_cache(data, cache)
-        if not c.path.exists():
-            console.print(f"no cache for {data} under {cache}")
-            return
-        st = c.stats()
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
-    console.print_json(json.dumps(st))
-
-
-@cache_app.command("clear")
-def cache_clear(data: str = typer.Argument(..., help="Latent dataset root."),
-                cache: str = typer.Option(..., help="Cache directory.")):
-    """Delete this dataset's cache file."""
-    import shutil
-
-    try:
-        c = _open_cache(data, cache)
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
-    existed = c.dir.exists()
-    shutil.rmtree(c.dir, ignore_errors=True)
-    console.print(f"removed {c.dir}" if existed else f"no cache for {data} under {cache}")
 
 
 @app.command()
@@ -414,7 +337,7 @@ def bench(
     output: Path = typer.Option(None, help="Also write the figures as JSON here."),
 ):
     """Encode/decode profiles; convert, storage and loader figures (cold and warm), side by side."""
-    from jobs.bench import run_bench
+    from jobs.bench import bench_tables, run_bench
 
     try:
         figures = run_bench(_codec_spec(checkpoint, arch, None, False), threads,
@@ -422,60 +345,8 @@ def bench(
                             source if pipeline_figures else None, epochs, batch_size, cache_dir)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
-    p, d = figures["encode"], figures["decode"]
-    t = Table(title=f"per image, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s), "
-                    f"bundled photos, medians")
-    t.add_column("stage")
-    t.add_column("ms", justify="right")
-    rows = [("JPEG decode + resize + pad", p["prepare_ms"]), (f"g_a ({p['g_a_gmac']:.2f} GMAC)", p["g_a_ms"]),
-            ("h_a + float64 h_s + rANS (encode - g_a)", p["entropy_ms"]),
-            ("Codec.encode total", p["encode_ms"]),
-            ("PIL decode of the same image as JPEG q90", d["jpeg_ms"]),
-            ("decode_y, reference (CompressAI rANS, searchsorted)", d["decode_y_reference_ms"]),
-            ("decode_y, fast path", d["decode_y_ms"]),
-            ("  z rANS", d["z_rans_ms"]), ("  float64 h_s", d["h_s_ms"]), ("  CDF indexes", d["indexes_ms"]),
-            ("  y rANS (reference: CompressAI)", d["y_rans_reference_ms"]),
-            ("  y rANS (fast)", d["y_rans_ms"])]
-    for name, v in rows:
-        t.add_row(name, f"{v:.2f}")
-    t.add_row("ŷ decode ÷ JPEG decode (reference → fast)",
-              f"{d['reference_over_jpeg']:.1f}x → {d['decode_over_jpeg']:.1f}x")
-    console.print(t)
-    if "convert" in figures:
-        c, ld, st = figures["convert"], figures["loader"], figures["storage"]
-        t = Table(title=f"{c['images']} images, {workers} cores / workers, batch {ld['batch_size']}, "
-                        f"medians of {ld['epochs']} epochs")
-        t.add_column("measure")
-        t.add_column("value", justify="right")
-
-        def rss(v: float | None) -> str:
-            return f"{v:.0f} MB" if v is not None else "n/a"
-
-        for name, v in [
-            ("bare CompressAI compress(), images/s", f"{c['bare_compress']:.1f}"),
-            ("convert --executor local, images/s", f"{c['local']:.1f}"),
-            ("convert --executor ray, images/s", f"{c['ray']:.1f}"),
-            ("encode efficiency (local ÷ bare)", f"{c['local'] / c['bare_compress']:.2f}"),
-            ("Ray ÷ in-process", f"{c['ray'] / c['local']:.2f}"),
-            ("storage ratio (source bytes ÷ shard bytes)", f"{st['storage_ratio']:.1f}x"),
-            ("bpp mean / p50 / p95", f"{st['bpp_mean']:.3f} / {st['bpp_p50']:.3f} / {st['bpp_p95']:.3f}"),
-            ("JPEG ImageFolder + RandomResizedCrop(224), samples/s", f"{ld['jpeg_samples_per_s']:.0f}"),
-            ("ŷ loader, cold (entropy decode), samples/s", f"{ld['latent_cold_samples_per_s']:.0f}"),
-            ("first epoch (workers starting): ŷ cold / filling the cache",
-             f"{ld['latent_cold_first_epoch_samples_per_s']:.0f} / {ld['latent_fill_samples_per_s']:.0f}"),
-            ("ŷ loader, warm (decoded-latent cache), samples/s", f"{ld['latent_warm_samples_per_s']:.0f}"),
-            ("loader speed-up, cold", f"{ld['speedup_cold']:.2f}x"),
-            ("loader speed-up, warm", f"{ld['speedup_warm']:.2f}x"),
-            ("cache size", f"{ld['cache_bytes'] / 2**20:.1f} MB"),
-            ("peak RSS per worker: JPEG / ŷ cold / ŷ warm",
-             f"{rss(ld['jpeg_peak_rss_mb'])} / {rss(ld['latent_cold_peak_rss_mb'])} / "
-             f"{rss(ld['latent_warm_peak_rss_mb'])}"),
-            ("  of which grown after the fork",
-             f"{rss(ld['jpeg_rss_growth_mb'])} / {rss(ld['latent_cold_rss_growth_mb'])} / "
-             f"{rss(ld['latent_warm_rss_growth_mb'])}"),
-        ]:
-            t.add_row(name, v)
-        console.print(t)
+    for table in bench_tables(figures, threads, workers):
+        console.print(table)
     if output:
         output.write_text(json.dumps(figures, indent=2))
 
