@@ -171,15 +171,70 @@ def train_codec_cmd(
     steps: int = typer.Option(15300), batch_size: int = typer.Option(8),
     patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
+    init_from: str = typer.Option(None, help="Start from this checkpoint's tensors where names "
+                                  "and shapes match (e.g. a scale-only codec from a mean-scale one)."),
 ):
     """Train a codec on the bundled photos (two held out) with the rate–distortion loss."""
     from pipeline.codec.train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
-                           batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads)
+                           batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
+                           init_from=init_from)
     train_codec(cfg, on_log=lambda d: console.print(
         f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"))
     console.print(f"wrote {out}")
+
+
+@app.command("integerize")
+def integerize_cmd(
+    src: str = typer.Argument(..., help="Trained codec checkpoint with a float h_s (hyperprior families)."),
+    out: str = typer.Argument(..., help="Checkpoint to write, with an exact integer h_s added."),
+    steps: int = typer.Option(1500, help="Rate-only fine-tuning steps after quantisation (0: none)."),
+    crops: int = typer.Option(256, help="Calibration / fine-tuning crops of the bundled training photos."),
+    lr: float = typer.Option(1e-4), seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
+    output: Path = typer.Option(None, help="Also write the rate-cost figures as JSON here."),
+):
+    """Give a codec an integer h_s (exact on every machine): quantise, fine-tune, report the rate cost."""
+    from pipeline.codec import checkpoint as ckpt_io
+    from pipeline.codec.integerize import (
+        IntegerizeConfig,
+        integerize,
+        photo_tensors,
+        rate_costs,
+        strip_integer,
+    )
+    from pipeline.codec.load import codec_from_checkpoint
+
+    try:
+        ck = ckpt_io.read(src)
+        cfg = IntegerizeConfig(crops=crops, steps=steps, lr=lr, seed=seed, threads=threads)
+        train = [t for _, t in photo_tensors(holdout=False)]
+        ick = integerize(ck, train, cfg, on_log=lambda d: console.print(
+            f"step {d['step']}: validation {d['val_bits_per_y']:.4f} bits per y element"))
+        ckpt_io.save(ick, out)
+        fc = codec_from_checkpoint(strip_integer(ck))
+        ic = codec_from_checkpoint(ick)
+        costs = {held: rate_costs(fc, ic, photo_tensors(holdout=held)) for held in (True, False)}
+    except (LatentShardsError, OSError) as exc:
+        _fail(exc)
+    t = Table(title=f"rate of the integer h_s against the float64 h_s, same g_a ({ck.arch})")
+    for c in ("photo", "set", "bytes float h_s", "bytes integer h_s", "rate cost"):
+        t.add_column(c, justify="right" if c.startswith(("bytes", "rate")) else "left")
+    summary = {}
+    for held, rows in costs.items():
+        name = "held out" if held else "training"
+        for r in rows:
+            t.add_row(r.image, name, f"{r.float_bytes:,}", f"{r.integer_bytes:,}", f"{100 * r.cost:+.2f}%")
+        total = sum(r.integer_bytes for r in rows) / sum(r.float_bytes for r in rows) - 1
+        summary[name] = total
+        t.add_row(f"[bold]all {name}", "", "", "", f"[bold]{100 * total:+.2f}%")
+    console.print(t)
+    console.print(f"wrote {out} (integer h_s bounds {ic.entropy.bounds}, all below 2^24: exact in float32)")
+    if output:
+        output.write_text(json.dumps({"rate_cost": summary, "rows": {
+            ("held out" if h else "training"): [r.__dict__ for r in rows] for h, rows in costs.items()}},
+            indent=2))
 
 
 @app.command("eval-codec")

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.codec.codec import Codec
-from pipeline.codec.container import LatentContainer
+from pipeline.codec.codec import Codec, EncodedLatent
 from pipeline.errors import ImageError
 from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
 from pipeline.shards import index as idx
@@ -122,7 +121,7 @@ def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, Prepared
         return data, ImageError(DECODE, f"{type(exc).__name__}: {exc}")
 
 
-def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[bytes | Exception]:
+def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[EncodedLatent | Exception]:
     def run(batch):
         x = torch.from_numpy(np.stack([i.pixels for i in batch])).permute(0, 3, 1, 2).float().div_(255)
         return codec.encode(x, [i.enc_hw for i in batch])
@@ -130,7 +129,7 @@ def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[bytes | Excep
     try:
         return run(imgs)
     except Exception:  # noqa: BLE001 - isolate the bad image: retry one by one
-        out: list[bytes | Exception] = []
+        out: list[EncodedLatent | Exception] = []
         for im in imgs:
             try:
                 out += run([im])
@@ -141,7 +140,7 @@ def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[bytes | Excep
 
 def _encode_chunk(codec: Codec, prepared: list[PreparedImage | None], batch_size: int):
     """Containers for each prepared image (None stays None), batching equal padded sizes."""
-    out: list[bytes | Exception | None] = [None] * len(prepared)
+    out: list[EncodedLatent | Exception | None] = [None] * len(prepared)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(prepared):
         if p is not None:
@@ -225,10 +224,10 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     data, img = loaded[e.key]
     if isinstance(img, ImageError):
         return _failure_row(task, e, img.reason, "ImageError", img.detail, data)
-    latent = latents[e.key]
-    if isinstance(latent, Exception):
-        return _failure_row(task, e, ENCODE_ERROR, type(latent).__name__, str(latent), data)
-    head = LatentContainer.unpack(latent)
+    encoded = latents[e.key]
+    if isinstance(encoded, Exception):
+        return _failure_row(task, e, ENCODE_ERROR, type(encoded).__name__, str(encoded), data)
+    head, latent = encoded.container, encoded.data
     (c, lh, lw), (vh, vw) = head.y_shape, head.valid_hw
     m_lat = tar.add(f"{e.key}.latent", latent)
     row = idx.IndexRow(

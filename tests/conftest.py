@@ -27,6 +27,13 @@ def default_codec():
     return load_codec()
 
 
+@pytest.fixture(scope="session")
+def float_codec():
+    """The codec of datasets written before the integer h_s (float64 entropy parameters)."""
+    path = Path(__file__).parent / "fixtures" / "float-v1" / "codec" / "codec.pt"
+    return codec_from_checkpoint(checkpoint.read(path), "fixture:float-v1")
+
+
 def tiny_checkpoint(arch: str, seed: int = 0, N: int = 16, M: int = 24) -> checkpoint.Checkpoint:
     torch.manual_seed(seed)
     return checkpoint.finalize(get_architecture(arch).build(N, M), arch)

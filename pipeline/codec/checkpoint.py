@@ -14,8 +14,9 @@ from pipeline.codec.registry import Architecture, get_architecture
 from pipeline.errors import CodecError
 
 FORMAT = "latent-shards-codec"
-FORMAT_VERSION = 1
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+FORMAT_VERSION = 2  # 2: optional integer h_s (pipeline.codec.integer)
+READABLE_VERSIONS = (1, 2)
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Checkpoint:
     quality: int | None = None
     lmbda: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: integer hyper-synthesis (``IntegerHyperSynthesis.state_dict()``); None: the float64 h_s
+    integer_h_s: dict[str, torch.Tensor] | None = None
 
 
 def build_model(ckpt: Checkpoint) -> torch.nn.Module:
@@ -49,7 +52,7 @@ def build_model(ckpt: Checkpoint) -> torch.nn.Module:
 
 
 def has_cdf_tables(sd: dict[str, torch.Tensor]) -> bool:
-    keys = [k for k in sd if k.rsplit(".", 1)[-1] in _CDF_BUFFERS]
+    keys = [k for k in sd if k.rsplit(".", 1)[-1] in CDF_BUFFERS]
     return bool(keys) and all(sd[k].numel() > 0 for k in keys)
 
 
@@ -86,9 +89,9 @@ def from_compressai_state_dict(sd: dict[str, torch.Tensor], arch: str, quality=N
         model.load_state_dict(sd)
         return Checkpoint(arch, N, M, {k: v.clone() for k, v in model.state_dict().items()},
                           quality, None, {"imported_from": "compressai"})
-    plain = {k: v for k, v in sd.items() if k.rsplit(".", 1)[-1] not in _CDF_BUFFERS}
+    plain = {k: v for k, v in sd.items() if k.rsplit(".", 1)[-1] not in CDF_BUFFERS}
     missing, unexpected = torch.nn.Module.load_state_dict(model, plain, strict=False)
-    bad = [k for k in missing if k.rsplit(".", 1)[-1] not in _CDF_BUFFERS]
+    bad = [k for k in missing if k.rsplit(".", 1)[-1] not in CDF_BUFFERS]
     if bad or unexpected:
         raise CodecError(f"weights do not fit {arch}: missing {bad[:5]}, unexpected {unexpected[:5]}")
     return finalize(model, arch, quality, metadata={"imported_from": "compressai"})
@@ -107,6 +110,10 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
         "metadata": ckpt.metadata,
         "state_dict": ckpt.state_dict,
     }
+    if ckpt.integer_h_s is not None:
+        payload["integer_h_s"] = ckpt.integer_h_s
+    else:  # a float-h_s checkpoint stays byte-for-byte what version 1 wrote
+        payload["format_version"] = 1
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
@@ -129,15 +136,19 @@ def read(url: str | Path, arch: str | None = None) -> Checkpoint:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise CodecError(f"{url} is not a readable torch checkpoint: {exc}") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if obj.get("format_version") != FORMAT_VERSION:
+        if obj.get("format_version") not in READABLE_VERSIONS:
             raise CodecError(
                 f"{url}: codec checkpoint format version {obj.get('format_version')} is not "
-                f"supported (this latent-shards reads version {FORMAT_VERSION}); upgrade it"
+                f"supported (this latent-shards reads versions {READABLE_VERSIONS}); upgrade it"
             )
         if arch is not None and arch != obj["arch"]:
             raise CodecError(f"{url} holds a {obj['arch']} codec, not {arch}")
+        ints = obj.get("integer_h_s")
+        if ints is not None and not (isinstance(ints, dict)
+                                     and all(isinstance(v, torch.Tensor) for v in ints.values())):
+            raise CodecError(f"{url}: its integer h_s is not a table of tensors; the file is damaged")
         return Checkpoint(obj["arch"], int(obj["N"]), int(obj["M"]), obj["state_dict"],
-                          obj.get("quality"), obj.get("lmbda"), obj.get("metadata") or {})
+                          obj.get("quality"), obj.get("lmbda"), obj.get("metadata") or {}, ints)
     if arch is None:
         raise CodecError(
             f"{url} is a plain CompressAI state dict: say which architecture it is (--arch)"

@@ -2,18 +2,16 @@
 
 Data flow (symbols as in Ballé et al. 2018 / Minnen et al. 2018)::
 
-    x ─▶ g_a ─▶ y ─┬──────────────────────────────▶ Q(y − μ) ─▶ rANS(σ-tables) ─▶ y string
+    x ─▶ g_a ─▶ y ─┬───────────────────────────────▶ Q(y − μ) ─▶ rANS(σ-tables) ─▶ y string
                    └▶ h_a ─▶ z ─▶ Q(z − med) ─▶ rANS ─▶ z string
-                                    │ ẑ (float64, CPU)
-                                    └▶ h_s ─▶ (σ, μ) ─▶ CDF indexes
+                                    │ z symbols
+                                    └▶ entropy parameters ─▶ (CDF indexes, μ)
 
-The entropy parameters (``h_s`` → σ, μ → CDF indexes) are always computed by one canonical
-path, on the CPU in float64, when encoding and when decoding: a GPU (TF32, cuDNN algorithm
-choice) would otherwise pick different CDF indexes than the CPU that decodes later, and the
-stream would decode to garbage (CompressAI issues #279, #309, #54). ``g_a`` may run anywhere.
-Float64 makes an index flip between two CPUs astronomically unlikely rather than impossible
-(BLAS summation order differs between instruction sets), so each container also carries a
-CRC of its y symbols and decoding raises instead of returning wrong symbols.
+The entropy parameters come from one canonical procedure (``pipeline.codec.entropy``), the
+same when encoding and when decoding, whatever device runs ``g_a``: the integer ``h_s``
+(exact on every machine by construction) for codecs that have one, else the float64 CPU
+``h_s`` of datasets written before it. Each container also carries a CRC of its y symbols,
+so decoding raises instead of ever returning wrong symbols.
 
 Medians and means are float64 here (float32 in CompressAI), so these streams are meant for
 this decoder, not for CompressAI's own ``decompress()``.
@@ -21,30 +19,29 @@ this decoder, not for CompressAI's own ``decompress()``.
 
 from __future__ import annotations
 
-import copy
-import zlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from compressai.ans import RansDecoder, RansEncoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
-from pipeline.codec import fast_rans
 from pipeline.codec.container import LatentContainer
+from pipeline.codec.entropy import (
+    FLOAT_PARAMS,
+    CdfTables,
+    FloatHyperSynthesis,
+    IntegerHyperSynthesis,
+    channel_indexes,
+    hyper_synthesis,
+    symbols_crc,
+)
 from pipeline.codec.registry import (
     FACTORIZED,
-    MEAN_SCALE_HYPERPRIOR,
     SCALE_HYPERPRIOR,
     Architecture,
 )
 from pipeline.errors import CodecError, ContainerError, FingerprintMismatch
 
 CODER = "compressai-ans"
-#: How the entropy parameters are computed; part of the fingerprint, since it decides decoding.
-ENTROPY_PARAMS = "h_s/float64/cpu/searchsorted-v1"
-#: The coder refuses (aborts the process) on streams of fewer symbols than this.
-MIN_SYMBOLS = 2
 
 
 @dataclass(frozen=True)
@@ -64,122 +61,53 @@ class CodecIdentity:
     downsample: int
     source: str
     versions: dict = field(default_factory=dict)  # recorded beside the fingerprint, not in it
+    entropy_params: str = FLOAT_PARAMS  # how y's CDF indexes and means are computed
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-class _Tables:
-    """One entropy model's CDF tables: Python lists for CompressAI's coder (made once, not per
-    call) and contiguous int32 arrays for the fast coder."""
+@dataclass(frozen=True)
+class EncodedLatent:
+    """One encoded image: the container and its packed bytes (what goes into the shard)."""
 
-    def __init__(self, em):
-        self.cdf = em._quantized_cdf.tolist()
-        self.cdf_length = em._cdf_length.reshape(-1).int().tolist()
-        self.offset = em._offset.reshape(-1).int().tolist()
-        self.fast = fast_rans.FastTables(em._quantized_cdf.int().numpy(), em._cdf_length.int().numpy(),
-                                         em._offset.int().numpy())
-
-    def encode(self, symbols: np.ndarray, indexes: np.ndarray, reference: bool = False) -> bytes:
-        """The coder's string; the fast encoder unless ``reference`` (CompressAI's, same bytes)."""
-        if symbols.size < MIN_SYMBOLS:
-            raise CodecError(f"refusing to entropy-code {symbols.size} symbol(s): the coder "
-                             f"needs at least {MIN_SYMBOLS}; the image is too small")
-        if not reference and fast_rans.available():
-            return self.fast.encode(symbols, indexes)
-        self._check_reference_encodable(symbols, indexes)
-        return RansEncoder().encode_with_indexes(
-            symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
-            self.cdf, self.cdf_length, self.offset)
-
-    def _check_reference_encodable(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
-        """Refuse what CompressAI's encoder gets wrong instead of corrupting memory: escapes of
-        2^28 and more (an undefined shift) and streams that could outgrow its buffer of one
-        32-bit word per symbol (each word holds >= 32 bits: 16 at most per symbol, 36 per escape)."""
-        raw = self.fast.escapes(symbols, indexes)
-        if raw.size and raw.max() >= 2**28:
-            raise CodecError(f"entropy coding failed: {fast_rans.ERRORS[-6]}")
-        n = symbols.size
-        if 3 + -(-(16 * n + 36 * raw.size) // 32) > n:
-            raise CodecError(f"CompressAI's encoder could overrun its buffer on these {n} symbols "
-                             f"({raw.size} escaped); the fast coder (a C compiler) codes them")
-
-    def decode(self, string: bytes, indexes: np.ndarray, reference: bool = False) -> np.ndarray:
-        """Symbols of ``string``; the fast decoder unless ``reference`` (CompressAI's, same output)."""
-        if indexes.size < MIN_SYMBOLS:
-            raise ContainerError(f"latent grid of {indexes.size} symbol(s) cannot be decoded")
-        if not reference and fast_rans.available():
-            return self.fast.decode(string, indexes)
-        values = RansDecoder().decode_with_indexes(
-            string, indexes.reshape(-1).tolist(), self.cdf, self.cdf_length, self.offset)
-        return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
-
-
-class ScaleBuckets:
-    """``torch.searchsorted(table, s, right=False)`` for a sorted, roughly log-spaced table, faster.
-
-    A guess from the logarithm puts almost every value in its bucket at once; exact comparisons
-    against the table then move any value that the guess misplaced. The result is therefore
-    exactly searchsorted's (the unique i with table[i-1] < s <= table[i]), whatever rounding
-    the logarithm does. NaN goes to the end, as with searchsorted.
-    """
-
-    def __init__(self, table: np.ndarray):
-        t = np.asarray(table, dtype=np.float64)
-        if t.ndim != 1 or len(t) < 2 or not (np.diff(t) > 0).all() or t[0] <= 0:
-            raise ValueError("scale table must be positive and strictly increasing")
-        self.n = len(t)
-        self.below = np.concatenate([[-np.inf], t])  # below[g] = table[g - 1]
-        self.above = np.concatenate([t, [np.inf]])  # above[g] = table[g]
-        self.log0 = float(np.log(t[0]))
-        self.inv_step = float((len(t) - 1) / (np.log(t[-1]) - np.log(t[0])))
-
-    def __call__(self, s: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            guess = np.ceil((np.log(s) - self.log0) * self.inv_step)
-        g = np.nan_to_num(guess, nan=self.n, posinf=self.n, neginf=0).clip(0, self.n).astype(np.int64)
-        g[np.isnan(s)] = self.n
-        for _ in range(self.n + 1):
-            down = (self.below[g] >= s) & (g > 0)
-            up = (self.above[g] < s) & (g < self.n)
-            if not (down.any() or up.any()):
-                return g.astype(np.int32)
-            g += up.astype(np.int64) - down.astype(np.int64)
-        raise AssertionError("bucket search did not converge")  # unreachable: each step moves closer
-
-
-def _symbols_crc(sym: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(sym, dtype=np.int32).tobytes())
-
-
-def _channel_indexes(shape: tuple[int, int, int]) -> np.ndarray:
-    c, h, w = shape
-    return np.broadcast_to(np.arange(c, dtype=np.int32)[:, None, None], (c, h, w))
+    container: LatentContainer
+    data: bytes
 
 
 class Codec:
     """A CompressAI model frozen for coding, with its identity."""
 
-    def __init__(self, model: torch.nn.Module, arch: Architecture, identity: CodecIdentity):
+    def __init__(self, model: torch.nn.Module, arch: Architecture, identity: CodecIdentity,
+                 integer_h_s: dict[str, torch.Tensor] | None = None):
         self.model = model.eval()
         self.arch = arch
         self.identity = identity
         self.device = torch.device("cpu")
-        eb: EntropyBottleneck = model.entropy_bottleneck
-        self._eb = _Tables(eb)
-        self._medians = eb.quantiles[:, 0, 1].detach().double().cpu()
+        eb = model.entropy_bottleneck
+        self.z_tables = CdfTables(eb)  # the factorized model's y tables are these too
+        self.medians = eb.quantiles[:, 0, 1].detach().double().cpu()
         self._fp_prefix = bytes.fromhex(identity.fingerprint[:16])
+        self.y_tables: CdfTables | None = None
+        self.entropy: FloatHyperSynthesis | IntegerHyperSynthesis | None = None
         if arch.family != FACTORIZED:
-            gc: GaussianConditional = model.gaussian_conditional
-            self._gc = _Tables(gc)
-            self._scale_bound = float(gc.lower_bound_scale.bound.item())
-            self._scale_table = gc.scale_table.detach().double().cpu()
-            self._buckets = ScaleBuckets(self._scale_table[:-1].numpy())
-            self._h_s = copy.deepcopy(model.h_s).double().cpu().eval()
+            self.y_tables = CdfTables(model.gaussian_conditional)
+            self.entropy = hyper_synthesis(model, arch, identity.N, identity.M, integer_h_s,
+                                           identity.source or "checkpoint")
+        elif integer_h_s is not None:
+            raise CodecError(f"{arch.name} has no hyper-synthesis, yet the checkpoint holds an integer h_s")
+        if identity.entropy_params != self.entropy_params:
+            raise CodecError(f"codec identity names entropy parameters {identity.entropy_params!r}, "
+                             f"the checkpoint computes {self.entropy_params!r}")
+
+    @property
+    def entropy_params(self) -> str:
+        """The entropy-parameter procedure's id (part of the fingerprint)."""
+        return self.entropy.id if self.entropy is not None else FLOAT_PARAMS
 
     # -- device -----------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> Codec:
-        """Run g_a / h_a / g_s on ``device``; entropy parameters stay on the CPU in float64."""
+        """Run g_a / h_a / g_s on ``device``; the entropy parameters stay on the CPU."""
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
@@ -191,32 +119,23 @@ class Codec:
                 getattr(self.model, name).to(self.device)
         return self
 
-    # -- canonical entropy parameters ---------------------------------------------------------
-    def _entropy_params(self, z_hat: torch.Tensor,
-                        reference: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
-        """CDF indexes and means for y, from ẑ (float64 CPU): the one canonical path.
+    # -- public steps ----------------------------------------------------------------------------
+    def y_params(self, z_sym: np.ndarray | torch.Tensor,
+                 reference: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(y's CDF indexes int32 ``[B, M, H, W]``, means float64 or None) from z symbols
+        ``[B, N, h, w]``: the one canonical path. ``reference`` (float path only) finds the
+        indexes with ``torch.searchsorted`` instead of ``ScaleBuckets``: the same indexes."""
+        if isinstance(self.entropy, FloatHyperSynthesis):
+            return self.entropy(z_sym, reference)
+        return self.entropy(z_sym)
 
-        The indexes are those of ``torch.searchsorted`` over the scale table (``reference=True``
-        runs it); by default the same indexes come from the faster exact ``ScaleBuckets``."""
-        with torch.no_grad():
-            params = self._h_s(z_hat)
-        if self.arch.family == MEAN_SCALE_HYPERPRIOR:
-            scales, means = params.chunk(2, 1)
-        else:
-            scales, means = params, None
-        scales = scales.clamp_min(self._scale_bound)
-        # CompressAI's build_indexes loop, as one exact bucket search over the scale table.
-        if reference:
-            idx = torch.searchsorted(self._scale_table[:-1].contiguous(), scales.contiguous(), right=False)
-            return idx.int().numpy(), means
-        return self._buckets(scales.contiguous().numpy()), means
-
-    def _z_hat(self, z_sym: torch.Tensor) -> torch.Tensor:
-        return z_sym.double() + self._medians.view(1, -1, 1, 1)
+    def decode_z(self, c: LatentContainer, reference: bool = False) -> np.ndarray:
+        """The z symbols ``[N, h, w]`` of a hyperprior container."""
+        return self.z_tables.decode(c.strings[1], channel_indexes(c.z_shape), reference)
 
     # -- encode ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, image_hw: list[tuple[int, int]]) -> list[bytes]:
+    def encode(self, x: torch.Tensor, image_hw: list[tuple[int, int]]) -> list[EncodedLatent]:
         """Encode a batch of padded images ``[B, 3, Hp, Wp]`` in [0, 1] to `.latent` containers."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise CodecError(f"expected a [B, 3, H, W] batch, got {tuple(x.shape)}")
@@ -226,25 +145,25 @@ class Codec:
         y = self.model.g_a(x.to(self.device, torch.float32))
         y64 = y.double().cpu()
         if self.arch.family == FACTORIZED:
-            y_sym = torch.round(y64 - self._medians.view(1, -1, 1, 1)).int().numpy()
-            idx = _channel_indexes(y_sym.shape[1:])
-            strings = [(self._eb.encode(y_sym[i], idx),) for i in range(len(y_sym))]
+            y_sym = torch.round(y64 - self.medians.view(1, -1, 1, 1)).int().numpy()
+            idx = channel_indexes(y_sym.shape[1:])
+            strings = [(self.z_tables.encode(y_sym[i], idx),) for i in range(len(y_sym))]
             z_shape = None
         else:
             z = self.model.h_a(torch.abs(y) if self.arch.family == SCALE_HYPERPRIOR else y)
-            z_sym = torch.round(z.double().cpu() - self._medians.view(1, -1, 1, 1))
-            y_idx, means = self._entropy_params(self._z_hat(z_sym))
-            y_sym = torch.round(y64 - means if means is not None else y64).int().numpy()
-            z_sym = z_sym.int().numpy()
-            z_idx = _channel_indexes(z_sym.shape[1:])
+            z_sym = torch.round(z.double().cpu() - self.medians.view(1, -1, 1, 1)).int().numpy()
+            y_idx, means = self.y_params(z_sym)
+            y_sym = torch.round(y64 - torch.from_numpy(means) if means is not None else y64).int().numpy()
+            z_idx = channel_indexes(z_sym.shape[1:])
             z_shape = tuple(z_sym.shape[1:])
-            strings = [(self._gc.encode(y_sym[i], y_idx[i]), self._eb.encode(z_sym[i], z_idx))
+            strings = [(self.y_tables.encode(y_sym[i], y_idx[i]), self.z_tables.encode(z_sym[i], z_idx))
                        for i in range(len(y_sym))]
-        return [
-            LatentContainer(CODER, self._fp_prefix, tuple(hw), (hp, wp), tuple(y_sym.shape[1:]),
-                            z_shape, s, _symbols_crc(y_sym[i])).pack()
-            for i, (hw, s) in enumerate(zip(image_hw, strings, strict=True))
-        ]
+        out = []
+        for i, (hw, s) in enumerate(zip(image_hw, strings, strict=True)):
+            c = LatentContainer(CODER, self._fp_prefix, tuple(hw), (hp, wp), tuple(y_sym.shape[1:]),
+                                z_shape, s, symbols_crc(y_sym[i]))
+            out.append(EncodedLatent(c, c.pack()))
+        return out
 
     # -- decode ---------------------------------------------------------------------------------
     def parse(self, data: bytes) -> LatentContainer:
@@ -280,9 +199,9 @@ class Codec:
                  reference: bool = False) -> torch.Tensor:
         """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part.
 
-        The symbols come from the fast rANS decoder (``fast_rans``) when it is available and the
-        CDF indexes from ``ScaleBuckets``; ``reference=True`` uses CompressAI's decoder and
-        ``torch.searchsorted`` instead. Both return the same ŷ, bit for bit.
+        The symbols come from the fast rANS decoder (``fast_rans``) when it is available;
+        ``reference=True`` uses CompressAI's decoder (and, on the float path, ``torch.searchsorted``
+        instead of ``ScaleBuckets``). Both return the same ŷ, bit for bit.
         """
         c = data if isinstance(data, LatentContainer) else self.parse(data)
         expected = 1 if self.arch.family == FACTORIZED else 2
@@ -290,19 +209,19 @@ class Codec:
             raise ContainerError(
                 f"container holds {len(c.strings)} strings; {self.arch.name} writes {expected}")
         if self.arch.family == FACTORIZED:
-            y_sym = self._eb.decode(c.strings[0], _channel_indexes(c.y_shape), reference)
-            offset = self._medians.view(-1, 1, 1)
+            y_sym = self.z_tables.decode(c.strings[0], channel_indexes(c.y_shape), reference)
+            offset = self.medians.view(-1, 1, 1)
         else:
-            z_sym = self._eb.decode(c.strings[1], _channel_indexes(c.z_shape), reference)
-            y_idx, means = self._entropy_params(self._z_hat(torch.from_numpy(z_sym)[None]), reference)
-            y_sym = self._gc.decode(c.strings[0], y_idx[0], reference)
-            offset = means[0] if means is not None else 0.0
-        if _symbols_crc(y_sym) != c.symbols_crc:
+            y_idx, means = self.y_params(self.decode_z(c, reference)[None], reference)
+            y_sym = self.y_tables.decode(c.strings[0], y_idx[0], reference)
+            offset = torch.from_numpy(means[0]) if means is not None else None
+        if symbols_crc(y_sym) != c.symbols_crc:
             raise ContainerError(
-                "decoded y symbols do not match the encoder's checksum: the stream is damaged, "
-                "or this machine's float64 entropy parameters differ from the encoder's")
-        y_hat = torch.from_numpy(y_sym).double() + offset
-        y_hat = y_hat.float()
+                "decoded y symbols do not match the encoder's checksum: the stream is damaged"
+                + ("" if isinstance(self.entropy, IntegerHyperSynthesis) else
+                   ", or this machine's float64 entropy parameters differ from the encoder's"))
+        y_hat = torch.from_numpy(y_sym)
+        y_hat = (y_hat.double() + offset).float() if offset is not None else y_hat.float()
         if crop:
             h, w = c.valid_hw
             y_hat = y_hat[:, :h, :w].contiguous()

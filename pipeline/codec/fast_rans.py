@@ -1,31 +1,24 @@
-"""The fast rANS coder (``native/rans.c``), compiled on first use and called by ctypes.
+"""The fast rANS coder (``native/rans.c``): an extension module built at install time, called by ctypes.
 
 It writes exactly CompressAI's bytes and decodes CompressAI's streams to exactly the symbols
 CompressAI's own decoder returns, from numpy buffers (no per-call list marshalling), by
 bisection instead of a linear search, without the GIL (ctypes releases it), and never reads
 or writes outside its buffers.
 
-The shared library is built once per machine with the system C compiler (``$CC`` or ``cc``)
-into ``$LATENT_SHARDS_BUILD`` (default ``~/.cache/latent-shards/build``, else the temp
-directory), named by a hash of the source, so a changed source is rebuilt and concurrent
-first uses do not collide. Without a compiler, ``available()`` is False and the codec keeps
-CompressAI's coder (same output, slower); ``LATENT_SHARDS_FAST_RANS=0`` forces that.
+The C source is compiled when latent-shards is installed, as the extension module
+``pipeline.codec._rans`` (``setup.py``; optional there, so an install without a C compiler
+still succeeds). Where the module is missing, ``available()`` is False and the codec keeps
+CompressAI's coder (same output, slower) after a one-line warning; ``LATENT_SHARDS_FAST_RANS=0``
+forces that fallback.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
+import importlib.util
 import logging
 import os
-import platform
-import shlex
-import shutil
-import stat
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +26,7 @@ from pipeline.errors import CodecError, ContainerError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "native" / "rans.c"
+MODULE = "pipeline.codec._rans"
 ERRORS = {
     -1: "the stream ended before every symbol was decoded",
     -2: "a CDF index outside the tables",
@@ -47,59 +40,16 @@ _lib: ctypes.CDLL | None = None
 _failed: str | None = None
 
 
-def build_dirs() -> list[Path]:
-    """Where the library is built: $LATENT_SHARDS_BUILD, else the user cache, else the temp dir."""
-    if os.environ.get("LATENT_SHARDS_BUILD"):
-        return [Path(os.environ["LATENT_SHARDS_BUILD"])]
-    return [Path.home() / ".cache" / "latent-shards" / "build",
-            Path(tempfile.gettempdir()) / f"latent-shards-build-{os.getuid()}"]
-
-
-def _private(path: Path) -> bool:
-    """Owned by this user and writable by no one else: safe to load code from (or build in)."""
+def _library_path() -> str:
+    """The installed extension module's shared object."""
     try:
-        st = path.stat()
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _compile() -> Path:
-    # the tag names the source, the machine and the compiler, so a home folder shared between
-    # architectures or compilers never loads a foreign library
-    cc = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
-    key = SOURCE.read_bytes() + repr((platform.machine(), cc)).encode()
-    name = f"rans-{hashlib.sha256(key).hexdigest()[:16]}.so"
-    for d in build_dirs():
-        if _private(d) and _private(d / name):
-            return d / name
-    if not cc:
-        raise OSError("no C compiler found (set $CC)")
-    problems = []
-    for d in build_dirs():
-        out = d / name
-        try:
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not _private(d):
-                raise OSError("not owned by this user, or writable by others")
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
-        except OSError as exc:  # an unusable directory: try the next one
-            problems.append(f"{d}: {exc}")
-            continue
-        os.close(fd)
-        try:
-            subprocess.run([*cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
-                           check=True, capture_output=True, text=True)
-            os.chmod(tmp, 0o700)
-            os.replace(tmp, out)  # atomic: a concurrent build of the same source is harmless
-            return out
-        except (subprocess.CalledProcessError, OSError) as exc:
-            detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-            raise OSError(f"{' '.join(cc)} failed on {SOURCE}: {detail}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise OSError("no private, writable build directory: " + "; ".join(problems))
+        spec = importlib.util.find_spec(MODULE)
+    except ImportError:
+        spec = None
+    if spec is None or not spec.origin:
+        raise OSError(f"the extension module {MODULE} is not built (no C compiler when latent-shards "
+                      "was installed? reinstall with one: `make install`)")
+    return spec.origin
 
 
 def _load() -> ctypes.CDLL | None:
@@ -112,7 +62,7 @@ def _load() -> ctypes.CDLL | None:
                 _failed = "disabled by LATENT_SHARDS_FAST_RANS=0"
                 return None
             try:
-                lib = ctypes.CDLL(str(_compile()))
+                lib = ctypes.CDLL(_library_path())
                 f = lib.ls_rans_decode
                 f.restype = ctypes.c_int
                 f.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -124,7 +74,7 @@ def _load() -> ctypes.CDLL | None:
                               ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32,
                               ctypes.c_void_p, ctypes.c_int64]
                 _lib = lib
-            except OSError as exc:
+            except (OSError, AttributeError) as exc:
                 _failed = str(exc)
                 log.warning("fast rANS coder unavailable (%s); using CompressAI's coder", exc)
     return _lib

@@ -10,13 +10,28 @@ import torch
 
 from pipeline.codec import checkpoint
 from pipeline.codec.checkpoint import Checkpoint
-from pipeline.codec.codec import CODER, ENTROPY_PARAMS, Codec, CodecIdentity
+from pipeline.codec.codec import CODER, Codec, CodecIdentity
 from pipeline.codec.container import CONTAINER_VERSION
+from pipeline.codec.entropy import FLOAT_PARAMS
 from pipeline.codec.fingerprint import codec_fingerprint
+from pipeline.codec.integer import ENTROPY_PARAMS as INTEGER_PARAMS
 from pipeline.codec.registry import get_architecture
 from pipeline.errors import CodecError
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
+WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS / "default.pt"
+#: Codecs that ship with latent-shards, by the name ``--checkpoint bundled:NAME`` takes.
+BUNDLED = {"default": DEFAULT_CHECKPOINT, "mbt2018-mean": WEIGHTS / "mbt2018-mean.pt"}
+
+
+def bundled_checkpoint(name: str) -> Path:
+    """The file of a bundled codec (``default``: the scale-only hyperprior; ``mbt2018-mean``)."""
+    if name not in BUNDLED:
+        raise CodecError(f"no bundled codec {name!r}; bundled: {', '.join(BUNDLED)}")
+    if not BUNDLED[name].is_file():
+        raise CodecError(f"the bundled codec {BUNDLED[name]} is missing; "
+                         "reinstall latent-shards or run `make default-codec`")
+    return BUNDLED[name]
 
 
 @dataclass(frozen=True)
@@ -53,30 +68,34 @@ def _zoo_checkpoint(arch_name: str, quality: int | None) -> Checkpoint:
 
 
 def read_spec(spec: CodecSpec) -> Checkpoint:
+    if spec.checkpoint and spec.checkpoint.startswith("bundled:"):
+        return checkpoint.read(bundled_checkpoint(spec.checkpoint.removeprefix("bundled:")), arch=spec.arch)
     if spec.checkpoint:
         return checkpoint.read(spec.checkpoint, arch=spec.arch)
     if spec.pretrained:
         if not spec.arch:
             raise CodecError("--pretrained needs --arch")
         return _zoo_checkpoint(spec.arch, spec.quality)
-    if not DEFAULT_CHECKPOINT.is_file():
-        raise CodecError(f"the bundled default codec {DEFAULT_CHECKPOINT} is missing; "
-                         "reinstall latent-shards or run `make default-codec`")
-    return checkpoint.read(DEFAULT_CHECKPOINT)
+    return checkpoint.read(bundled_checkpoint("default"))
 
 
 def codec_from_checkpoint(ckpt: Checkpoint, source: str = "") -> Codec:
     arch = get_architecture(ckpt.arch)
     model = checkpoint.build_model(ckpt)
-    fp = codec_fingerprint(ckpt.arch, ckpt.N, ckpt.M, model.state_dict(),
-                           f"{CODER}+{ENTROPY_PARAMS}", CONTAINER_VERSION)
+    tensors = model.state_dict()
+    params = FLOAT_PARAMS
+    if ckpt.integer_h_s is not None:  # the integer layers decide the bitstream too
+        tensors = {**tensors, **{f"integer_h_s.{k}": v for k, v in ckpt.integer_h_s.items()}}
+        params = INTEGER_PARAMS
+    fp = codec_fingerprint(ckpt.arch, ckpt.N, ckpt.M, tensors, f"{CODER}+{params}", CONTAINER_VERSION)
     identity = CodecIdentity(
         arch=ckpt.arch, family=arch.family, N=ckpt.N, M=ckpt.M, quality=ckpt.quality,
         lmbda=ckpt.lmbda, fingerprint=fp, coder=CODER, container_version=CONTAINER_VERSION,
         multiple=arch.multiple, downsample=arch.downsample, source=source,
         versions={"torch": torch.__version__.split("+")[0], "compressai": compressai.__version__},
+        entropy_params=params,
     )
-    return Codec(model, arch, identity)
+    return Codec(model, arch, identity, ckpt.integer_h_s)
 
 
 def load_codec(spec: CodecSpec | None = None) -> Codec:

@@ -42,6 +42,7 @@ class CodecTrainConfig:
     threads: int = 0  # 0 = torch default
     save_every: int = 250
     scales: tuple[float, ...] = (1.0, 0.75, 0.5)
+    init_from: str | None = None  # checkpoint whose same-named, same-shaped tensors start the run
     command: str = ""
     extra_metadata: dict = field(default_factory=dict)
 
@@ -50,7 +51,26 @@ def cli_command(cfg: CodecTrainConfig) -> str:
     """The `latents train-codec` line that reproduces this configuration."""
     return (f"latents train-codec {cfg.out} --arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
             f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
-            f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}")
+            f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
+            + (f" --init-from {cfg.init_from}" if cfg.init_from else ""))
+
+
+def warm_start(model: torch.nn.Module, url: str) -> list[str]:
+    """Copy every learned tensor of checkpoint ``url`` whose name and shape match into ``model``.
+
+    A scale-only hyperprior started from a mean-scale one takes g_a, g_s, h_a and the
+    z entropy bottleneck (same shapes) and learns its own h_s. CDF tables are not copied:
+    they are rebuilt from the trained model when it is finalized. Returns the copied names.
+    """
+    src = checkpoint.read(url).state_dict
+    own = model.state_dict()
+    taken = [k for k, v in src.items()
+             if k in own and own[k].shape == v.shape and k.rsplit(".", 1)[-1] not in checkpoint.CDF_BUFFERS]
+    params = {n for n, _ in model.named_parameters()}
+    if not params.intersection(taken):
+        raise ValueError(f"{url} shares no learned tensor of matching name and shape with this model")
+    model.load_state_dict({**own, **{k: src[k].to(own[k].dtype) for k in taken}})
+    return taken
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
@@ -125,6 +145,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
     train_imgs = [_load_rgb(p.path) for p in photos if not p.holdout]
     sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed)
     model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()
+    if cfg.init_from:
+        warm_start(model, cfg.init_from)
     main_params, aux_params = _split_params(model)
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)

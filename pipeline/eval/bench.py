@@ -23,8 +23,8 @@ class EncodeProfile:
     threads: int
     prepare_ms: float  # JPEG decode + EXIF + colour + resize + pad
     g_a_ms: float
-    encode_ms: float  # g_a + h_a + float64 h_s + CDF indexes + rANS (Codec.encode)
-    decode_y_ms: float  # rANS decode of z and y + float64 h_s, no g_s
+    encode_ms: float  # g_a + h_a + entropy parameters + rANS (Codec.encode)
+    decode_y_ms: float  # rANS decode of z and y + entropy parameters, no g_s
     g_a_gmac: float
 
     @property
@@ -84,7 +84,7 @@ def profile_encode(codec: Codec, jpegs: list[bytes], threads: int = 1, batch: in
     with torch.no_grad():
         g_a = _median_ms(lambda: codec.model.g_a(x), reps) / n
     encode = _median_ms(lambda: codec.encode(x, hw), reps) / n
-    blobs = codec.encode(x, hw)
+    blobs = [e.data for e in codec.encode(x, hw)]
     decode = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
     return EncodeProfile(tuple(x.shape[2:]), threads, prepare, g_a, encode, decode,
                          _gmac(codec.model.g_a, x[:1]))
@@ -120,8 +120,8 @@ class DecodeProfile:
     decode_y_ms: float  # Codec.decode_y with the fast rANS decoder
     decode_y_reference_ms: float  # Codec.decode_y with CompressAI's decoder
     z_rans_ms: float
-    h_s_ms: float  # float64 hyper-synthesis
-    indexes_ms: float  # scale clamp + exact bucket search over the scale table (ScaleBuckets)
+    h_s_ms: float  # entropy parameters: h_s (integer or float64) + CDF indexes (+ means)
+    entropy_params: str  # which procedure (the codec's entropy-parameter id)
     y_rans_ms: float  # fast decoder
     y_rans_reference_ms: float  # CompressAI's decoder (list marshalling included)
     fast_decoder: bool
@@ -139,7 +139,6 @@ def profile_decode(codec: Codec, jpegs: list[bytes], threads: int = 1, reps: int
     """Per-image milliseconds (median of ``reps`` passes over all images) of ŷ decoding and its parts,
     and of PIL decoding the images the codec encoded, re-saved as quality-90 JPEGs."""
     from pipeline.codec import fast_rans
-    from pipeline.codec.codec import _channel_indexes
 
     torch.set_num_threads(threads)
     policy = ImagePolicy(multiple=codec.arch.multiple)
@@ -148,7 +147,7 @@ def profile_decode(codec: Codec, jpegs: list[bytes], threads: int = 1, reps: int
         p = prepare_image(j, policy)
         h, w = p.enc_hw
         x = torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255
-        blobs += codec.encode(x, [p.enc_hw])
+        blobs += [e.data for e in codec.encode(x, [p.enc_hw])]
         buf = io.BytesIO()
         Image.fromarray(p.pixels[:h, :w]).save(buf, "JPEG", quality=90)
         resaved.append(buf.getvalue())
@@ -161,23 +160,19 @@ def profile_decode(codec: Codec, jpegs: list[bytes], threads: int = 1, reps: int
     jpeg = _median_ms(pil_decode, reps) / n
     fast = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
     ref = _median_ms(lambda: [codec.decode_y(b, reference=True) for b in blobs], reps) / n
-    parts = dict.fromkeys(("z", "h_s", "idx", "y", "y_ref"), 0.0)
+    parts = dict.fromkeys(("z", "h_s", "y", "y_ref"), 0.0)
     if codec.arch.family != "factorized":
         cs = [codec.parse(b) for b in blobs]
-        zs = [codec._eb.decode(c.strings[1], _channel_indexes(c.z_shape)) for c in cs]
-        z_hats = [codec._z_hat(torch.from_numpy(z)[None]) for z in zs]
-        pairs = [(c, codec._entropy_params(z)[0][0]) for c, z in zip(cs, z_hats, strict=True)]
-        parts["z"] = _median_ms(lambda: [codec._eb.decode(c.strings[1], _channel_indexes(c.z_shape))
-                                         for c in cs], reps) / n
-        with torch.no_grad():
-            parts["h_s"] = _median_ms(lambda: [codec._h_s(z) for z in z_hats], reps) / n
-        parts["idx"] = max(0.0, _median_ms(lambda: [codec._entropy_params(z) for z in z_hats], reps) / n
-                           - parts["h_s"])
-        parts["y"] = _median_ms(lambda: [codec._gc.decode(c.strings[0], i) for c, i in pairs], reps) / n
-        parts["y_ref"] = _median_ms(lambda: [codec._gc.decode(c.strings[0], i, reference=True)
+        zs = [codec.decode_z(c)[None] for c in cs]
+        pairs = [(c, codec.y_params(z)[0][0]) for c, z in zip(cs, zs, strict=True)]
+        parts["z"] = _median_ms(lambda: [codec.decode_z(c) for c in cs], reps) / n
+        parts["h_s"] = _median_ms(lambda: [codec.y_params(z) for z in zs], reps) / n
+        parts["y"] = _median_ms(lambda: [codec.y_tables.decode(c.strings[0], i) for c, i in pairs], reps) / n
+        parts["y_ref"] = _median_ms(lambda: [codec.y_tables.decode(c.strings[0], i, reference=True)
                                              for c, i in pairs], reps) / n
     return DecodeProfile(tuple(codec.parse(blobs[0]).image_hw), n, jpeg, fast, ref, parts["z"],
-                         parts["h_s"], parts["idx"], parts["y"], parts["y_ref"], fast_rans.available())
+                         parts["h_s"], codec.entropy_params, parts["y"], parts["y_ref"],
+                         fast_rans.available())
 
 
 @dataclass(frozen=True)

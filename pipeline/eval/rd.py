@@ -56,7 +56,7 @@ def evaluate_image(codec: Codec, name: str, img: np.ndarray) -> RDPoint:
     h, w = img.shape[:2]
     padded = pad_to_multiple(img, codec.arch.multiple)
     x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float().div(255)
-    blob = codec.encode(x, [(h, w)])[0]
+    blob = codec.encode(x, [(h, w)])[0].data
     rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     bpp = 8 * len(blob) / (h * w)
     jpeg = _pil_curve(img, "JPEG")

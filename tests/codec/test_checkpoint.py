@@ -62,7 +62,7 @@ def test_half_precision_checkpoint_decodes_exactly_what_it_encodes(tmp_path):
     enc = load_codec(CodecSpec(checkpoint=str(tmp_path / "h.pt")))
     dec = load_codec(CodecSpec(checkpoint=str(tmp_path / "h.pt")))
     x = torch.rand(1, 3, 64, 128)
-    blob = enc.encode(x, [(64, 128)])[0]
+    blob = enc.encode(x, [(64, 128)])[0].data
     assert torch.equal(enc.decode_y(blob), dec.decode_y(blob))
 
 
@@ -92,3 +92,21 @@ def test_bundled_codec_records_how_it_was_made():
     assert ck.metadata["command"].startswith("latents train-codec")
     assert ck.metadata["holdout_photos"]
     assert checkpoint.has_cdf_tables(ck.state_dict)
+
+
+def test_warm_start_copies_every_tensor_that_fits(tmp_path):
+    from pipeline.codec.train import warm_start
+
+    src = tiny_checkpoint("mbt2018-mean")
+    checkpoint.save(src, str(tmp_path / "mean.pt"))
+    torch.manual_seed(1)
+    model = get_architecture("bmshj2018-hyperprior").build(16, 24)
+    taken = warm_start(model, str(tmp_path / "mean.pt"))
+    sd = model.state_dict()
+    assert "g_a.0.weight" in taken and "h_a.0.weight" in taken and "g_s.0.weight" in taken
+    assert not any(k.startswith("h_s.") for k in taken)  # mean-scale h_s has other shapes
+    assert not any(k.endswith(checkpoint.CDF_BUFFERS) for k in taken)  # tables are rebuilt
+    for k in taken:
+        assert torch.equal(sd[k], src.state_dict[k].to(sd[k].dtype))
+    with pytest.raises(ValueError, match="shares no learned tensor"):
+        warm_start(torch.nn.Linear(3, 3), str(tmp_path / "mean.pt"))

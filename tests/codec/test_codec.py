@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.codec.codec import _Tables
+from pipeline.codec.entropy import CdfTables
 from pipeline.errors import CodecError, ContainerError, FingerprintMismatch
 from pipeline.eval.rd import evaluate_image
 from tests.conftest import gradient
@@ -20,7 +20,9 @@ def _batch(n=2, h=128, w=192, seed=0):
 
 def test_round_trip_y_hat_is_quantised_y(tiny_codec):
     x = _batch()
-    blobs = tiny_codec.encode(x, [(120, 180), (128, 192)])
+    encoded = tiny_codec.encode(x, [(120, 180), (128, 192)])
+    blobs = [e.data for e in encoded]
+    assert [e.container for e in encoded] == [tiny_codec.parse(b) for b in blobs]
     with torch.no_grad():
         y = tiny_codec.model.g_a(x)
     for i, blob in enumerate(blobs):
@@ -45,13 +47,13 @@ def test_y_hat_matches_compressai_reference(tiny_codec):
             scales, means = params.chunk(2, 1) if mean_scale else (params, None)
             idx = m.gaussian_conditional.build_indexes(scales)
             ref = m.gaussian_conditional.decompress(out["strings"][0], idx, z_hat.dtype, means)
-    ours = tiny_codec.decode_y(tiny_codec.encode(x, [(128, 192)])[0], crop=False)
+    ours = tiny_codec.decode_y(tiny_codec.encode(x, [(128, 192)])[0].data, crop=False)
     close = torch.isclose(ours, ref[0], atol=1e-4)
     assert close.float().mean() > 0.999
 
 
 def test_crop_keeps_the_valid_window(tiny_codec):
-    blob = tiny_codec.encode(_batch(1, 128, 192), [(100, 129)])[0]
+    blob = tiny_codec.encode(_batch(1, 128, 192), [(100, 129)])[0].data
     assert tuple(tiny_codec.decode_y(blob).shape[1:]) == (7, 9)  # ceil(100/16), ceil(129/16)
     assert tuple(tiny_codec.reconstruct(blob).shape) == (3, 100, 129)
 
@@ -67,13 +69,13 @@ def test_unpadded_input_is_refused(tiny_codec):
 
 
 def test_other_codec_refuses_the_stream(default_codec, tiny_codec):
-    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0]
+    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0].data
     with pytest.raises(FingerprintMismatch, match="mismatch"):
         default_codec.decode_y(blob)
 
 
 def test_single_symbol_is_refused_not_a_process_abort(default_codec):
-    t = _Tables(default_codec.model.entropy_bottleneck)
+    t = CdfTables(default_codec.model.entropy_bottleneck)
     with pytest.raises(CodecError, match="at least 2"):
         t.encode(np.zeros(1, np.int32), np.zeros(1, np.int32))
     with pytest.raises(ContainerError):
@@ -101,7 +103,7 @@ print(hashlib.sha256(y.numpy().tobytes()).hexdigest())
 
 def test_decode_is_bit_exact_in_another_process_with_other_threads(default_codec):
     torch.set_num_threads(2)
-    blob = default_codec.encode(_batch(1, 256, 320), [(256, 320)])[0]
+    blob = default_codec.encode(_batch(1, 256, 320), [(256, 320)])[0].data
     here = default_codec.decode_y(blob).numpy().tobytes()
     import hashlib
 
@@ -120,7 +122,7 @@ def _reseal(blob: bytes, **changes) -> bytes:
 
 
 def test_wrong_symbols_are_detected_not_returned(tiny_codec):
-    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0]
+    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0].data
     with pytest.raises(ContainerError, match="checksum"):
         tiny_codec.decode_y(_reseal(blob, symbols_crc=12345))
 
@@ -130,7 +132,7 @@ def test_wrong_symbols_are_detected_not_returned(tiny_codec):
     {"z_shape": (17, 2, 3)},
 ])
 def test_shapes_that_do_not_fit_the_codec_never_reach_the_coder(tiny_codec, changes):
-    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0]
+    blob = tiny_codec.encode(_batch(1), [(128, 192)])[0].data
     if "z_shape" in changes and tiny_codec.arch.family == "factorized":
         changes = {"z_shape": (16, 2, 3)}
     with pytest.raises(ContainerError, match="does not fit"):

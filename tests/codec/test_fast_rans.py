@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.codec import fast_rans
-from pipeline.codec.codec import ScaleBuckets, _Tables
+from pipeline.codec.entropy import CdfTables, ScaleBuckets
 from pipeline.errors import CodecError, ContainerError
 from pipeline.images import ImagePolicy, prepare_image
 from pipeline.photos import bundled_photos
@@ -46,18 +47,21 @@ def _encode_all(codec, images, size):
         img.save(buf, "PNG")
         p = prepare_image(buf.getvalue(), policy)
         x = torch.from_numpy(p.pixels.copy()).permute(2, 0, 1)[None].float() / 255
-        blobs += codec.encode(x, [p.enc_hw])
+        blobs += [e.data for e in codec.encode(x, [p.enc_hw])]
     return blobs
 
 
-def test_default_codec_fast_equals_reference_over_many_images(default_codec):
+@pytest.mark.parametrize("which", ["default", "float"])
+def test_bundled_codecs_fast_equals_reference_over_many_images(default_codec, float_codec, which):
+    """The integer default and the float64 path of older datasets (searchsorted as reference)."""
+    codec = default_codec if which == "default" else float_codec
     images = _varied_images()
-    blobs = _encode_all(default_codec, images[: len(images) // 2], 128)
-    blobs += _encode_all(default_codec, images[len(images) // 2:], 256)
+    blobs = _encode_all(codec, images[: len(images) // 2], 128)
+    blobs += _encode_all(codec, images[len(images) // 2:], 256)
     assert len(blobs) >= 50
     for blob in blobs:
-        fast = default_codec.decode_y(blob, crop=False)
-        ref = default_codec.decode_y(blob, crop=False, reference=True)
+        fast = codec.decode_y(blob, crop=False)
+        ref = codec.decode_y(blob, crop=False, reference=True)
         assert fast.dtype == ref.dtype and torch.equal(fast, ref)
 
 
@@ -65,24 +69,24 @@ def test_every_model_family_fast_equals_reference(tiny_codec):
     imgs = [gradient(64 * (1 + i % 3), 64 * (1 + i % 2), seed=i) for i in range(8)]
     for img in imgs:
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-        blob = tiny_codec.encode(x, [img.shape[:2]])[0]
+        blob = tiny_codec.encode(x, [img.shape[:2]])[0].data
         assert torch.equal(tiny_codec.decode_y(blob, crop=False),
                            tiny_codec.decode_y(blob, crop=False, reference=True))
 
 
 def _strings_both_ways(codec, blob):
     """Re-encode a container's symbols with both encoders: (fast strings, reference strings)."""
-    from pipeline.codec.codec import _channel_indexes
+    from pipeline.codec.entropy import channel_indexes
 
     c = codec.parse(blob)
     if codec.arch.family == "factorized":
-        pairs = [(codec._eb, codec._eb.decode(c.strings[0], _channel_indexes(c.y_shape)),
-                  _channel_indexes(c.y_shape))]
+        pairs = [(codec.z_tables, codec.z_tables.decode(c.strings[0], channel_indexes(c.y_shape)),
+                  channel_indexes(c.y_shape))]
     else:
-        zi = _channel_indexes(c.z_shape)
-        z = codec._eb.decode(c.strings[1], zi)
-        yi = codec._entropy_params(codec._z_hat(torch.from_numpy(z)[None]))[0][0]
-        pairs = [(codec._gc, codec._gc.decode(c.strings[0], yi), yi), (codec._eb, z, zi)]
+        zi = channel_indexes(c.z_shape)
+        z = codec.decode_z(c)
+        yi = codec.y_params(z[None])[0][0]
+        pairs = [(codec.y_tables, codec.y_tables.decode(c.strings[0], yi), yi), (codec.z_tables, z, zi)]
     return ([t.encode(s, i) for t, s, i in pairs], [t.encode(s, i, reference=True) for t, s, i in pairs],
             list(c.strings))
 
@@ -91,7 +95,7 @@ def test_fast_encoder_writes_compressais_bytes(default_codec, tiny_codec):
     blobs = _encode_all(default_codec, _varied_images(n_per_photo=1, seed=2), 192)
     for img in [gradient(64 * (1 + i % 3), 128, seed=i) for i in range(4)]:
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-        blobs.append((tiny_codec, tiny_codec.encode(x, [img.shape[:2]])[0]))
+        blobs.append((tiny_codec, tiny_codec.encode(x, [img.shape[:2]])[0].data))
     for item in blobs:
         codec, blob = item if isinstance(item, tuple) else (default_codec, item)
         fast, ref, stored = _strings_both_ways(codec, blob)
@@ -105,8 +109,8 @@ def test_escaped_values_decode_like_the_reference(default_codec, scale):
     One symbol in ten is drawn from ±scale (the rest small), so CompressAI's encoder stays
     within its buffer; streams of nothing but escapes only the fast coder can write."""
     rng = np.random.default_rng(scale)
-    for tables in (_Tables(default_codec.model.gaussian_conditional),
-                   _Tables(default_codec.model.entropy_bottleneck)):
+    for tables in (CdfTables(default_codec.model.gaussian_conditional),
+                   CdfTables(default_codec.model.entropy_bottleneck)):
         n = 3000
         idx = rng.integers(0, len(tables.cdf_length), n).astype(np.int32)
         sym = rng.integers(-2, 3, n).astype(np.int32)
@@ -122,7 +126,7 @@ def test_escaped_values_decode_like_the_reference(default_codec, scale):
 
 
 def test_compressais_encoder_is_not_asked_to_overrun_its_buffer(default_codec):
-    t = _Tables(default_codec.model.entropy_bottleneck)
+    t = CdfTables(default_codec.model.entropy_bottleneck)
     idx = np.zeros(3000, np.int32)
     with pytest.raises(CodecError, match="overrun its buffer"):
         t.encode(np.full(3000, 10**6, np.int32), idx, reference=True)
@@ -131,7 +135,7 @@ def test_compressais_encoder_is_not_asked_to_overrun_its_buffer(default_codec):
 
 
 def test_damaged_streams_are_errors_or_caught_by_the_symbol_crc(default_codec):
-    t = _Tables(default_codec.model.gaussian_conditional)
+    t = CdfTables(default_codec.model.gaussian_conditional)
     rng = np.random.default_rng(1)
     idx = rng.integers(0, len(t.cdf_length), 2000).astype(np.int32)
     sym = rng.integers(-3, 4, 2000).astype(np.int32)
@@ -157,22 +161,42 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=300)
 
 
-def test_without_a_compiler_the_reference_decoder_is_used(tmp_path):
+# what an install without a C compiler leaves: no pipeline.codec._rans to import
+_NOT_BUILT = """
+import importlib.abc, sys
+class NotBuilt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pipeline.codec._rans":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, NotBuilt())
+"""
+
+
+def test_the_installed_extension_module_is_the_coder():
+    from pipeline.codec import fast_rans
+
+    assert fast_rans.available(), fast_rans.unavailable_reason()
+    origin = Path(fast_rans._library_path())
+    assert origin.parent == Path(fast_rans.__file__).parent and origin.name.startswith("_rans.")
+
+
+def test_without_the_extension_the_reference_coder_is_used():
     code = ("from pipeline.codec import fast_rans; from pipeline.codec.load import load_codec\n"
             "import numpy as np, torch\n"
             "c = load_codec(); x = torch.rand(1, 3, 64, 64)\n"
-            "b = c.encode(x, [(64, 64)])[0]\n"
+            "b = c.encode(x, [(64, 64)])[0].data\n"
             "print(fast_rans.available(), fast_rans.unavailable_reason(), c.decode_y(b).shape)\n")
-    out = _run(code, LATENT_SHARDS_BUILD=str(tmp_path / "build"), CC="/bin/false")
+    out = _run(_NOT_BUILT + code)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("False") and "failed" in out.stdout and "[96, 4, 4]" in out.stdout
-    assert "using CompressAI's coder" in out.stderr
+    assert out.stdout.startswith("False") and "not built" in out.stdout and "[96, 4, 4]" in out.stdout
+    warnings = [line for line in out.stderr.splitlines() if "CompressAI's coder" in line]
+    assert len(warnings) == 1
     out = _run(code, LATENT_SHARDS_FAST_RANS="0")
     assert out.returncode == 0 and out.stdout.startswith("False") and "disabled" in out.stdout
 
 
 def test_scale_buckets_equal_searchsorted_everywhere(default_codec):
-    table = default_codec._scale_table[:-1].contiguous()
+    table = default_codec.model.gaussian_conditional.scale_table.double()[:-1].contiguous()
     t = table.numpy()
     rng = np.random.default_rng(0)
     values = [
@@ -193,26 +217,7 @@ def test_scale_buckets_equal_searchsorted_everywhere(default_codec):
 
 
 def test_fast_encoder_refuses_values_compressai_cannot_escape(default_codec):
-    t = _Tables(default_codec.model.entropy_bottleneck)
+    t = CdfTables(default_codec.model.entropy_bottleneck)
     idx = np.zeros(4, np.int32)
     with pytest.raises(Exception, match="too far outside"):
         t.encode(np.array([0, 2**29, 0, 0], np.int32), idx)
-
-
-def test_a_library_planted_in_a_shared_folder_is_not_loaded(tmp_path):
-    """A build folder or library others can write to is never loaded from: it is rebuilt elsewhere."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    code = ("from pipeline.codec import fast_rans\n"
-            "print(fast_rans.available(), fast_rans.unavailable_reason())\n")
-    out = _run(code, LATENT_SHARDS_BUILD=str(shared))
-    assert out.returncode == 0 and out.stdout.startswith("False") and "writable by others" in out.stdout
-    private = tmp_path / "private"
-    out = _run(code + "print(sorted(p.name for p in fast_rans.build_dirs()[0].iterdir()))\n",
-               LATENT_SHARDS_BUILD=str(private))
-    assert out.stdout.startswith("True") and oct(private.stat().st_mode)[-3:] == "700"
-    lib = next(private.glob("rans-*.so"))
-    lib.chmod(0o777)  # a library others could have replaced: rebuilt, not loaded
-    out = _run(code, LATENT_SHARDS_BUILD=str(private))
-    assert out.stdout.startswith("True") and oct(lib.stat().st_mode)[-3:] == "700"

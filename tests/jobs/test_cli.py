@@ -80,6 +80,30 @@ def test_train_codec_tiny_run_writes_finalized_checkpoint(tmp_path):
     assert codec.identity.M == 8
 
 
+def test_train_codec_then_integerize_warm_started(tmp_path):
+    """A scale-only codec warm-started from another, then given an exact integer h_s."""
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec, load_codec
+
+    first, second, final = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
+    common = ["--N", "8", "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64", "--threads", "1"]
+    assert runner.invoke(app, ["train-codec", str(first), *common]).exit_code == 0
+    res = runner.invoke(app, ["train-codec", str(second), "--arch", "bmshj2018-hyperprior", *common,
+                              "--init-from", str(first)])
+    assert res.exit_code == 0, res.output
+    assert checkpoint.read(str(second)).metadata["command"].endswith(f"--init-from {first}")
+    res = runner.invoke(app, ["integerize", str(second), str(final), "--steps", "0", "--crops", "8",
+                              "--threads", "1", "--output", str(tmp_path / "cost.json")], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "held out" in res.output and "rate cost" in res.output
+    cost = json.loads((tmp_path / "cost.json").read_text())
+    assert set(cost["rate_cost"]) == {"held out", "training"}
+    codec = load_codec(CodecSpec(checkpoint=str(final)))
+    assert codec.entropy_params.startswith("h_s/integer")
+    res = runner.invoke(app, ["integerize", str(tmp_path / "missing.pt"), str(final)])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
 def test_bench_profiles_print_and_write_json(tmp_path):
     res = runner.invoke(app, ["bench", "--no-pipeline", "--output", str(tmp_path / "b.json")],
                         terminal_width=200)

@@ -16,7 +16,8 @@
  * its buffers. The encoder writes CompressAI's bytes exactly and the decoder returns its
  * symbols exactly (tests compare both over many images, every model family, forced escapes).
  *
- * Plain C99, no Python headers: compiled on first use by pipeline/codec/fast_rans.py.
+ * Plain C99, no Python headers; linked into the extension module pipeline.codec._rans at install
+ * time (setup.py, native/module.c) and called through ctypes by pipeline/codec/fast_rans.py.
  * Assumes a little-endian host for the encoder's output words (x86-64, aarch64).
  */
 #include <stddef.h>
