@@ -28,9 +28,10 @@ test-all: $(STAMP) ## Run every test, slow ones included
 demo: $(STAMP) ## Convert the bundled photos with the default codec into $(DEMO_OUT)/
 	$(BIN)/latents demo $(DEMO_OUT)
 
-bench: $(STAMP) ## Measure conversion stages, convert and loader throughput (a few minutes)
+bench: $(STAMP) ## Measure conversion stages, convert and loader throughput, default and mean-scale codecs (a few minutes)
 	mkdir -p runs
 	$(BIN)/latents bench --output runs/bench.json
+	$(BIN)/latents bench --checkpoint bundled:mbt2018-mean --output runs/bench-mbt2018-mean.json
 
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check pipeline jobs tests

@@ -29,7 +29,10 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
     temporary folder; pass one on the disk training would use)."""
     codec = load_codec(spec)
     photos = imagenet_like_jpegs()
-    figures = {"encode": profile_encode(codec, photos, threads=threads).to_json(),
+    figures = {"codec": {"arch": codec.identity.arch, "source": spec.describe(), "N": codec.identity.N,
+                         "M": codec.identity.M, "entropy_params": codec.entropy_params,
+                         "fingerprint": codec.identity.fingerprint},
+               "encode": profile_encode(codec, photos, threads=threads).to_json(),
                "decode": profile_decode(codec, photos, threads=threads).to_json()}
     if not images and not source:
         return figures
@@ -59,8 +62,9 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
 
 def bench_tables(figures: dict, threads: int, workers: int) -> list[Table]:
     """The figures of ``run_bench`` as the tables `latents bench` prints."""
-    p, d = figures["encode"], figures["decode"]
-    t = Table(title=f"per image, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s), "
+    p, d, k = figures["encode"], figures["decode"], figures["codec"]
+    t = Table(title=f"{k['source']}: {k['arch']} N={k['N']} M={k['M']}, {k['entropy_params']}\n"
+                    f"per image, {p['image_hw'][0]}x{p['image_hw'][1]} padded, {threads} thread(s), "
                     f"bundled photos, medians")
     t.add_column("stage")
     t.add_column("ms", justify="right")
@@ -103,7 +107,8 @@ def bench_tables(figures: dict, threads: int, workers: int) -> list[Table]:
             ("ŷ loader, warm (decoded-latent cache), samples/s", f"{ld['latent_warm_samples_per_s']:.0f}"),
             ("loader speed-up, cold", f"{ld['speedup_cold']:.2f}x"),
             ("loader speed-up, warm", f"{ld['speedup_warm']:.2f}x"),
-            ("cache size", f"{ld['cache_bytes'] / 2**20:.1f} MB"),
+            ("cache size (per sample)", f"{ld['cache_bytes'] / 2**20:.1f} MB "
+             f"({ld['cache_bytes'] / max(1, ld['latent_samples']) / 1000:.1f} KB)"),
             ("peak RSS per worker: JPEG / ŷ cold / ŷ warm",
              f"{rss(ld['jpeg_peak_rss_mb'])} / {rss(ld['latent_cold_peak_rss_mb'])} / "
              f"{rss(ld['latent_warm_peak_rss_mb'])}"),

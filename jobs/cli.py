@@ -239,36 +239,65 @@ def integerize_cmd(
 
 @app.command("eval-codec")
 def eval_codec_cmd(
-    checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
+    checkpoint: list[str] = typer.Option(None, help="Codec checkpoint(s), one curve point each (default: "
+                                         "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
     arch: str = typer.Option(None), all_photos: bool = typer.Option(False, help="Not only held-out."),
-    output: Path = typer.Option(None, help="Also write the figures as JSON here."),
+    plot: Path = typer.Option(None, help="Write the rate–distortion plot (PNG) here."),
+    output: Path = typer.Option(None, help="Also write the figures as JSON here (CompressAI's results "
+                                "layout under 'curves')."),
 ):
-    """Held-out bpp / PSNR of a codec beside JPEG and WebP at the same bpp (real bitstreams)."""
+    """Held-out bpp / PSNR of codecs beside JPEG and WebP (real bitstreams): per image at equal
+    bpp, then the curve over the codecs' rates with BD-rate against JPEG and WebP."""
     import numpy as np
 
-    from pipeline.codec.load import load_codec
-    from pipeline.eval.rd import evaluate_image, load_rgb
+    from pipeline.codec.load import BUNDLED_CURVE, bundled_present, load_codec
+    from pipeline.eval.rd import bd_rate, evaluate_image, load_rgb, plot_curves, rd_curves
     from pipeline.photos import bundled_photos
 
+    specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
     try:
-        codec = load_codec(_codec_spec(checkpoint, arch, None, False))
-        pts = [evaluate_image(codec, p.name, load_rgb(p.path))
-               for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+        codecs = [load_codec(_codec_spec(c, arch, None, False)) for c in specs]
+        photos = [p for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+        images = [load_rgb(p.path) for p in photos]
+        pts = {spec: [evaluate_image(c, p.name, im) for p, im in zip(photos, images, strict=True)]
+               for spec, c in zip(specs, codecs, strict=True)}
+        name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs}))
+        curves = rd_curves([(name, codecs)], images)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
-    t = Table(title=f"{codec.identity.arch} {codec.identity.fingerprint[:12]} vs JPEG/WebP at equal bpp")
-    for c in ("image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
+    t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
+    for c in ("codec", "image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
         t.add_column(c)
-    for p in pts:
-        t.add_row(p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.jpeg_psnr_at_bpp:.2f}",
-                  f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
-    mean = {k: float(np.nanmean([getattr(p, k) for p in pts]))
-            for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
-    t.add_row("mean", f"{mean['codec_bpp']:.3f}", f"{mean['codec_psnr']:.2f}",
-              f"{mean['jpeg_psnr_at_bpp']:.2f}", f"{mean['webp_psnr_at_bpp']:.2f}", "")
+    means = {}
+    for spec, rows in pts.items():
+        for p in rows:
+            t.add_row(spec, p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.jpeg_psnr_at_bpp:.2f}",
+                      f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
+        mean = {k: float(np.nanmean([getattr(p, k) for p in rows]))
+                for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
+        means[spec] = mean
+        t.add_row(spec, "[bold]mean", f"{mean['codec_bpp']:.3f}", f"{mean['codec_psnr']:.2f}",
+                  f"{mean['jpeg_psnr_at_bpp']:.2f}", f"{mean['webp_psnr_at_bpp']:.2f}", "")
     console.print(t)
+    ours, jpeg, webp = curves
+    bd = {"JPEG": bd_rate(jpeg.points(), ours.points()), "WebP": bd_rate(webp.points(), ours.points())}
+    c = Table(title=f"curve over {len(images)} photo(s): mean bpp and PSNR per rate point")
+    c.add_column("point")
+    c.add_column("bpp", justify="right")
+    c.add_column("PSNR", justify="right")
+    for spec, (b, q) in zip(sorted(specs, key=lambda s: means[s]["codec_bpp"]), ours.points(), strict=True):
+        c.add_row(spec, f"{b:.3f}", f"{q:.2f}")
+    for k, v in bd.items():
+        c.add_row(f"BD-rate against {k}", "" if np.isnan(v) else f"{v:+.1f}%", "")
+    console.print(c)
+    if plot:
+        where = "all colour photos" if all_photos else "held-out photos"
+        plot_curves(curves, plot, f"{where} ({len(images)})")
+        console.print(f"wrote {plot}")
     if output:
-        output.write_text(json.dumps({"points": [p.to_json() for p in pts], "mean": mean}, indent=2))
+        output.write_text(json.dumps({"points": {s: [p.to_json() for p in r] for s, r in pts.items()},
+                                      "mean": means, "curves": [cv.to_json() for cv in curves],
+                                      "bd_rate_percent": bd}, indent=2))
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models straight from latent shards.")

@@ -27,6 +27,8 @@ from pipeline.errors import CodecError, ContainerError
 log = logging.getLogger(__name__)
 
 MODULE = "pipeline.codec._rans"
+LUT_SHIFT = 8  # as in rans.c: the decoder's start table has one entry per 2^8 cumulative values
+LUT_SIZE = 1 << (16 - LUT_SHIFT)
 ERRORS = {
     -1: "the stream ended before every symbol was decoded",
     -2: "a CDF index outside the tables",
@@ -67,7 +69,7 @@ def _load() -> ctypes.CDLL | None:
                 f.restype = ctypes.c_int
                 f.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                               ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
-                              ctypes.c_int32, ctypes.c_void_p]
+                              ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
                 g = lib.ls_rans_encode
                 g.restype = ctypes.c_int64
                 g.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
@@ -106,6 +108,18 @@ class FastTables:
         if self.cdf.ndim != 2 or len(self.cdf) != len(self.sizes) or len(self.sizes) != len(self.offsets):
             raise ValueError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
                              f"offsets {self.offsets.shape}")
+        self.starts = self._starts()
+
+    def _starts(self) -> np.ndarray:
+        """The decoder's start table: row t, entry j = the last k in [0, size - 2] whose
+        cdf[k] <= j·2^8, a lower bound of the symbol for every cumulative value in bucket j."""
+        floors = np.arange(LUT_SIZE, dtype=np.int64) << LUT_SHIFT
+        out = np.zeros((len(self.sizes), LUT_SIZE), dtype=np.uint16)
+        for t, size in enumerate(self.sizes):
+            if 2 <= size <= self.cdf.shape[1]:
+                k = np.searchsorted(self.cdf[t, : size - 1], floors, side="right") - 1
+                out[t] = np.clip(k, 0, size - 2)
+        return np.ascontiguousarray(out)
 
     def escapes(self, values: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """The escape payload (zig-zag distance past the table) of each value its table cannot
@@ -141,7 +155,8 @@ class FastTables:
         out = np.empty(idx.shape, dtype=np.int32)
         rc = lib.ls_rans_decode(string, len(string), idx.ctypes.data, idx.size,
                                 self.cdf.ctypes.data, self.cdf.shape[1], self.sizes.ctypes.data,
-                                self.offsets.ctypes.data, len(self.sizes), out.ctypes.data)
+                                self.offsets.ctypes.data, len(self.sizes), self.starts.ctypes.data,
+                                out.ctypes.data)
         if rc:
             raise ContainerError(f"entropy decoding failed: {ERRORS.get(rc, f'error {rc}')}")
         return out

@@ -31,6 +31,7 @@ border, where fewer taps land), so the network's input is the integer z symbols.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -149,6 +150,20 @@ class IntLayer:
         return int(per_channel.max())
 
 
+@contextlib.contextmanager
+def ieee_matmul():
+    """Float32 matrix products at full IEEE precision on every backend for the block: no TF32,
+    no bf16 passes (oneDNN's fp32 math mode), restoring the caller's settings after."""
+    saved = [(m, m.fp32_precision) for m in (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)]
+    try:
+        for m, _ in saved:
+            m.fp32_precision = "ieee"
+        yield
+    finally:
+        for m, p in saved:
+            m.fp32_precision = p
+
+
 def _round_div(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """⌊(v + ⌊d/2⌋) / d⌋ for integer-valued float64 ``v`` (|v| < 2^52) and integer ``d`` >= 1:
     exact, since a quotient of such integers is never rounded across an integer."""
@@ -248,23 +263,24 @@ class IntegerHyperSynthesis:
     def run(self, z_sym: torch.Tensor | np.ndarray, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
         """The last layer's integers (float64 tensor ``[B, C, H, W]``) for z symbols ``[B, N, h, w]``.
 
-        ``gemm_dtype`` forces float32 or float64 GEMMs (tests: both give the same integers)."""
-        x = torch.as_tensor(z_sym).to(torch.float64).clamp_(-self.in_clip, self.in_clip)
-        prec = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")  # no TF32 / bf16 passes on any backend
-        try:
+        ``gemm_dtype`` forces float32 or float64 GEMMs where float32 is exact (tests: both give
+        the same integers); a layer over the float32 bound always runs in float64."""
+        x = torch.as_tensor(z_sym).to(torch.float32).clamp_(-self.in_clip, self.in_clip)
+        with ieee_matmul():
             for lay, (kmat, bias, div), dt in zip(self.layers, self._mats, self.gemm_dtypes, strict=True):
                 dt = gemm_dtype if gemm_dtype is not None and dt == torch.float32 else dt
                 b, _, h, w = x.shape
                 cols = F.unfold(x.to(dt), 3, padding=1)  # [B, C_in·9, h·w]: copies, no arithmetic
-                v = torch.matmul(kmat.to(dt), cols).add_(bias.to(dt)).double()
+                if b == 1:
+                    v = torch.addmm(bias.to(dt), kmat.to(dt), cols[0])[None]
+                else:
+                    v = torch.matmul(kmat.to(dt), cols).add_(bias.to(dt))
+                v = v.double()
                 q = _round_div(v, div)
                 if lay.act == "leaky":
                     q = torch.where(v >= 0, q, _round_div(v, div * lay.leak))
                 q = q.clamp_(lay.lo, lay.hi).view(b, -1, h, w)
                 x = F.pixel_shuffle(q, lay.upsample) if lay.upsample > 1 else q
-        finally:
-            torch.set_float32_matmul_precision(prec)
         return x
 
     def __call__(self, z_sym, gemm_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -21,7 +21,14 @@ from pipeline.errors import CodecError
 WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS / "default.pt"
 #: Codecs that ship with latent-shards, by the name ``--checkpoint bundled:NAME`` takes.
-BUNDLED = {"default": DEFAULT_CHECKPOINT, "mbt2018-mean": WEIGHTS / "mbt2018-mean.pt"}
+BUNDLED = {"default": DEFAULT_CHECKPOINT, "low-rate": WEIGHTS / "low-rate.pt",
+           "high-rate": WEIGHTS / "high-rate.pt", "mbt2018-mean": WEIGHTS / "mbt2018-mean.pt"}
+#: The bundled scale-only codecs from low to high rate: one curve.
+BUNDLED_CURVE = ("low-rate", "default", "high-rate")
+
+
+def bundled_present(name: str) -> bool:
+    return name in BUNDLED and BUNDLED[name].is_file()
 
 
 def bundled_checkpoint(name: str) -> Path:

@@ -13,6 +13,9 @@ from PIL import Image
 from pipeline.codec.codec import Codec
 from pipeline.images import pad_to_multiple, to_rgb
 
+#: Pillow quality settings swept for JPEG and WebP.
+QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
+
 
 @dataclass(frozen=True)
 class RDPoint:
@@ -34,14 +37,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _pil_curve(img: np.ndarray, fmt: str) -> list[tuple[float, float]]:
     """(bpp, PSNR) over the quality range of a PIL codec, sorted by bpp."""
-    pts = []
-    h, w = img.shape[:2]
-    for q in (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, fmt, quality=q)
-        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        pts.append((8 * buf.tell() / (h * w), psnr(img, dec)))
-    return sorted(pts)
+    return sorted(_pil_point(img, fmt, q) for q in QUALITIES)
 
 
 def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
@@ -53,16 +49,108 @@ def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
 
 def evaluate_image(codec: Codec, name: str, img: np.ndarray) -> RDPoint:
     """Real bitstream: encode → container bytes → reconstruct; JPEG/WebP through Pillow."""
-    h, w = img.shape[:2]
-    padded = pad_to_multiple(img, codec.arch.multiple)
-    x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float().div(255)
-    blob = codec.encode(x, [(h, w)])[0].data
-    rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    bpp = 8 * len(blob) / (h * w)
+    bpp, quality = codec_point(codec, img)
     jpeg = _pil_curve(img, "JPEG")
-    return RDPoint(name, bpp, psnr(img, rec), _interp(jpeg, bpp),
+    return RDPoint(name, bpp, quality, _interp(jpeg, bpp),
                    _interp(_pil_curve(img, "WEBP"), bpp), jpeg[0][0])
 
 
 def load_rgb(path) -> np.ndarray:
     return np.asarray(to_rgb(Image.open(path)))
+
+
+# -- curves: several codec rate points beside JPEG and WebP, BD-rate, a plot ----------------------
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float:
+    """Bjøntegaard delta rate in percent: the average bitrate difference of ``test`` against
+    ``anchor`` at equal PSNR, over the PSNR range both cover (negative: ``test`` saves bits).
+
+    Each curve is (bpp, PSNR) points; log-rate is fitted as a polynomial in PSNR (cubic with four
+    or more points, lower with fewer) and the two fits are integrated over the overlap."""
+    def fit(points):
+        p = sorted(points, key=lambda t: t[1])
+        psnrs = np.array([t[1] for t in p])
+        log_r = np.log(np.array([t[0] for t in p]))
+        return np.polyfit(psnrs, log_r, min(3, len(p) - 1)), psnrs.min(), psnrs.max()
+
+    if len(anchor) < 2 or len(test) < 2:
+        return float("nan")
+    (pa, lo_a, hi_a), (pt, lo_t, hi_t) = fit(anchor), fit(test)
+    lo, hi = max(lo_a, lo_t), min(hi_a, hi_t)
+    if hi <= lo:
+        return float("nan")
+    ia, it = np.polyint(pa), np.polyint(pt)
+    avg_a = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
+    avg_t = (np.polyval(it, hi) - np.polyval(it, lo)) / (hi - lo)
+    return float((np.exp(avg_t - avg_a) - 1) * 100)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A named rate–distortion curve averaged over images (CompressAI's results layout)."""
+
+    name: str
+    bpp: list[float]
+    psnr: list[float]
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(zip(self.bpp, self.psnr, strict=True))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "results": {"bpp": self.bpp, "psnr": self.psnr}}
+
+
+def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float]:
+    """(bpp from the real container bytes, PSNR of the reconstruction) of one image."""
+    h, w = img.shape[:2]
+    padded = pad_to_multiple(img, codec.arch.multiple)
+    x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float() / 255
+    blob = codec.encode(x, [(h, w)])[0].data
+    rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    return 8 * len(blob) / (h * w), psnr(img, rec)
+
+
+def rd_curves(codecs: list[tuple[str, list[Codec]]], images: list[np.ndarray]) -> list[Curve]:
+    """One curve per named list of codecs (one point each, sorted by rate), then JPEG and WebP over
+    their quality range; every point is the mean bpp and mean PSNR over ``images``."""
+    curves = []
+    for name, members in codecs:
+        pts = sorted(tuple(np.mean([codec_point(c, im) for im in images], axis=0)) for c in members)
+        curves.append(Curve(name, [float(b) for b, _ in pts], [float(p) for _, p in pts]))
+    for fmt, name in (("JPEG", "JPEG (Pillow)"), ("WEBP", "WebP (Pillow)")):
+        per_q = np.array([[_pil_point(im, fmt, q) for q in QUALITIES] for im in images])  # [img, q, 2]
+        mean = per_q.mean(axis=0)
+        curves.append(Curve(name, [float(v) for v in mean[:, 0]], [float(v) for v in mean[:, 1]]))
+    return curves
+
+
+def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float]:
+    h, w = img.shape[:2]
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, fmt, quality=quality)
+    dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return 8 * buf.tell() / (h * w), psnr(img, dec)
+
+
+def plot_curves(curves: list[Curve], path, title: str) -> None:
+    """A PNG rate–distortion plot (bpp against PSNR), limited to the codecs' bpp range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = [c for c in curves if not c.name.endswith("(Pillow)")] or curves
+    hi = 1.25 * max(max(c.bpp) for c in ours)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for c in curves:
+        keep = [(b, p) for b, p in c.points() if b <= hi]
+        if keep:
+            ax.plot(*zip(*keep, strict=True), marker="o", markersize=3, label=c.name)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB, RGB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

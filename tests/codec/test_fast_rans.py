@@ -221,3 +221,16 @@ def test_fast_encoder_refuses_values_compressai_cannot_escape(default_codec):
     idx = np.zeros(4, np.int32)
     with pytest.raises(Exception, match="too far outside"):
         t.encode(np.array([0, 2**29, 0, 0], np.int32), idx)
+
+
+def test_decoder_start_table_is_a_lower_bound_of_every_bucket(default_codec):
+    """The decoder starts each symbol search at starts[t, cum >> 8] and steps up: exact only if
+    that entry is the last symbol whose CDF is <= the bucket's floor (checked for every table)."""
+    for em in (default_codec.model.gaussian_conditional, default_codec.model.entropy_bottleneck):
+        t = CdfTables(em).fast
+        floors = np.arange(fast_rans.LUT_SIZE) << fast_rans.LUT_SHIFT
+        for row, size, start in zip(t.cdf, t.sizes, t.starts, strict=True):
+            k = start.astype(np.int64)
+            assert (row[k] <= floors).all() and (k <= size - 2).all()
+            nxt = np.minimum(k + 1, size - 1)
+            assert ((row[nxt] > floors) | (k == size - 2)).all()

@@ -110,7 +110,8 @@ def test_bench_profiles_print_and_write_json(tmp_path):
     assert res.exit_code == 0, res.output
     assert "decode_y, fast path" in res.output and "ŷ decode ÷ JPEG decode" in res.output
     f = json.loads((tmp_path / "b.json").read_text())
-    assert set(f) == {"encode", "decode"} and f["decode"]["fast_decoder"] is True
+    assert set(f) == {"codec", "encode", "decode"} and f["decode"]["fast_decoder"] is True
+    assert f["codec"]["entropy_params"] == f["decode"]["entropy_params"]
 
 
 

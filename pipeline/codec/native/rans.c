@@ -27,6 +27,8 @@
 #define BYPASS_BITS 4
 #define BYPASS_MAX ((1 << BYPASS_BITS) - 1)
 #define RANS_L (1ull << 31)
+#define LUT_SHIFT 8 /* decoder start table: one entry per 2^8 of the 2^16 cumulative range */
+#define LUT_SIZE (1 << (PRECISION - LUT_SHIFT))
 
 enum {
     LS_OK = 0,
@@ -70,12 +72,15 @@ static inline int get_bits(state_t *s, uint32_t nbits, int32_t *val) {
  * cdfs:      [ntables, stride] int32, row t holds sizes[t] increasing entries, 0 ... 2^16
  * sizes:     [ntables] entries used per row (the last symbol, sizes[t] - 2, is the escape)
  * offsets:   [ntables] value of symbol 0
+ * starts:    [ntables, LUT_SIZE] where to start looking: row t, entry j holds the last k in
+ *            [0, sizes[t] - 2] with cdf[k] <= j << LUT_SHIFT (a lower bound of the answer for
+ *            every cum in bucket j); NULL searches by bisection alone
  * out:       [n] decoded values (symbol + offset)
  * Returns LS_OK or a negative error code; `out` is then incomplete.
  */
 int ls_rans_decode(const uint8_t *stream, int64_t nbytes, const int32_t *indexes, int64_t n,
                    const int32_t *cdfs, int32_t stride, const int32_t *sizes,
-                   const int32_t *offsets, int32_t ntables, int32_t *out) {
+                   const int32_t *offsets, int32_t ntables, const uint16_t *starts, int32_t *out) {
     state_t s = {0, stream, stream + nbytes};
     uint32_t lo, hi;
     if (read_word(&s, &lo) || read_word(&s, &hi)) return LS_SHORT_STREAM;
@@ -91,11 +96,20 @@ int ls_rans_decode(const uint8_t *stream, int64_t nbytes, const int32_t *indexes
         const int32_t max_value = size - 2;
         const uint32_t cum = (uint32_t)(s.x & mask);
 
-        /* the last k with cdf[k] <= cum (cdf[0] == 0 <= cum < 2^16 == cdf[size - 1]) */
-        int32_t a = 0, b = size - 1;
-        while (b - a > 1) {
-            const int32_t m = (a + b) >> 1;
-            if ((uint32_t)cdf[m] <= cum) a = m; else b = m;
+        /* the last k in [0, size - 2] with cdf[k] <= cum (cdf[0] == 0 <= cum < 2^16 == cdf[size - 1]) */
+        int32_t a;
+        if (starts) {
+            /* from the bucket's lower bound, step up: most symbols are found at once */
+            a = starts[(int64_t)t * LUT_SIZE + (cum >> LUT_SHIFT)];
+            if (a > size - 2) return LS_BAD_INDEX;
+            while (a < size - 2 && (uint32_t)cdf[a + 1] <= cum) ++a;
+        } else {
+            int32_t b = size - 1;
+            a = 0;
+            while (b - a > 1) {
+                const int32_t m = (a + b) >> 1;
+                if ((uint32_t)cdf[m] <= cum) a = m; else b = m;
+            }
         }
         const uint64_t start = (uint64_t)cdf[a], freq = (uint64_t)(cdf[a + 1] - cdf[a]);
         s.x = freq * (s.x >> PRECISION) + (s.x & mask) - start;
