@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint default-codec clean
+.PHONY: help install test test-all demo bench lint default-codec mean-scale-codec clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,12 +36,34 @@ bench: $(STAMP) ## Measure conversion stages, convert and loader throughput, def
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check pipeline jobs tests
 
-default-codec: $(STAMP) ## Retrain the bundled default codec (about 80 min on one CPU core), then evaluate it
+# The bundled codecs: scale-only hyperpriors (N=64, M=96) at three λ, warm-started from the
+# bundled mean-scale codec's g_a / g_s / h_a, each then given an exact integer h_s.
+CODEC_TRAIN := --arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 \
+	--threads 1 --init-from pipeline/codec/weights/mbt2018-mean.pt
+WEIGHTS := pipeline/codec/weights
+
+default-codec: $(STAMP) ## Retrain the three bundled codecs (about 70 min each on one core; JOBS=3 runs them at once), evaluate
+	$(MAKE) -j$${JOBS:-1} runs/default-float.pt runs/low-rate-float.pt runs/high-rate-float.pt
+	$(BIN)/latents integerize runs/default-float.pt $(WEIGHTS)/default.pt --threads 1
+	$(BIN)/latents integerize runs/low-rate-float.pt $(WEIGHTS)/low-rate.pt --threads 1
+	$(BIN)/latents integerize runs/high-rate-float.pt $(WEIGHTS)/high-rate.pt --threads 1
+	$(BIN)/latents eval-codec --plot runs/rd-holdout.png --output runs/rd-holdout.json
+	$(BIN)/latents eval-codec --all-photos --plot runs/rd-all.png --output runs/rd-all.json
+
+runs/default-float.pt:
 	mkdir -p runs
-	$(BIN)/latents train-codec runs/default.pt --arch mbt2018-mean --N 64 --M 96 --lmbda 0.013 \
-		--steps 15300 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 --threads 1
-	cp runs/default.pt pipeline/codec/weights/default.pt
-	$(BIN)/latents eval-codec --all-photos
+	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.013 --steps 22000
+
+runs/low-rate-float.pt:
+	mkdir -p runs
+	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.004 --steps 12000
+
+runs/high-rate-float.pt:
+	mkdir -p runs
+	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.07 --steps 12000
+
+mean-scale-codec: $(STAMP) ## Re-derive the bundled mean-scale codec's integer h_s from its float weights
+	$(BIN)/latents integerize $(WEIGHTS)/mbt2018-mean.pt $(WEIGHTS)/mbt2018-mean.pt --threads 1
 
 clean: ## Remove .venv and demo output
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -242,6 +242,8 @@ def eval_codec_cmd(
     checkpoint: list[str] = typer.Option(None, help="Codec checkpoint(s), one curve point each (default: "
                                          "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
     arch: str = typer.Option(None), all_photos: bool = typer.Option(False, help="Not only held-out."),
+    baseline: list[str] = typer.Option(None, help="Other codec(s) to compare at their own rate: the "
+                                       "curve's PSNR at the same bpp (e.g. bundled:mbt2018-mean)."),
     plot: Path = typer.Option(None, help="Write the rate–distortion plot (PNG) here."),
     output: Path = typer.Option(None, help="Also write the figures as JSON here (CompressAI's results "
                                 "layout under 'curves')."),
@@ -262,7 +264,8 @@ def eval_codec_cmd(
         pts = {spec: [evaluate_image(c, p.name, im) for p, im in zip(photos, images, strict=True)]
                for spec, c in zip(specs, codecs, strict=True)}
         name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs}))
-        curves = rd_curves([(name, codecs)], images)
+        others = [(b, [load_codec(_codec_spec(b, None, None, False))]) for b in baseline or []]
+        curves = rd_curves([(name, codecs), *others], images)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
     t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
@@ -279,7 +282,7 @@ def eval_codec_cmd(
         t.add_row(spec, "[bold]mean", f"{mean['codec_bpp']:.3f}", f"{mean['codec_psnr']:.2f}",
                   f"{mean['jpeg_psnr_at_bpp']:.2f}", f"{mean['webp_psnr_at_bpp']:.2f}", "")
     console.print(t)
-    ours, jpeg, webp = curves
+    ours, *base_curves, jpeg, webp = curves
     bd = {"JPEG": bd_rate(jpeg.points(), ours.points()), "WebP": bd_rate(webp.points(), ours.points())}
     c = Table(title=f"curve over {len(images)} photo(s): mean bpp and PSNR per rate point")
     c.add_column("point")
@@ -289,6 +292,14 @@ def eval_codec_cmd(
         c.add_row(spec, f"{b:.3f}", f"{q:.2f}")
     for k, v in bd.items():
         c.add_row(f"BD-rate against {k}", "" if np.isnan(v) else f"{v:+.1f}%", "")
+    at_baseline = {}
+    for bc in base_curves:
+        b, q = bc.points()[0]
+        mine = float(np.interp(b, ours.bpp, ours.psnr, left=np.nan, right=np.nan))
+        at_baseline[bc.name] = {"bpp": b, "psnr": q, "curve_psnr_at_bpp": mine}
+        c.add_row(f"{bc.name} (baseline)", f"{b:.3f}", f"{q:.2f}")
+        c.add_row("  the curve at that bpp", f"{b:.3f}",
+                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - q:+.2f} dB)")
     console.print(c)
     if plot:
         where = "all colour photos" if all_photos else "held-out photos"
@@ -297,7 +308,7 @@ def eval_codec_cmd(
     if output:
         output.write_text(json.dumps({"points": {s: [p.to_json() for p in r] for s, r in pts.items()},
                                       "mean": means, "curves": [cv.to_json() for cv in curves],
-                                      "bd_rate_percent": bd}, indent=2))
+                                      "bd_rate_percent": bd, "baselines": at_baseline}, indent=2))
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models straight from latent shards.")

@@ -205,6 +205,11 @@ class IntegerHyperSynthesis:
                        lay.divisor.double()[:, None])
                       for lay, dt in zip(layers, self.gemm_dtypes, strict=True)]
 
+    def to(self, device: str | torch.device) -> IntegerHyperSynthesis:
+        """Run the GEMMs on ``device`` (same integers anywhere: the bound makes them exact)."""
+        self._mats = [tuple(t.to(device) for t in m) for m in self._mats]
+        return self
+
     # -- persistence ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {"version": torch.tensor(FORMAT_VERSION),
@@ -286,7 +291,7 @@ class IntegerHyperSynthesis:
     def __call__(self, z_sym, gemm_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(CDF indexes int32 ``[B, M, H, W]``, means float64 or None): means are integers / 2^8,
         so ``symbols + μ`` is exact in float32 for every symbol below 2^15 in magnitude."""
-        out = self.run(z_sym, gemm_dtype)
+        out = self.run(z_sym, gemm_dtype).cpu()
         scales = out[:, : self.scale_channels].clamp(0, SCALE_MAX).to(torch.int64)
         idx = self.lut[scales].numpy()
         if not self.mean_channels:

@@ -84,14 +84,13 @@ def test_same_integers_on_cuda(int_pair):  # pragma: no cover - GPU machines onl
     _, ick = int_pair
     hs = codec_from_checkpoint(ick).entropy
     z = torch.randint(-hs.in_clip, hs.in_clip + 1, (4, 16, 3, 4), dtype=torch.int32)
+    cpu_idx, cpu_means = hs(z)
     cpu = hs.run(z)
-    saved = hs._mats
-    hs._mats = [tuple(t.cuda() for t in m) for m in saved]
-    try:
-        gpu = hs.run(z.cuda()).cpu()
-    finally:
-        hs._mats = saved
-    assert torch.equal(cpu, gpu)
+    hs.to("cuda")
+    gpu = hs.run(z.cuda()).cpu()
+    gpu_idx, gpu_means = hs(z.cuda())
+    assert torch.equal(cpu, gpu) and np.array_equal(cpu_idx, gpu_idx)
+    assert (cpu_means is None and gpu_means is None) or np.array_equal(cpu_means, gpu_means)
 
 
 def test_integer_h_s_round_trips_and_decodes_exactly_in_another_process(int_pair, tmp_path):
