@@ -47,7 +47,8 @@ def test_eval_codec_curve_of_several_checkpoints(tmp_path):
         paths.append(tmp_path / f"c{i}.pt")
         checkpoint.save(ck, str(paths[i]))
     args = ["eval-codec", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
-            "--baseline", str(paths[2]), "--plot", str(tmp_path / "rd.png"), "--output", str(tmp_path / "rd.json")]
+            "--baseline", str(paths[2]), "--plot", str(tmp_path / "rd.png"),
+            "--output", str(tmp_path / "rd.json")]
     res = CliRunner().invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "BD-rate against JPEG" in res.output and "the curve at that bpp" in res.output
