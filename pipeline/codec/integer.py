@@ -216,7 +216,8 @@ class IntegerHyperSynthesis:
               "config": torch.tensor([self.in_clip, self.scale_channels, self.mean_channels,
                                       len(self.layers)])}
         for i, lay in enumerate(self.layers):
-            sd[f"layers.{i}.kernel"] = lay.kernel.to(torch.int32)
+            small = int(lay.kernel.abs().max()) < 2**31
+            sd[f"layers.{i}.kernel"] = lay.kernel.to(torch.int32 if small else torch.int64)
             sd[f"layers.{i}.bias"] = lay.bias.to(torch.int64)
             sd[f"layers.{i}.divisor"] = lay.divisor.to(torch.int64)
             sd[f"layers.{i}.meta"] = torch.tensor([lay.upsample, ACTS[lay.act], lay.leak, lay.lo, lay.hi])

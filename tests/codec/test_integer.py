@@ -233,3 +233,25 @@ def test_fine_tuning_keeps_the_best_validated_network():
     x = _batch(1, seed=4)
     blob = codec.encode(x, [(192, 256)])[0].data
     assert torch.equal(codec.decode_y(blob), codec_from_checkpoint(ick).decode_y(blob))
+
+
+def test_hand_made_checkpoint_over_the_bounds(int_pair, tmp_path):
+    """A checkpoint whose first integer layer is scaled past 2^24 loads with that layer in float64
+    and codes round trip; scaled past 2^53 it is refused when loading, with the reason."""
+    _, ick = int_pair
+    base = ick.integer_h_s
+    bound0 = codec_from_checkpoint(ick).entropy.bounds[0]
+    for factor, ok in ((2**25 // bound0 + 2, True), (2**54 // bound0 + 2, False)):
+        ints = {**base, "layers.0.kernel": base["layers.0.kernel"].long() * factor,
+                "layers.0.bias": base["layers.0.bias"] * factor,
+                "layers.0.divisor": base["layers.0.divisor"] * factor}
+        ck = checkpoint.Checkpoint(ick.arch, ick.N, ick.M, ick.state_dict, integer_h_s=ints)
+        checkpoint.save(ck, str(tmp_path / "over.pt"))
+        if not ok:
+            with pytest.raises(CodecError, match="beyond what float64 holds exactly"):
+                load_codec(CodecSpec(checkpoint=str(tmp_path / "over.pt")))
+            continue
+        codec = load_codec(CodecSpec(checkpoint=str(tmp_path / "over.pt")))
+        assert codec.entropy.gemm_dtypes[0] == torch.float64 and codec.entropy.bounds[0] >= EXACT_FP32
+        blob = codec.encode(_batch(1, seed=9), [(192, 256)])[0].data
+        assert codec.decode_y(blob).shape[0] == ick.M
