@@ -169,7 +169,7 @@ def hyper_synthesis(model: torch.nn.Module, arch: Architecture, N: int, M: int,
     hs = IntegerHyperSynthesis.from_state_dict(integer_h_s, gc.scale_table.detach().cpu().numpy(),
                                                float(gc.lower_bound_scale.bound.item()), where)
     want = (N, M, M if arch.family == MEAN_SCALE_HYPERPRIOR else 0)
-    got = (hs.layers[0].kernel.shape[1], hs.scale_channels, hs.mean_channels)
+    got = (hs.z_channels, hs.scale_channels, hs.mean_channels)
     if got != want:
         raise CodecError(f"{where}: its integer h_s maps {got[0]} z channels to {got[1]} scales and "
                          f"{got[2]} means; {arch.name} N={N} M={M} needs {want}")

@@ -25,8 +25,10 @@ TF32, no reduced-precision reductions). A layer over 2^24 runs its GEMM in float
 below 2^53); a layer over that is refused. Rounding divisions, clips and the table lookup
 are exact integer operations (float64 on integers below 2^53).
 
-ẑ's medians are folded into the first layer's bias (per output phase: exact away from the
-border, where fewer taps land), so the network's input is the integer z symbols.
+ẑ's medians are folded into the first layer as the kernel of an extra all-ones input channel
+(Σ over z channels of kernel · median, per tap): zero padding then drops exactly the taps
+that fall outside the grid, as it does for ẑ itself, so the network's input is the integer
+z symbols and the fold is exact at the borders too.
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ class FloatLayer:
     upsample: int  # r: 1 or 2
     act: str  # relu | leaky | none
     leak: int = 0  # 1 / negative slope, for leaky
+    ones_input: bool = False  # an all-ones input channel follows the real ones (folded medians)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ones_input:
+            x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
         v = F.conv2d(x, self.kernel.to(x.dtype), self.bias.to(x.dtype), padding=1)
         if self.upsample > 1:
             v = F.pixel_shuffle(v, self.upsample)
@@ -176,11 +181,13 @@ class IntegerHyperSynthesis:
     id = ENTROPY_PARAMS
 
     def __init__(self, layers: list[IntLayer], in_clip: int, scale_channels: int, mean_channels: int,
-                 scale_table: np.ndarray, scale_bound: float):
+                 scale_table: np.ndarray, scale_bound: float, ones_input: bool = False):
         if not layers:
             raise CodecError("integer h_s has no layers")
         self.layers = layers
         self.in_clip = int(in_clip)
+        self.ones_input = bool(ones_input)
+        self.z_channels = layers[0].kernel.shape[1] - int(self.ones_input)
         self.scale_channels = scale_channels
         self.mean_channels = mean_channels
         self.bounds: list[int] = []
@@ -214,7 +221,7 @@ class IntegerHyperSynthesis:
     def state_dict(self) -> dict[str, torch.Tensor]:
         sd = {"version": torch.tensor(FORMAT_VERSION),
               "config": torch.tensor([self.in_clip, self.scale_channels, self.mean_channels,
-                                      len(self.layers)])}
+                                      len(self.layers), int(self.ones_input)])}
         for i, lay in enumerate(self.layers):
             small = int(lay.kernel.abs().max()) < 2**31
             sd[f"layers.{i}.kernel"] = lay.kernel.to(torch.int32 if small else torch.int64)
@@ -237,10 +244,10 @@ class IntegerHyperSynthesis:
             raise CodecError(f"{where}: integer h_s format {int(sd['version'])} is not supported "
                              f"(this latent-shards reads {FORMAT_VERSION}); upgrade latent-shards")
         cfg = need("config").reshape(-1).tolist()
-        if len(cfg) != 4:
-            raise CodecError(f"{where}: integer h_s config has {len(cfg)} fields, expected 4")
-        in_clip, sc, mc, n = (int(v) for v in cfg)
-        if not (0 < n <= 16 and 0 < in_clip < 2**20 and sc > 0 and mc >= 0):
+        if len(cfg) != 5:
+            raise CodecError(f"{where}: integer h_s config has {len(cfg)} fields, expected 5")
+        in_clip, sc, mc, n, ones = (int(v) for v in cfg)
+        if not (0 < n <= 16 and 0 < in_clip < 2**20 and sc > 0 and mc >= 0 and ones in (0, 1)):
             raise CodecError(f"{where}: integer h_s config {cfg} is out of range")
         inv = {v: k for k, v in ACTS.items()}
         layers, c_in = [], None
@@ -263,7 +270,7 @@ class IntegerHyperSynthesis:
             c_in = k.shape[0] // (up * up)
         if c_in != sc + mc:
             raise CodecError(f"{where}: integer h_s ends in {c_in} channels, expected {sc} + {mc}")
-        return cls(layers, in_clip, sc, mc, scale_table, scale_bound)
+        return cls(layers, in_clip, sc, mc, scale_table, scale_bound, bool(ones))
 
     # -- evaluation -------------------------------------------------------------------------------
     def run(self, z_sym: torch.Tensor | np.ndarray, gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -272,6 +279,8 @@ class IntegerHyperSynthesis:
         ``gemm_dtype`` forces float32 or float64 GEMMs where float32 is exact (tests: both give
         the same integers); a layer over the float32 bound always runs in float64."""
         x = torch.as_tensor(z_sym).to(torch.float32).clamp_(-self.in_clip, self.in_clip)
+        if self.ones_input:  # the folded medians' channel
+            x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
         with ieee_matmul():
             for lay, (kmat, bias, div), dt in zip(self.layers, self._mats, self.gemm_dtypes, strict=True):
                 dt = gemm_dtype if gemm_dtype is not None and dt == torch.float32 else dt
@@ -303,10 +312,13 @@ class IntegerHyperSynthesis:
 
 # -- post-training quantisation ---------------------------------------------------------------------
 def fold_medians(first: FloatLayer, medians: torch.Tensor) -> FloatLayer:
-    """The first layer on z symbols instead of ẑ = symbols + medians: Σ_taps K·median moved into
-    each output phase's bias (exact wherever every tap lands inside the grid)."""
-    extra = (first.kernel.double() * medians.double().view(1, -1, 1, 1)).sum((1, 2, 3))
-    return FloatLayer(first.kernel, first.bias.double() + extra, first.upsample, first.act, first.leak)
+    """The first layer on z symbols instead of ẑ = symbols + medians: an extra all-ones input
+    channel whose kernel is Σ_c kernel[:, c]·median_c, so padding drops it exactly where it
+    drops ẑ's taps (the same function as on ẑ, borders included)."""
+    k = first.kernel.double()
+    extra = (k * medians.double().view(1, -1, 1, 1)).sum(1, keepdim=True)
+    return FloatLayer(torch.cat([k, extra], 1), first.bias.double(), first.upsample, first.act, first.leak,
+                      ones_input=True)
 
 
 @torch.no_grad()
@@ -406,4 +418,5 @@ def quantize(h_s: nn.Module, medians: torch.Tensor, z_sym: torch.Tensor, scale_c
     scales = [*activation_scales(layers, z), last]
     scales = fit_scales(layers, scales, in_clip)
     ints = integerize_layers(layers, scales, in_clip, scale_channels, mean_channels)
-    return IntegerHyperSynthesis(ints, in_clip, scale_channels, mean_channels, scale_table, scale_bound)
+    return IntegerHyperSynthesis(ints, in_clip, scale_channels, mean_channels, scale_table, scale_bound,
+                                 layers[0].ones_input)

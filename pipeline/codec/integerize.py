@@ -59,6 +59,7 @@ class _QatHS(torch.nn.Module):
         self.scales = [s.float() for s in scales]
         self.divisors = [i.divisor.float() for i in ints]
         self.in_clip = in_clip
+        self.ones_input = layers[0].ones_input
 
     def effective(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         up = self.specs[i][0]
@@ -70,6 +71,8 @@ class _QatHS(torch.nn.Module):
 
     def forward(self, z_sym: torch.Tensor) -> torch.Tensor:
         x = z_sym.float().clamp(-self.in_clip, self.in_clip)
+        if self.ones_input:
+            x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
         for i, (up, act, leak, lo, hi) in enumerate(self.specs):
             k, b = self.effective(i)
             v = F.conv2d(x, _ste_round(k), _ste_round(b), padding=1)
@@ -82,8 +85,10 @@ class _QatHS(torch.nn.Module):
         return x
 
     def to_float_layers(self) -> list[integer.FloatLayer]:
-        return [integer.FloatLayer(k.detach().double(), b.detach().double(), up, act, leak)
-                for k, b, (up, act, leak, _, _) in zip(self.kernels, self.biases, self.specs, strict=True)]
+        return [integer.FloatLayer(k.detach().double(), b.detach().double(), up, act, leak,
+                                   ones_input=self.ones_input and i == 0)
+                for i, (k, b, (up, act, leak, _, _)) in enumerate(zip(self.kernels, self.biases, self.specs,
+                                                                      strict=True))]
 
 
 def _gaussian_bits(values: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -169,7 +174,8 @@ def integerize(ckpt: Checkpoint, images: list[torch.Tensor], cfg: IntegerizeConf
     if cfg.steps:
         ints, history = _fine_tune(layers, scales, ints, in_clip, y, z, ids, m, mean, scale_bound, cfg,
                                    on_log)
-    hs = integer.IntegerHyperSynthesis(ints, in_clip, m, m if mean else 0, scale_table, scale_bound)
+    hs = integer.IntegerHyperSynthesis(ints, in_clip, m, n_mean, scale_table, scale_bound,
+                                       ones_input=layers[0].ones_input)
     meta = {**ckpt.metadata, "integer_h_s": {"method": "post-training quantisation + rate fine-tune",
                                              "config": asdict(cfg), "bounds": hs.bounds,
                                              "fine_tune": history}}

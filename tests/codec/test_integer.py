@@ -46,6 +46,14 @@ def test_integer_layers_compute_compressais_h_s(arch):
     for layer in integer.float_layers(model.h_s):
         x = layer.forward(x)
     assert torch.allclose(x, model.h_s(z), atol=1e-10)
+    # medians folded into an all-ones input channel: the same function on the symbols, borders too
+    medians = torch.randn(16, dtype=torch.float64)
+    layers = integer.float_layers(model.h_s)
+    layers[0] = integer.fold_medians(layers[0], medians)
+    x = z.round()
+    for layer in layers:
+        x = layer.forward(x)
+    assert torch.allclose(x, model.h_s(z.round() + medians.view(1, -1, 1, 1)), atol=1e-10)
 
 
 def test_same_indexes_and_y_hat_on_every_path(int_pair):
