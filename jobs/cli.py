@@ -203,6 +203,7 @@ def integerize_cmd(
         photo_tensors,
         rate_costs,
         strip_integer,
+        total_cost,
     )
     from pipeline.codec.load import codec_from_checkpoint
 
@@ -226,7 +227,7 @@ def integerize_cmd(
         name = "held out" if held else "training"
         for r in rows:
             t.add_row(r.image, name, f"{r.float_bytes:,}", f"{r.integer_bytes:,}", f"{100 * r.cost:+.2f}%")
-        total = sum(r.integer_bytes for r in rows) / sum(r.float_bytes for r in rows) - 1
+        total = total_cost(rows)
         summary[name] = total
         t.add_row(f"[bold]all {name}", "", "", "", f"[bold]{100 * total:+.2f}%")
     console.print(t)
@@ -253,62 +254,49 @@ def eval_codec_cmd(
     import numpy as np
 
     from pipeline.codec.load import BUNDLED_CURVE, bundled_present, load_codec
-    from pipeline.eval.rd import bd_rate, evaluate_image, load_rgb, plot_curves, rd_curves
+    from pipeline.eval.rd import evaluate_codecs, load_rgb, plot_curves
     from pipeline.photos import bundled_photos
 
     specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
     try:
-        codecs = [load_codec(_codec_spec(c, arch, None, False)) for c in specs]
-        photos = [p for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
-        images = [load_rgb(p.path) for p in photos]
-        pts = {spec: [evaluate_image(c, p.name, im) for p, im in zip(photos, images, strict=True)]
-               for spec, c in zip(specs, codecs, strict=True)}
-        name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs}))
-        others = [(b, [load_codec(_codec_spec(b, None, None, False))]) for b in baseline or []]
-        curves = rd_curves([(name, codecs), *others], images)
+        codecs = {c: load_codec(_codec_spec(c, arch, None, False)) for c in specs}
+        others = {b: load_codec(_codec_spec(b, None, None, False)) for b in baseline or []}
+        images = [(p.name, load_rgb(p.path))
+                  for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+        name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
+        rep = evaluate_codecs(codecs, images, name, others)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)
     t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
     for c in ("codec", "image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
         t.add_column(c)
-    means = {}
-    for spec, rows in pts.items():
+    for spec, rows in rep.points.items():
         for p in rows:
             t.add_row(spec, p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.jpeg_psnr_at_bpp:.2f}",
                       f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
-        mean = {k: float(np.nanmean([getattr(p, k) for p in rows]))
-                for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
-        means[spec] = mean
-        t.add_row(spec, "[bold]mean", f"{mean['codec_bpp']:.3f}", f"{mean['codec_psnr']:.2f}",
-                  f"{mean['jpeg_psnr_at_bpp']:.2f}", f"{mean['webp_psnr_at_bpp']:.2f}", "")
+        m = rep.means[spec]
+        t.add_row(spec, "[bold]mean", f"{m['codec_bpp']:.3f}", f"{m['codec_psnr']:.2f}",
+                  f"{m['jpeg_psnr_at_bpp']:.2f}", f"{m['webp_psnr_at_bpp']:.2f}", "")
     console.print(t)
-    ours, *base_curves, jpeg, webp = curves
-    bd = {"JPEG": bd_rate(jpeg.points(), ours.points()), "WebP": bd_rate(webp.points(), ours.points())}
     c = Table(title=f"curve over {len(images)} photo(s): mean bpp and PSNR per rate point")
-    c.add_column("point")
-    c.add_column("bpp", justify="right")
-    c.add_column("PSNR", justify="right")
-    for spec, (b, q) in zip(sorted(specs, key=lambda s: means[s]["codec_bpp"]), ours.points(), strict=True):
+    for col in ("point", "bpp", "PSNR"):
+        c.add_column(col, justify="left" if col == "point" else "right")
+    for spec, (b, q) in zip(rep.members, rep.curve.points(), strict=True):
         c.add_row(spec, f"{b:.3f}", f"{q:.2f}")
-    for k, v in bd.items():
+    for k, v in rep.bd_rate.items():
         c.add_row(f"BD-rate against {k}", "" if np.isnan(v) else f"{v:+.1f}%", "")
-    at_baseline = {}
-    for bc in base_curves:
-        b, q = bc.points()[0]
-        mine = float(np.interp(b, ours.bpp, ours.psnr, left=np.nan, right=np.nan))
-        at_baseline[bc.name] = {"bpp": b, "psnr": q, "curve_psnr_at_bpp": mine}
-        c.add_row(f"{bc.name} (baseline)", f"{b:.3f}", f"{q:.2f}")
-        c.add_row("  the curve at that bpp", f"{b:.3f}",
-                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - q:+.2f} dB)")
+    for spec, a in rep.at_baselines.items():
+        mine = a["curve_psnr_at_bpp"]
+        c.add_row(f"{spec} (baseline)", f"{a['bpp']:.3f}", f"{a['psnr']:.2f}")
+        c.add_row("  the curve at that bpp", f"{a['bpp']:.3f}",
+                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - a['psnr']:+.2f} dB)")
     console.print(c)
     if plot:
         where = "all colour photos" if all_photos else "held-out photos"
-        plot_curves(curves, plot, f"{where} ({len(images)})")
+        plot_curves(rep.curves, plot, f"{where} ({len(images)})")
         console.print(f"wrote {plot}")
     if output:
-        output.write_text(json.dumps({"points": {s: [p.to_json() for p in r] for s, r in pts.items()},
-                                      "mean": means, "curves": [cv.to_json() for cv in curves],
-                                      "bd_rate_percent": bd, "baselines": at_baseline}, indent=2))
+        output.write_text(json.dumps(rep.to_json(), indent=2))
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models straight from latent shards.")

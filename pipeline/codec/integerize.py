@@ -270,6 +270,11 @@ class RateCost:
         return self.integer_bytes / self.float_bytes - 1
 
 
+def total_cost(rows: list[RateCost]) -> float:
+    """Relative rate increase of the integer h_s over all of ``rows``' bytes."""
+    return sum(r.integer_bytes for r in rows) / sum(r.float_bytes for r in rows) - 1
+
+
 def rate_costs(float_codec, integer_codec, images: list[tuple[str, torch.Tensor]]) -> list[RateCost]:
     """Real container bytes of each image (padded to the codec's multiple) under both codecs."""
     out = []

@@ -110,18 +110,61 @@ def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float]:
     return 8 * len(blob) / (h * w), psnr(img, rec)
 
 
-def rd_curves(codecs: list[tuple[str, list[Codec]]], images: list[np.ndarray]) -> list[Curve]:
-    """One curve per named list of codecs (one point each, sorted by rate), then JPEG and WebP over
-    their quality range; every point is the mean bpp and mean PSNR over ``images``."""
-    curves = []
-    for name, members in codecs:
-        pts = sorted(tuple(np.mean([codec_point(c, im) for im in images], axis=0)) for c in members)
-        curves.append(Curve(name, [float(b) for b, _ in pts], [float(p) for _, p in pts]))
+def reference_curves(images: list[np.ndarray]) -> list[Curve]:
+    """JPEG and WebP through Pillow over ``QUALITIES``: mean bpp and mean PSNR per quality."""
+    out = []
     for fmt, name in (("JPEG", "JPEG (Pillow)"), ("WEBP", "WebP (Pillow)")):
-        per_q = np.array([[_pil_point(im, fmt, q) for q in QUALITIES] for im in images])  # [img, q, 2]
-        mean = per_q.mean(axis=0)
-        curves.append(Curve(name, [float(v) for v in mean[:, 0]], [float(v) for v in mean[:, 1]]))
-    return curves
+        mean = np.array([[_pil_point(im, fmt, q) for q in QUALITIES] for im in images]).mean(axis=0)
+        out.append(Curve(name, [float(v) for v in mean[:, 0]], [float(v) for v in mean[:, 1]]))
+    return out
+
+
+def _mean_point(rows: list[RDPoint]) -> dict:
+    return {k: float(np.nanmean([getattr(p, k) for p in rows]))
+            for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
+
+
+@dataclass
+class CurveReport:
+    """Codecs as one R-D curve beside JPEG and WebP, with BD-rates and baselines at their rate."""
+
+    points: dict[str, list[RDPoint]]  # per codec (curve members, then baselines), per image
+    means: dict[str, dict]
+    curve: Curve  # the codecs' mean points, by rate
+    members: list[str]  # the codec behind each curve point, in the same order
+    baselines: list[Curve]  # one single-point curve per baseline codec
+    references: list[Curve]  # JPEG, WebP
+    bd_rate: dict[str, float]  # percent, against each reference
+    at_baselines: dict[str, dict]  # baseline point and the curve's PSNR at its bpp
+
+    @property
+    def curves(self) -> list[Curve]:
+        return [self.curve, *self.baselines, *self.references]
+
+    def to_json(self) -> dict:
+        return {"points": {s: [p.to_json() for p in r] for s, r in self.points.items()}, "mean": self.means,
+                "curves": [c.to_json() for c in self.curves], "bd_rate_percent": self.bd_rate,
+                "baselines": self.at_baselines}
+
+
+def evaluate_codecs(codecs: dict[str, Codec], images: list[tuple[str, np.ndarray]], name: str,
+                    baselines: dict[str, Codec] | None = None) -> CurveReport:
+    """Every codec on every image (real bitstreams), the codecs as one curve, JPEG and WebP."""
+    baselines = baselines or {}
+    points = {spec: [evaluate_image(c, n, im) for n, im in images]
+              for spec, c in {**codecs, **baselines}.items()}
+    means = {spec: _mean_point(rows) for spec, rows in points.items()}
+    members = sorted(codecs, key=lambda s: means[s]["codec_bpp"])
+    curve = Curve(name, [means[s]["codec_bpp"] for s in members], [means[s]["codec_psnr"] for s in members])
+    refs = reference_curves([im for _, im in images])
+    bd = {r.name.split(" ")[0]: bd_rate(r.points(), curve.points()) for r in refs}
+    base_curves, at = [], {}
+    for spec in baselines:
+        b, q = means[spec]["codec_bpp"], means[spec]["codec_psnr"]
+        base_curves.append(Curve(spec, [b], [q]))
+        mine = float(np.interp(b, curve.bpp, curve.psnr, left=np.nan, right=np.nan))
+        at[spec] = {"bpp": b, "psnr": q, "curve_psnr_at_bpp": mine}
+    return CurveReport(points, means, curve, members, base_curves, refs, bd, at)
 
 
 def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float]:
