@@ -22,7 +22,8 @@ partial sum of the GEMM is an integer float32 represents exactly, so any summati
 thread count, batch size, BLAS or GPU gives the same result; the GEMM is an explicit
 ``unfold`` + ``matmul`` (never a Winograd or FFT convolution) at full float32 precision (no
 TF32, no reduced-precision reductions). A layer over 2^24 runs its GEMM in float64 (exact
-below 2^53); a layer over that is refused. Rounding divisions, clips and the table lookup
+below 2^53; the limit is 2^52, leaving room for the rounding offset); a layer over that is
+refused. Rounding divisions, clips and the table lookup
 are exact integer operations (float64 on integers below 2^53).
 
 ẑ's medians are folded into the first layer as the kernel of an extra all-ones input channel
@@ -48,7 +49,7 @@ from pipeline.errors import CodecError
 ENTROPY_PARAMS = "h_s/integer-gemm/fixed8-lut-v1"
 FORMAT_VERSION = 1
 EXACT_FP32 = 2**24  # every integer of magnitude below this is a float32
-EXACT_FP64 = 2**53
+EXACT_FP64 = 2**52  # float64 holds every integer below 2^53; the rounding offset ⌊D/2⌋ needs a bit
 ACT_MAX = 255  # hidden activations: 8 bits (and a sign for leaky layers)
 FIXED_BITS = 8  # σ and μ leave the last layer as integer / 2^8
 SCALE_MAX = 256 << FIXED_BITS  # σ·2^8 is clipped to 0…SCALE_MAX before the table lookup
@@ -199,7 +200,7 @@ class IntegerHyperSynthesis:
             if b >= EXACT_FP64:
                 raise CodecError(
                     f"integer h_s layer {i}: its partial sums reach {b} (Σ|kernel|·{in_max} + |bias|), "
-                    "beyond what float64 holds exactly (2^53); this checkpoint cannot decode exactly")
+                    "beyond what float64 computes exactly (2^52); this checkpoint cannot decode exactly")
             self.gemm_dtypes.append(torch.float32 if b < EXACT_FP32 else torch.float64)
             in_max = max(abs(layer.lo), abs(layer.hi))
         # CompressAI's index: #{table[:-1] < max(σ, bound)}; σ = q / 2^8 and the table values

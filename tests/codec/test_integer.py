@@ -171,8 +171,8 @@ def test_layer_over_the_float32_bound_runs_in_float64_and_stays_exact():
 
 
 def test_layer_over_the_float64_bound_is_refused():
-    with pytest.raises(CodecError, match="2\\^53"):
-        _one_layer(2**53 // 255 + 1, 0, 1)
+    with pytest.raises(CodecError, match="2\\^52"):
+        _one_layer(2**52 // 255 + 1, 0, 1)
 
 
 def test_damaged_integer_h_s_is_a_clear_error(int_pair, tmp_path):
@@ -245,7 +245,7 @@ def test_fine_tuning_keeps_the_best_validated_network():
 
 def test_hand_made_checkpoint_over_the_bounds(int_pair, tmp_path):
     """A checkpoint whose first integer layer is scaled past 2^24 loads with that layer in float64
-    and codes round trip; scaled past 2^53 it is refused when loading, with the reason."""
+    and codes round trip; scaled past 2^52 it is refused when loading, with the reason."""
     _, ick = int_pair
     base = ick.integer_h_s
     bound0 = codec_from_checkpoint(ick).entropy.bounds[0]
@@ -256,7 +256,7 @@ def test_hand_made_checkpoint_over_the_bounds(int_pair, tmp_path):
         ck = checkpoint.Checkpoint(ick.arch, ick.N, ick.M, ick.state_dict, integer_h_s=ints)
         checkpoint.save(ck, str(tmp_path / "over.pt"))
         if not ok:
-            with pytest.raises(CodecError, match="beyond what float64 holds exactly"):
+            with pytest.raises(CodecError, match="beyond what float64 computes exactly"):
                 load_codec(CodecSpec(checkpoint=str(tmp_path / "over.pt")))
             continue
         codec = load_codec(CodecSpec(checkpoint=str(tmp_path / "over.pt")))
