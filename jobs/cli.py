@@ -240,7 +240,8 @@ def integerize_cmd(
 
 @app.command("eval-codec")
 def eval_codec_cmd(
-    checkpoint: list[str] = typer.Option(None, help="Codec checkpoint(s), one curve point each (default: "
+    checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c",
+                                         help="Codec checkpoint(s), one curve point each (default: "
                                          "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
     arch: str = typer.Option(None), all_photos: bool = typer.Option(False, help="Not only held-out."),
     baseline: list[str] = typer.Option(None, help="Other codec(s) to compare at their own rate: the "
