@@ -208,7 +208,8 @@ class IntegerHyperSynthesis:
         q = np.arange(SCALE_MAX + 1, dtype=np.float64) / (1 << FIXED_BITS)
         sigma = np.maximum(q, np.float64(np.float32(scale_bound)))
         table = np.asarray(scale_table, dtype=np.float32).astype(np.float64)[:-1]
-        self.lut = torch.from_numpy(np.searchsorted(table, sigma, side="left").astype(np.int32))
+        idx = np.searchsorted(table, sigma, side="left")
+        self.lut = idx.astype(np.uint8 if idx.max() < 256 else np.int32)  # small: stays in cache
         self._mats = [(lay.kernel.flatten(1).to(dt), lay.bias.to(dt)[:, None],
                        lay.divisor.double()[:, None])
                       for lay, dt in zip(layers, self.gemm_dtypes, strict=True)]
@@ -303,8 +304,8 @@ class IntegerHyperSynthesis:
         """(CDF indexes int32 ``[B, M, H, W]``, means float64 or None): means are integers / 2^8,
         so ``symbols + μ`` is exact in float32 for every symbol below 2^15 in magnitude."""
         out = self.run(z_sym, gemm_dtype).cpu()
-        scales = out[:, : self.scale_channels].clamp(0, SCALE_MAX).to(torch.int64)
-        idx = self.lut[scales].numpy()
+        scales = out[:, : self.scale_channels].clamp(0, SCALE_MAX).numpy().astype(np.int64)
+        idx = np.take(self.lut, scales).astype(np.int32)
         if not self.mean_channels:
             return idx, None
         means = out[:, self.scale_channels:] / (1 << FIXED_BITS)
