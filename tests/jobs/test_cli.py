@@ -124,8 +124,8 @@ def test_cache_warm_info_clear(converted, tmp_path):
     assert "8 of 8 samples cached from 2 shard(s)" in res.output
     res = runner.invoke(app, ["cache", "info", str(converted), "--cache", cache])
     assert res.exit_code == 0 and json.loads(res.output)["samples"] == 8
-    # a lower limit (10 KB, less than one shard) evicts on open and admits nothing more
-    res = runner.invoke(app, ["cache", "warm", str(converted), "--cache", cache, "--cache-gb", "0.00001"])
+    # a lower limit (about 100 bytes, less than one sample) evicts on open and admits nothing more
+    res = runner.invoke(app, ["cache", "warm", str(converted), "--cache", cache, "--cache-gb", "0.0000001"])
     assert res.exit_code == 0 and "0 of 8" in res.output and "is full" in res.output
     res = runner.invoke(app, ["cache", "clear", str(converted), "--cache", cache])
     assert res.exit_code == 0 and "removed" in res.output

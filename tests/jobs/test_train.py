@@ -110,12 +110,12 @@ def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
     res = CliRunner().invoke(app, ["train", "classify", "--data", str(root / "latent"), "--arch", "cresnet18",
                                    "--epochs", "1", "--window", "4", "--batch-size", "32", "--workers", "0",
                                    "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c"),
-                                   "--cache-gb", "0.001"])
+                                   "--cache-gb", "0.0002"])
     assert res.exit_code == 0, res.output
     from pipeline.loader.cache import LatentCache
     from pipeline.shards.dataset import LatentDataset
 
     ds = LatentDataset.open(str(root / "latent"))
     st = LatentCache.for_dataset(tmp_path / "c", ds).stats()
-    assert 0 < st["bytes"] <= int(0.001 * 2**30)  # bounded by --cache-gb
+    assert 0 < st["bytes"] <= int(0.0002 * 2**30)  # bounded by --cache-gb
     assert st["samples"] < ds.manifest["totals"]["samples"]  # so shards were evicted
