@@ -31,6 +31,7 @@ from pipeline.convert import (
 )
 from pipeline.errors import DatasetError
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.lease import ConvertLease
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri
@@ -158,6 +159,11 @@ def run_convert(job: ConvertJob, console: Console | None = None) -> ConvertSumma
     if not listing.items and not listing.failures:
         raise DatasetError(f"no image found under {job.src} (format {job.fmt}); image files end "
                            "in .jpg, .jpeg, .png, .webp, …")
+    with ConvertLease(layout):  # one writer per OUT: a second run refuses, naming the first
+        return _convert_leased(job, layout, listing, console)
+
+
+def _convert_leased(job: ConvertJob, layout: Layout, listing, console: Console | None) -> ConvertSummary:
     codec, ck_sha = _prepare_codec(job, layout)
     codec.to(resolve_device(job.device))
     # Pad to the codec's own multiple, whatever the caller's policy said.

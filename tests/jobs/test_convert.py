@@ -222,3 +222,29 @@ def test_relative_and_absolute_source_give_the_same_bytes(photo_tree, tmp_path, 
     monkeypatch.chdir(photo_tree.parent)
     _convert(f"./{photo_tree.name}/", tmp_path / "rel")
     assert _tree_bytes(tmp_path / "abs") == _tree_bytes(tmp_path / "rel")
+
+
+def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp_path):
+    """A run holding OUT's lease (another host, heartbeat just now) keeps a second run out
+    before it writes anything; once that lease is stale, the next run converts."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lease = {"host": "node-3", "pid": 777, "run_id": "first", "started": time.time() - 60,
+             "heartbeat": time.time()}
+    (out / "convert.lease").write_text(json.dumps(lease))
+    args = ["convert", str(photo_tree), str(out), "--executor", "local", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "host node-3, pid 777" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["convert.lease"]  # nothing else written
+    lease["heartbeat"] = time.time() - 3600  # the first run died an hour ago
+    (out / "convert.lease").write_text(json.dumps(lease))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert LatentDataset.open(str(out)).manifest["totals"]["samples"] == 8
+    assert not (out / "convert.lease").exists()
