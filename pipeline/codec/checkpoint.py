@@ -12,6 +12,7 @@ import torch
 
 from pipeline.codec.registry import Architecture, get_architecture
 from pipeline.errors import CodecError
+from pipeline.shards.retry import with_retries
 
 FORMAT = "latent-shards-codec"
 FORMAT_VERSION = 2  # 2: optional integer h_s (pipeline.codec.integer)
@@ -126,9 +127,12 @@ def save(ckpt: Checkpoint, url: str) -> None:
 
 def read(url: str | Path, arch: str | None = None) -> Checkpoint:
     """Read the project's format, or a CompressAI state dict (then ``arch`` is required)."""
-    try:
+    def once() -> bytes:
         with fsspec.open(str(url), "rb") as f:
-            data = f.read()
+            return f.read()
+
+    try:
+        data = with_retries(once, f"reading {url}")
     except FileNotFoundError:
         raise CodecError(f"codec checkpoint {url} does not exist") from None
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, fields
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.shards.layout import read_file
 
 OK, FAILED = "ok", "failed"
 
@@ -71,8 +72,7 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def read_table(url: str) -> pa.Table:
-    with fsspec.open(url, "rb") as f:
-        return table_from_bytes(f.read())
+    return table_from_bytes(read_file(url))  # transient storage failures retried
 
 
 def table_from_bytes(data: bytes) -> pa.Table:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import fsspec
 
+from pipeline.shards.retry import with_retries
+
 FORMAT_VERSION = 1
 
 
@@ -61,8 +63,13 @@ def atomic_write(url: str, data: bytes) -> None:
     """Write ``data`` so that ``url`` is either absent or complete, never half-written.
 
     Local files go to a temp name in the same folder and are renamed; object stores get a
-    single PUT, which is atomic there.
+    single PUT, which is atomic there. Transient failures are retried with backoff
+    (``pipeline.shards.retry``); a full disk or a permission error fails at once.
     """
+    with_retries(lambda: _write_once(url, data), f"writing {url}")
+
+
+def _write_once(url: str, data: bytes) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     if "file" in fs.protocol:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -83,10 +90,16 @@ def atomic_write(url: str, data: bytes) -> None:
 
 
 def read_file(url: str) -> bytes:
-    with fsspec.open(url, "rb") as f:
-        return f.read()
+    def once() -> bytes:
+        with fsspec.open(url, "rb") as f:
+            return f.read()
+
+    return with_retries(once, f"reading {url}")
 
 
 def exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(path)
+    def once() -> bool:
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.exists(path)
+
+    return with_retries(once, f"looking for {url}")

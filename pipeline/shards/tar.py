@@ -40,6 +40,11 @@ def read_member(url: str, offset: int, size: int) -> bytes:
     """One member's bytes by its index offset, without scanning the tar."""
     import fsspec
 
-    with fsspec.open(url, "rb") as f:
-        f.seek(offset)
-        return f.read(size)
+    from pipeline.shards.retry import with_retries
+
+    def once() -> bytes:
+        with fsspec.open(url, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    return with_retries(once, f"reading {size} bytes at {offset} of {url}")

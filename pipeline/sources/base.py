@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from pipeline.errors import DatasetError
+from pipeline.shards.retry import with_retries
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp",
                     ".gif")
@@ -113,8 +114,12 @@ def open_split_root(root: str, split: str | None, known: tuple[str, ...], layout
 
 
 def read_bytes(uri: str) -> bytes:
-    with fsspec.open(uri, "rb") as f:
-        return f.read()
+    """The bytes of one source file, with transient storage failures retried."""
+    def once() -> bytes:
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+
+    return with_retries(once, f"reading {uri}")
 
 
 def split_listing(items: list[SourceItem], failures: list[ListingFailure],
