@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from dataclasses import dataclass
@@ -66,7 +67,13 @@ def atomic_write(url: str, data: bytes) -> None:
     single PUT, which is atomic there. Transient failures are retried with backoff
     (``pipeline.shards.retry``); a full disk or a permission error fails at once.
     """
-    with_retries(lambda: _write_once(url, data), f"writing {url}")
+    try:
+        with_retries(lambda: _write_once(url, data), f"writing {url}")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {url}; free some space and "
+                          "rerun the same command (finished shards are kept, this one is not)") from exc
+        raise
 
 
 def _write_once(url: str, data: bytes) -> None:

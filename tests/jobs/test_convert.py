@@ -248,3 +248,34 @@ def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp
     assert res.exit_code == 0, res.output
     assert LatentDataset.open(str(out)).manifest["totals"]["samples"] == 8
     assert not (out / "convert.lease").exists()
+
+
+def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree, tmp_path, monkeypatch):
+    import errno
+
+    from pipeline.shards import layout
+
+    clean = tmp_path / "clean"
+    _convert(photo_tree, clean)
+    real_open = open
+
+    def full_disk_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        if "w" in mode and "train-000001.tar" in str(path):
+            def write(_data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            f.write = write
+        return f
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(layout, "open", full_disk_open, raising=False)
+    with pytest.raises(OSError, match="no space left on the device writing .*train-000001.tar") as err:
+        _convert(photo_tree, out)
+    assert err.value.errno == errno.ENOSPC
+    shards = sorted(p.name for p in (out / "shards").iterdir())
+    assert "train-000001.parquet" not in shards and "train-000001.tar" not in shards  # not half done
+    assert not [n for n in shards if n.endswith(".tmp")] and not (out / "manifest.json").exists()
+    assert not (out / "convert.lease").exists()  # released on the way out
+    monkeypatch.undo()
+    _convert(photo_tree, out)
+    assert _tree_bytes(out) == _tree_bytes(clean)
