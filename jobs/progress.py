@@ -32,13 +32,8 @@ class ConvertBar:
         self._bar.__exit__(*exc)
 
     def update(self, step: Step) -> None:
-        t = self.total
-        t.images += step.images
-        t.failures += step.failures
-        t.latent_bytes += step.latent_bytes
-        t.pixels += step.pixels
-        self._bar.update(self._task, advance=step.images, rate=t.images / self.elapsed,
-                         bpp=8 * t.latent_bytes / t.pixels if t.pixels else 0.0,
+        t = self.total = self.total + step
+        self._bar.update(self._task, advance=step.images, rate=t.images / self.elapsed, bpp=t.bpp,
                          failures=t.failures)
 
     def shards(self, done: int, total: int) -> None:

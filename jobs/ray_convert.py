@@ -27,13 +27,13 @@ class ProgressBoard:
     """Latest cumulative progress per shard; a retried shard simply starts again from zero."""
 
     def __init__(self):
-        self.shards: dict[str, tuple[int, int, int, int]] = {}
+        self.shards: dict[str, Progress] = {}
 
-    def report(self, shard: str, images: int, failures: int, latent_bytes: int, pixels: int):
-        self.shards[shard] = (images, failures, latent_bytes, pixels)
+    def report(self, shard: str, progress: Progress):
+        self.shards[shard] = progress
 
-    def totals(self) -> tuple[int, int, int, int]:
-        return tuple(sum(v[i] for v in self.shards.values()) for i in range(4))
+    def totals(self) -> Progress:
+        return sum(self.shards.values(), Progress())
 
 
 class ShardWorker:
@@ -56,11 +56,9 @@ class ShardWorker:
         acc = Progress()
 
         def report(step: Progress) -> None:
-            acc.images += step.images
-            acc.failures += step.failures
-            acc.latent_bytes += step.latent_bytes
-            acc.pixels += step.pixels
-            board.report.remote(task.name, acc.images, acc.failures, acc.latent_bytes, acc.pixels)
+            nonlocal acc
+            acc += step
+            board.report.remote(task.name, acc)
 
         return convert_shard(task, self.codec, self.layout, self.options, report)
 
@@ -120,7 +118,7 @@ def _drive(tasks: list[ShardTask], pool: list, board, bar: ConvertBar) -> dict[s
             a, t = idle.pop(0), queue.pop(0)
             pending[a.convert.remote(t, board)] = (t, a)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        _advance(bar, seen, ray.get(board.totals.remote()))
+        seen = _advance(bar, seen, ray.get(board.totals.remote()))
         for ref in ready:
             t, a = pending.pop(ref)
             results[t.name] = ray.get(ref)
@@ -130,9 +128,10 @@ def _drive(tasks: list[ShardTask], pool: list, board, bar: ConvertBar) -> dict[s
     return results
 
 
-def _advance(bar: ConvertBar, seen: Progress, totals: tuple[int, int, int, int]) -> None:
-    step = Progress(totals[0] - seen.images, totals[1] - seen.failures,
-                    totals[2] - seen.latent_bytes, totals[3] - seen.pixels)
+def _advance(bar: ConvertBar, seen: Progress, totals: Progress) -> Progress:
+    """Show on the bar what is new in ``totals`` since ``seen``; returns what is now seen."""
+    step = totals - seen
     if step.images > 0:
         bar.update(step)
-        seen.images, seen.failures, seen.latent_bytes, seen.pixels = totals
+        return totals
+    return seen

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -73,14 +73,31 @@ class ShardResult:
                    sum(r.enc_h * r.enc_w for r in ok))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Progress:
-    """What a running shard reports after each chunk (summed by the driver)."""
+    """Images done, failed, latent bytes and encoded pixels: what a shard reports after each
+    chunk. Progress adds up (``a + b``) and subtracts (what is new since ``b``)."""
 
     images: int = 0
     failures: int = 0
     latent_bytes: int = 0
     pixels: int = 0
+
+    @classmethod
+    def of_row(cls, row: idx.IndexRow) -> Progress:
+        if row.status == idx.FAILED:
+            return cls(1, 1)
+        return cls(1, 0, row.latent_size, row.enc_h * row.enc_w)
+
+    def __add__(self, other: Progress) -> Progress:
+        return Progress(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: Progress) -> Progress:
+        return Progress(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def bpp(self) -> float:
+        return idx.bits_per_pixel(self.latent_bytes, self.pixels)
 
 
 def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
@@ -201,12 +218,7 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
             for e in chunk:
                 row = _convert_entry(task, e, loaded, latents, tar, fp)
                 rows.append(row)
-                step.images += 1
-                if row.status == idx.FAILED:
-                    step.failures += 1
-                else:
-                    step.latent_bytes += row.latent_size
-                    step.pixels += row.enc_h * row.enc_w
+                step += Progress.of_row(row)
             if on_progress:
                 on_progress(step)
     finally:
@@ -238,7 +250,7 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
         enc_h=img.enc_hw[0], enc_w=img.enc_hw[1], padded_h=img.padded_hw[0],
         padded_w=img.padded_hw[1], latent_c=c, latent_h=lh, latent_w=lw, valid_h=vh, valid_w=vw,
         latent_offset=m_lat.offset, latent_size=m_lat.size,
-        bpp=8 * len(latent) / (img.enc_hw[0] * img.enc_hw[1]),
+        bpp=idx.bits_per_pixel(len(latent), img.enc_hw[0] * img.enc_hw[1]),
         codec_fingerprint=fp, source_mode=img.source_mode, exif_transposed=img.exif_transposed)
     m_json = tar.add(f"{e.key}.json", _sample_json(e, img, latent, row))
     m_cls = tar.add(f"{e.key}.cls", str(e.label).encode()) if e.label is not None else None

@@ -108,3 +108,4 @@ def test_thin_strip_that_would_blow_up_when_resized_is_refused():
         prepare_image(strip, ImagePolicy(max_pixels=5_000_000))
     assert info.value.reason == images.TOO_LARGE and "--crop" in info.value.detail
     assert prepare_image(strip, ImagePolicy(crop=True)).enc_hw == (256, 256)
+

@@ -12,6 +12,7 @@ from PIL import Image
 
 from pipeline.codec.codec import Codec
 from pipeline.images import pad_to_multiple, to_rgb
+from pipeline.shards.index import bits_per_pixel
 
 #: Pillow quality settings swept for JPEG and WebP.
 QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -107,7 +108,7 @@ def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float]:
     x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float() / 255
     blob = codec.encode(x, [(h, w)])[0].data
     rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    return 8 * len(blob) / (h * w), psnr(img, rec)
+    return bits_per_pixel(len(blob), h * w), psnr(img, rec)
 
 
 def reference_curves(images: list[np.ndarray]) -> list[Curve]:
@@ -172,7 +173,7 @@ def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float]:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, fmt, quality=quality)
     dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return 8 * buf.tell() / (h * w), psnr(img, dec)
+    return bits_per_pixel(buf.tell(), h * w), psnr(img, dec)
 
 
 def plot_curves(curves: list[Curve], path, title: str) -> None:

@@ -60,6 +60,11 @@ SCHEMA = pa.schema([
 ])
 
 
+def bits_per_pixel(nbytes: int, pixels: int) -> float:
+    """The one bpp formula: 8 · bytes ÷ pixels of the encoded image (0 for no pixels)."""
+    return 8 * nbytes / pixels if pixels else 0.0
+
+
 def to_table(rows: list[IndexRow]) -> pa.Table:
     cols = {f.name: [getattr(r, f.name) for r in rows] for f in fields(IndexRow)}
     return pa.Table.from_pydict(cols, schema=SCHEMA)

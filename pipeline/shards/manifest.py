@@ -68,7 +68,7 @@ def build_manifest(run: RunInfo, shards: list[dict]) -> dict:
             "shard_bytes": tar,
             "latent_bytes": latent,
             "storage_ratio": round(src / tar, 4) if tar else None,
-            "mean_bpp": round(8 * latent / pixels, 5) if pixels else None,
+            "mean_bpp": round(idx.bits_per_pixel(latent, pixels), 5) if pixels else None,
         },
         "shards": shards,
     }
