@@ -70,7 +70,7 @@ class CdfTables:
         n = symbols.size
         if 3 + -(-(16 * n + 36 * raw.size) // 32) > n:
             raise CodecError(f"CompressAI's encoder could overrun its buffer on these {n} symbols "
-                             f"({raw.size} escaped); the fast coder (a C compiler) codes them")
+                             f"({raw.size} escaped); the fast coder (reinstall with a C compiler) codes them")
 
     def decode(self, string: bytes, indexes: np.ndarray, reference: bool = False) -> np.ndarray:
         """Symbols of ``string``; the fast decoder unless ``reference`` (CompressAI's, same output)."""

@@ -407,18 +407,17 @@ def integerize_layers(layers: list[FloatLayer], scales: list[torch.Tensor], in_c
     return out
 
 
-def quantize(h_s: nn.Module, medians: torch.Tensor, z_sym: torch.Tensor, scale_channels: int,
-             mean_channels: int, scale_table, scale_bound: float, in_clip: int) -> IntegerHyperSynthesis:
-    """Post-training quantisation of a float ``h_s``, calibrated on the z symbols ``z_sym``."""
+def post_training_quantisation(h_s: nn.Module, medians: torch.Tensor, z_sym: torch.Tensor,
+                               scale_channels: int, mean_channels: int, in_clip: int
+                               ) -> tuple[list[FloatLayer], list[torch.Tensor], list[IntLayer]]:
+    """A float ``h_s`` as integer layers, calibrated on the z symbols ``z_sym``: the float layers
+    (medians folded in), each layer's per-channel output scales, and the integer layers."""
     layers = float_layers(h_s)
     layers[0] = fold_medians(layers[0], medians)
     n_out = layers[-1].kernel.shape[0] // layers[-1].upsample ** 2
     if n_out != scale_channels + mean_channels:
         raise CodecError(f"h_s gives {n_out} channels, expected {scale_channels} + {mean_channels}")
-    z = z_sym.double().clamp(-in_clip, in_clip)
     last = torch.full((n_out,), float(1 << FIXED_BITS), dtype=torch.float64)
-    scales = [*activation_scales(layers, z), last]
+    scales = [*activation_scales(layers, z_sym.double().clamp(-in_clip, in_clip)), last]
     scales = fit_scales(layers, scales, in_clip)
-    ints = integerize_layers(layers, scales, in_clip, scale_channels, mean_channels)
-    return IntegerHyperSynthesis(ints, in_clip, scale_channels, mean_channels, scale_table, scale_bound,
-                                 layers[0].ones_input)
+    return layers, scales, integerize_layers(layers, scales, in_clip, scale_channels, mean_channels)

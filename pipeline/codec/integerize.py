@@ -2,7 +2,7 @@
 
 1. Calibrate: the frozen encoder (``g_a``, ``h_a``) turns random crops of the training photos
    into (y, z symbols) pairs.
-2. Post-training quantisation (``integer.quantize``): per-channel activation scales from the
+2. Post-training quantisation (``integer.post_training_quantisation``): per-channel activation scales from the
    calibration symbols, integer kernels, biases and divisors within the exactness bound.
 3. Fine-tune ``h_s`` alone against the frozen encoder with the rate of y as the only loss:
    the integer network's forward pass with straight-through rounding (kernels, biases,
@@ -164,12 +164,7 @@ def integerize(ckpt: Checkpoint, images: list[torch.Tensor], cfg: IntegerizeConf
     y, z = y.float(), z.float()
     n_mean = m if mean else 0
 
-    layers = integer.float_layers(model.h_s)
-    layers[0] = integer.fold_medians(layers[0], medians)
-    scales = [*integer.activation_scales(layers, z.clamp(-in_clip, in_clip)),
-              torch.full((m + n_mean,), float(1 << integer.FIXED_BITS), dtype=torch.float64)]
-    scales = integer.fit_scales(layers, scales, in_clip)
-    ints = integer.integerize_layers(layers, scales, in_clip, m, n_mean)
+    layers, scales, ints = integer.post_training_quantisation(model.h_s, medians, z, m, n_mean, in_clip)
     history: list[dict] = []
     if cfg.steps:
         ints, history = _fine_tune(layers, scales, ints, in_clip, y, z, ids, m, mean, scale_bound, cfg,
