@@ -131,3 +131,31 @@ def test_cache_warm_info_clear(converted, tmp_path):
     assert res.exit_code == 0 and "removed" in res.output
     res = runner.invoke(app, ["cache", "info", str(converted), "--cache", cache])
     assert res.output.startswith("no cache")
+
+
+def test_eval_codec_curve_of_several_checkpoints(tmp_path):
+    import numpy as np
+
+    from pipeline.codec import checkpoint
+    from tests.conftest import tiny_checkpoint
+
+    paths = []
+    for i, lmbda in enumerate((0.001, 0.01, 0.1)):
+        ck = tiny_checkpoint("bmshj2018-hyperprior", seed=i)
+        ck = checkpoint.Checkpoint(ck.arch, ck.N, ck.M, ck.state_dict, lmbda=lmbda)
+        paths.append(tmp_path / f"c{i}.pt")
+        checkpoint.save(ck, str(paths[i]))
+    args = ["eval-codec", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
+            "--baseline", str(paths[2]), "--plot", str(tmp_path / "rd.png"),
+            "--output", str(tmp_path / "rd.json")]
+    res = runner.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "BD-rate against JPEG" in res.output and "the curve at that bpp" in res.output
+    out = json.loads((tmp_path / "rd.json").read_text())
+    names = [c["name"] for c in out["curves"]]
+    assert names[-2:] == ["JPEG (Pillow)", "WebP (Pillow)"] and str(paths[2]) in names
+    ours = out["curves"][0]["results"]
+    assert len(ours["bpp"]) == 2 and ours["bpp"] == sorted(ours["bpp"]) and len(ours["psnr"]) == 2
+    assert set(out["bd_rate_percent"]) == {"JPEG", "WebP"}
+    assert np.isfinite(out["mean"][str(paths[0])]["codec_psnr"])
+    assert Image.open(tmp_path / "rd.png").format == "PNG"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shutil
@@ -9,9 +10,11 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 import pytest
 import webdataset as wds
+from fsspec.implementations.memory import MemoryFileSystem
 
 from jobs.convert import ConvertJob, run_convert
 from pipeline.convert import ConvertOptions
@@ -279,3 +282,69 @@ def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree
     monkeypatch.undo()
     _convert(photo_tree, out)
     assert _tree_bytes(out) == _tree_bytes(clean)
+
+
+# -- a flaky object store: transient failures retried, persistent ones resumed ---------------------
+class FlakyFS(MemoryFileSystem):
+    """An in-memory object store whose PUTs and GETs fail on demand (S3's SlowDown, resets)."""
+
+    protocol = "flaky"
+    fail_every = 0  # every n-th PUT/GET fails once (0: never)
+    fail_matching = ""  # PUTs of paths containing this fail every time
+    calls = failures = 0
+
+    @classmethod
+    def _maybe_fail(cls, path: str, writing: bool) -> None:
+        cls.calls += 1
+        if writing and cls.fail_matching and cls.fail_matching in path:
+            cls.failures += 1
+            raise OSError(errno.EIO, f"An error occurred (SlowDown) putting {path}")
+        if cls.fail_every and cls.calls % cls.fail_every == 0:
+            cls.failures += 1
+            raise ConnectionResetError(f"connection reset while transferring {path}")
+
+    def pipe_file(self, path, value, **kw):
+        self._maybe_fail(path, True)
+        return super().pipe_file(path, value, **kw)
+
+    def _open(self, path, mode="rb", **kw):
+        if "r" in mode:
+            self._maybe_fail(path, False)
+        return super()._open(path, mode, **kw)
+
+
+@pytest.fixture()
+def flaky(monkeypatch):
+    from pipeline.shards import retry
+
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.0)  # retry at once
+    fsspec.register_implementation("flaky", FlakyFS, clobber=True)
+    FlakyFS.fail_every, FlakyFS.fail_matching, FlakyFS.calls, FlakyFS.failures = 0, "", 0, 0
+    yield FlakyFS
+    FlakyFS.fail_every, FlakyFS.fail_matching = 0, ""
+
+
+def _files(url: str) -> dict[str, bytes]:
+    fs, root = fsspec.core.url_to_fs(url)
+    return {p[len(root):]: fs.cat_file(p) for p in sorted(fs.find(root)) if "/logs/" not in p}
+
+
+def test_conversion_through_a_flaky_store_writes_the_clean_bytes(photo_tree, flaky):
+    _convert(photo_tree, "memory://retry-clean/out")
+    flaky.fail_every = 3  # a third of all PUTs and GETs fail once
+    _convert(photo_tree, "flaky://retry-flaky/out")
+    assert flaky.failures > 5
+    assert _files("flaky://retry-flaky/out") == _files("memory://retry-clean/out")
+
+
+def test_a_store_that_keeps_failing_stops_the_run_and_a_rerun_resumes(photo_tree, flaky):
+    _convert(photo_tree, "memory://retry-clean2/out")
+    flaky.fail_matching = "train-000001.tar"
+    with pytest.raises(OSError, match="train-000001.tar failed 5 times"):
+        _convert(photo_tree, "flaky://retry-stuck/out")
+    fs = fsspec.filesystem("flaky")
+    assert not fs.exists("/retry-stuck/out/shards/train-000001.parquet")  # not counted as done
+    assert not fs.exists("/retry-stuck/out/manifest.json")
+    flaky.fail_matching = ""
+    _convert(photo_tree, "flaky://retry-stuck/out")
+    assert _files("flaky://retry-stuck/out") == _files("memory://retry-clean2/out")
