@@ -341,6 +341,15 @@ def activation_scales(layers: list[FloatLayer], z_sym: torch.Tensor,
     return out
 
 
+def rescaled(kernel: torch.Tensor, bias: torch.Tensor, s_out: torch.Tensor, s_in: torch.Tensor,
+             upsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's kernel and bias in output-activation units per input-activation unit:
+    ``K·s_out/s_in`` and ``b·s_out`` (``s_out`` per output channel before the pixel shuffle,
+    ``s_in`` per input channel); times the divisor D they are the integer kernel and bias."""
+    s = s_out.repeat_interleave(upsample ** 2)
+    return kernel * s.view(-1, 1, 1, 1) / s_in.view(1, -1, 1, 1), bias * s
+
+
 def fit_scales(layers: list[FloatLayer], scales: list[torch.Tensor], in_clip: int,
                limit: int = EXACT_FP32 - 1) -> list[torch.Tensor]:
     """Lower the activation scale of any hidden channel whose layer could not keep its bound
@@ -349,9 +358,8 @@ def fit_scales(layers: list[FloatLayer], scales: list[torch.Tensor], in_clip: in
     s_in, in_max = torch.ones(layers[0].kernel.shape[1], dtype=torch.float64), in_clip
     for i, lay in enumerate(layers[:-1]):
         r2 = lay.upsample ** 2
-        s_out = scales[i].repeat_interleave(r2)
-        k_eff = lay.kernel.double().abs() * s_out.view(-1, 1, 1, 1) / s_in.view(1, -1, 1, 1)
-        mass = k_eff.flatten(1).sum(1) * in_max + lay.bias.double().abs() * s_out
+        k_eff, b_eff = rescaled(lay.kernel.double(), lay.bias.double(), scales[i], s_in, lay.upsample)
+        mass = k_eff.abs().flatten(1).sum(1) * in_max + b_eff.abs()
         slack = 0.5 * (lay.kernel.flatten(1) != 0).sum(1) * in_max + 0.5
         factor = ((limit - slack) / (2 * mass.clamp_min(1e-30))).clamp(max=1.0)
         scales[i] = scales[i] * factor.view(-1, r2).min(1).values
@@ -387,9 +395,8 @@ def integerize_layers(layers: list[FloatLayer], scales: list[torch.Tensor], in_c
     out, s_in, in_max = [], torch.ones(layers[0].kernel.shape[1], dtype=torch.float64), in_clip
     for i, lay in enumerate(layers):
         last = i == len(layers) - 1
-        s_out = scales[i].double().repeat_interleave(lay.upsample ** 2)
-        k_eff = lay.kernel.double() * s_out.view(-1, 1, 1, 1) / s_in.view(1, -1, 1, 1)
-        b_eff = lay.bias.double() * s_out
+        k_eff, b_eff = rescaled(lay.kernel.double(), lay.bias.double(), scales[i].double(), s_in,
+                                lay.upsample)
         d = divisors[i] if divisors is not None else divisors_for(k_eff, b_eff, in_max)
         kernel = torch.round(k_eff * d.view(-1, 1, 1, 1)).long()
         bias = torch.round(b_eff * d).long()

@@ -62,12 +62,10 @@ class _QatHS(torch.nn.Module):
         self.ones_input = layers[0].ones_input
 
     def effective(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        up = self.specs[i][0]
-        s_out = self.scales[i].repeat_interleave(up * up)
         s_in = self.scales[i - 1] if i else torch.ones(self.kernels[0].shape[1])
+        k, b = integer.rescaled(self.kernels[i], self.biases[i], self.scales[i], s_in, self.specs[i][0])
         d = self.divisors[i]
-        k = self.kernels[i] * s_out.view(-1, 1, 1, 1) / s_in.view(1, -1, 1, 1) * d.view(-1, 1, 1, 1)
-        return k, self.biases[i] * s_out * d
+        return k * d.view(-1, 1, 1, 1), b * d
 
     def forward(self, z_sym: torch.Tensor) -> torch.Tensor:
         x = z_sym.float().clamp(-self.in_clip, self.in_clip)
