@@ -7,9 +7,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from jobs.convert import ConvertJob, RayOptions, run_convert
+from jobs.convert import run_convert
+from jobs.ray_convert import RayOptions, connect
 from pipeline.codec.load import CodecSpec, load_codec
-from pipeline.convert import ConvertOptions
+from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.eval.bench import (
     bare_compress_rate,
     imagenet_like_jpegs,
@@ -40,13 +41,11 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
         jpegs = Path(source) if source else make_jpeg_folder(Path(tmp) / "jpeg", images)
         opts = ConvertOptions(shard_size=100)
         bare = bare_compress_rate(codec, str(jpegs), threads=workers)
-        from jobs.ray_convert import connect
-
         connect(RayOptions())  # cluster start-up is not part of the conversion's rate
-        local = run_convert(ConvertJob(str(jpegs), f"{tmp}/local", codec=spec, executor="local",
-                                       torch_threads=workers, progress=False, options=opts))
-        on_ray = run_convert(ConvertJob(str(jpegs), f"{tmp}/ray", codec=spec, executor="ray",
-                                        progress=False, options=opts, ray=RayOptions(workers=workers)))
+        local = run_convert(ConvertJob(str(jpegs), f"{tmp}/local", codec=spec, torch_threads=workers,
+                                       options=opts), "local")
+        on_ray = run_convert(ConvertJob(str(jpegs), f"{tmp}/ray", codec=spec, options=opts), "ray",
+                             RayOptions(workers=workers))
         figures["convert"] = {"images": local.manifest["totals"]["samples"], "bare_compress": bare,
                               "local": local.images_per_s, "ray": on_ray.images_per_s}
         s = summarize(LatentDataset.open(f"{tmp}/local"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -11,80 +10,20 @@ import typer
 from rich.table import Table
 
 from jobs.cache_cli import cache_app
-from jobs.console import console, err
+from jobs.console import console, err, print_summary
 from jobs.console import fail as _fail
+from jobs.convert import convert
 from pipeline.errors import LatentShardsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
+app.command()(convert)
 
 
 def _codec_spec(checkpoint, arch, quality, pretrained):
     from pipeline.codec.load import CodecSpec
 
     return CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained)
-
-
-def _print_summary(s: dict) -> None:
-    t = Table(title=f"latent dataset {s['root']}", show_header=False)
-    for k in ("samples", "failures", "shards", "classes", "codec"):
-        t.add_row(k, str(s[k]))
-    t.add_row("splits", ", ".join(f"{k}: {v['samples']}" for k, v in s["splits"].items()))
-    t.add_row("source bytes", f"{s['source_bytes']:,}")
-    t.add_row("shard bytes", f"{s['shard_bytes']:,}")
-    t.add_row("storage ratio", f"{s['storage_ratio']}x" if s["storage_ratio"] else "-")
-    t.add_row("bpp mean / p50 / p95",
-              f"{s['bpp_mean'] or float('nan'):.3f} / {s['bpp_p50']:.3f} / {s['bpp_p95']:.3f}")
-    for reason, n in s["failures_by_reason"].items():
-        t.add_row(f"failed: {reason}", str(n))
-    console.print(t)
-
-
-@app.command()
-def convert(
-    src: str = typer.Argument(..., help="Image dataset root (local path or fsspec URL)."),
-    out: str = typer.Argument(..., help="Output dataset root (local path or fsspec URL)."),
-    fmt: str = typer.Option("auto", "--format",
-                            help="Source layout: auto, imagefolder, imagenet, openimages, uris."),
-    split: str = typer.Option(None, help="Only this split (default: every split; a plain folder is train)."),
-    checkpoint: str = typer.Option(None, help="Codec checkpoint (latent-shards or CompressAI state dict)."),
-    arch: str = typer.Option(None, help="Codec architecture, for a CompressAI state dict or --pretrained."),
-    quality: int = typer.Option(None, help="Zoo quality 1..8, with --pretrained."),
-    pretrained: bool = typer.Option(False, help="Fetch CompressAI zoo weights (needs network)."),
-    size: int = typer.Option(256, help="Resize the shorter side to this (0 keeps the size)."),
-    crop: bool = typer.Option(False, help="Centre-crop to size x size after resizing."),
-    min_side: int = typer.Option(16, help="Reject images whose shorter side is below this."),
-    max_pixels: int = typer.Option(50_000_000, help="Reject images declaring more pixels (bombs)."),
-    shard_size: int = typer.Option(1000, help="Samples per shard."),
-    batch_size: int = typer.Option(8, help="Images per g_a call (equal padded sizes batch)."),
-    threads: int = typer.Option(4, help="Image read/decode threads."),
-    torch_threads: int = typer.Option(0, help="Torch CPU threads for g_a (0: default)."),
-    device: str = typer.Option("auto", help="Where g_a runs: auto (CUDA if present), cpu, cuda:N."),
-    executor: str = typer.Option("ray", help="ray: actor pool on a Ray cluster; local: in-process."),
-    address: str = typer.Option(None, help="Ray cluster: auto or ray://host:10001 (default: embedded)."),
-    workers: int = typer.Option(0, help="Ray actors (0: as many as CPUs/GPUs allow)."),
-    cpus_per_worker: float = typer.Option(1.0, help="CPUs reserved per actor (its torch threads)."),
-    gpus_per_worker: float = typer.Option(0.0, help="GPUs per actor; > 0 runs g_a on the GPU."),
-    progress: bool = typer.Option(True, help="Show the live progress bar."),
-):
-    """Encode an image dataset into latent shards (resumes: done shards are skipped)."""
-    from jobs.convert import ConvertJob, RayOptions, run_convert
-    from pipeline.convert import ConvertOptions
-    from pipeline.images import ImagePolicy
-    from pipeline.shards.dataset import LatentDataset, summarize
-
-    try:
-        policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
-        job = ConvertJob(src, out, fmt, split, _codec_spec(checkpoint, arch, quality, pretrained),
-                         ConvertOptions(policy, shard_size, batch_size, threads),
-                         torch_threads, device, tuple(["latents", *sys.argv[1:]]), progress,
-                         executor, RayOptions(address, workers, cpus_per_worker, gpus_per_worker))
-        s = run_convert(job, console)
-    except (LatentShardsError, ValueError) as exc:
-        _fail(exc)
-    console.print(f"converted {s.converted} shard(s), skipped {s.skipped} already done, "
-                  f"{s.images_per_s:.1f} images/s over {s.seconds:.1f} s")
-    _print_summary(summarize(LatentDataset.open(out)))
 
 
 @app.command()
@@ -100,7 +39,7 @@ def inspect(root: str = typer.Argument(..., help="Latent dataset root."),
     if as_json:
         print(json.dumps(s, indent=2))
     else:
-        _print_summary(s)
+        print_summary(s)
 
 
 @app.command()
@@ -143,9 +82,9 @@ def decode(root: str = typer.Argument(..., help="Latent dataset root."),
 @app.command()
 def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo's outputs.")):
     """Convert the bundled photos with the default codec; print the table; write a PNG sheet."""
-    from jobs.convert import ConvertJob, run_convert
+    from jobs.convert import run_convert
     from jobs.demo import contact_sheet, materialize_photos
-    from pipeline.convert import ConvertOptions
+    from pipeline.convert import ConvertJob, ConvertOptions
     from pipeline.shards.dataset import LatentDataset, summarize
 
     t0 = time.perf_counter()
@@ -153,9 +92,9 @@ def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo'
     opts = ConvertOptions(shard_size=8)
     try:
         src = materialize_photos(out / "source")
-        s = run_convert(ConvertJob(str(src), dataset, options=opts, executor="local",
-                                   command=("latents", "demo", str(out))), console)
-        _print_summary(summarize(LatentDataset.open(dataset)))
+        s = run_convert(ConvertJob(str(src), dataset, options=opts, command=("latents", "demo", str(out))),
+                        "local", console=console, progress=True)
+        print_summary(summarize(LatentDataset.open(dataset)))
         png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
     except (LatentShardsError, OSError) as exc:
         _fail(exc)

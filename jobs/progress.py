@@ -11,9 +11,9 @@ from pipeline.convert import Progress as Step
 
 
 class ConvertBar:
-    """A live bar with images/s, bpp so far and failures, fed by per-chunk steps."""
+    """A live bar with images/s, bpp so far and failures: a `pipeline.convert.ConvertObserver`."""
 
-    def __init__(self, total: int, console: Console | None = None, enabled: bool = True):
+    def __init__(self, console: Console | None = None, enabled: bool = True):
         self.total = Step()
         self.t0 = time.perf_counter()
         self._bar = Progress(
@@ -21,7 +21,7 @@ class ConvertBar:
             TextColumn("{task.fields[rate]:>7.1f} img/s"), TextColumn("bpp {task.fields[bpp]:.3f}"),
             TextColumn("failures {task.fields[failures]}"), TextColumn("shards {task.fields[shards]}"),
             TimeElapsedColumn(), console=console, disable=not enabled, transient=False)
-        self._task = self._bar.add_task("convert", total=total, rate=0.0, bpp=0.0, failures=0,
+        self._task = self._bar.add_task("convert", total=None, rate=0.0, bpp=0.0, failures=0,
                                         shards="")
 
     def __enter__(self):
@@ -31,12 +31,16 @@ class ConvertBar:
     def __exit__(self, *exc):
         self._bar.__exit__(*exc)
 
+    def begin(self, images: int, shards: int) -> None:
+        self.t0 = time.perf_counter()
+        self._bar.update(self._task, total=images, shards=f"0/{shards}")
+
     def update(self, step: Step) -> None:
         t = self.total = self.total + step
         self._bar.update(self._task, advance=step.images, rate=t.images / self.elapsed, bpp=t.bpp,
                          failures=t.failures)
 
-    def shards(self, done: int, total: int) -> None:
+    def shard_done(self, done: int, total: int) -> None:
         self._bar.update(self._task, shards=f"{done}/{total}")
 
     @property

@@ -1,4 +1,4 @@
-"""Ray fan-out of shard conversion: a pool of actors, each holding one codec for its life.
+"""The Ray executor of `pipeline.convert`: a pool of actors, each holding one codec for its life.
 
 Each actor loads the dataset's own codec checkpoint from ``OUT/codec/`` (so every worker
 encodes with exactly the bytes the manifest names) and converts whole shards end to end.
@@ -9,17 +9,35 @@ so a retried shard is never half-present.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ray
 import torch
 
-from jobs.convert import RayOptions
-from jobs.progress import ConvertBar
 from pipeline.codec import checkpoint
 from pipeline.codec.load import codec_from_checkpoint
-from pipeline.convert import ConvertOptions, Progress, ShardResult, ShardTask, convert_shard
+from pipeline.convert import (
+    ConvertObserver,
+    ConvertOptions,
+    ExecutorRun,
+    Progress,
+    ShardResult,
+    ShardTask,
+    ShardWork,
+    convert_shard,
+)
 from pipeline.errors import FingerprintMismatch, LatentShardsError
 from pipeline.shards.layout import Layout
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: embedded local Ray; "auto" or "ray://host:10001"
+    workers: int = 0  # 0: as many as the cluster's CPUs (or GPUs) allow
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_task_retries: int = 3
 
 
 @ray.remote(num_cpus=0)
@@ -85,31 +103,39 @@ def _pool_size(opts: RayOptions, n_tasks: int) -> int:
     return max(1, min(opts.workers or fits, fits, n_tasks))
 
 
-def run_on_ray(tasks: list[ShardTask], out: str, fingerprint: str, options: ConvertOptions,
-               opts: RayOptions, bar: ConvertBar) -> tuple[dict[str, ShardResult], list[dict]]:
-    """Convert ``tasks`` on an actor pool; returns results by shard and the workers used."""
-    if not tasks:
-        return {}, []
-    connect(opts)
-    actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
-                       max_restarts=-1, max_task_retries=opts.max_task_retries)(ShardWorker)
-    board = ProgressBoard.remote()
-    threads = max(1, int(opts.cpus_per_worker))
-    pool = [actor.remote(out, fingerprint, options, threads, opts.gpus_per_worker > 0)
-            for _ in range(_pool_size(opts, len(tasks)))]
-    try:
-        workers = ray.get([a.info.remote() for a in pool])
-        return _drive(tasks, pool, board, bar), workers
-    except ray.exceptions.RayError as exc:
-        # A shard whose worker raised, or died more often than Ray retries: the job stops,
-        # finished shards stay and a rerun resumes from them.
-        raise LatentShardsError(f"a shard could not be converted; rerun to resume: {exc}") from exc
-    finally:
-        for a in [*pool, board]:
-            ray.kill(a)
+class RayExecutor:
+    """Shards on an actor pool of a Ray cluster (embedded unless ``opts.address``)."""
+
+    name = "ray"
+
+    def __init__(self, opts: RayOptions | None = None):
+        self.opts = opts or RayOptions()
+
+    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
+        if not tasks:
+            return ExecutorRun({}, [])
+        opts = self.opts
+        connect(opts)
+        actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
+                           max_restarts=-1, max_task_retries=opts.max_task_retries)(ShardWorker)
+        board = ProgressBoard.remote()
+        threads = max(1, int(opts.cpus_per_worker))
+        use_gpu = opts.gpus_per_worker > 0
+        pool = [actor.remote(work.layout.root, work.fingerprint, work.options, threads, use_gpu)
+                for _ in range(_pool_size(opts, len(tasks)))]
+        try:
+            workers = ray.get([a.info.remote() for a in pool])
+            return ExecutorRun(_drive(list(tasks), pool, board, observer), workers)
+        except ray.exceptions.RayError as exc:
+            # A shard whose worker raised, or died more often than Ray retries: the job stops,
+            # finished shards stay and a rerun resumes from them.
+            raise LatentShardsError(f"a shard could not be converted; rerun to resume: {exc}") from exc
+        finally:
+            for a in [*pool, board]:
+                ray.kill(a)
 
 
-def _drive(tasks: list[ShardTask], pool: list, board, bar: ConvertBar) -> dict[str, ShardResult]:
+def _drive(tasks: list[ShardTask], pool: list, board, observer: ConvertObserver) -> dict[str, ShardResult]:
     """Keep every actor busy with one shard at a time until all shards are done."""
     queue, idle, pending, results = list(tasks), list(pool), {}, {}
     seen = Progress()
@@ -118,20 +144,20 @@ def _drive(tasks: list[ShardTask], pool: list, board, bar: ConvertBar) -> dict[s
             a, t = idle.pop(0), queue.pop(0)
             pending[a.convert.remote(t, board)] = (t, a)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        seen = _advance(bar, seen, ray.get(board.totals.remote()))
+        seen = _advance(observer, seen, ray.get(board.totals.remote()))
         for ref in ready:
             t, a = pending.pop(ref)
             results[t.name] = ray.get(ref)
             idle.append(a)
-            bar.shards(len(results), len(tasks))
-    _advance(bar, seen, ray.get(board.totals.remote()))
+            observer.shard_done(len(results), len(tasks))
+    _advance(observer, seen, ray.get(board.totals.remote()))
     return results
 
 
-def _advance(bar: ConvertBar, seen: Progress, totals: Progress) -> Progress:
-    """Show on the bar what is new in ``totals`` since ``seen``; returns what is now seen."""
+def _advance(observer: ConvertObserver, seen: Progress, totals: Progress) -> Progress:
+    """Report what is new in ``totals`` since ``seen``; returns what is now seen."""
     step = totals - seen
     if step.images > 0:
-        bar.update(step)
+        observer.update(step)
         return totals
     return seen

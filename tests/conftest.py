@@ -183,3 +183,22 @@ def ray_cluster(s3):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def flaky(monkeypatch):
+    """The ``flaky://`` store of tests.faults, reset, with storage retries made instant."""
+    import fsspec
+
+    from pipeline.shards import retry
+    from tests.faults import FlakyFS
+
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.0)  # retry at once
+    fsspec.register_implementation("flaky", FlakyFS, clobber=True)
+    FlakyFS.reset()
+    before = set(FlakyFS.store), set(FlakyFS.pseudo_dirs)
+    yield FlakyFS
+    FlakyFS.reset()
+    for path in set(FlakyFS.store) - before[0]:  # what this test stored goes with it
+        del FlakyFS.store[path]
+    FlakyFS.pseudo_dirs[:] = [d for d in FlakyFS.pseudo_dirs if d in before[1]]

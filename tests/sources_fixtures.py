@@ -77,6 +77,6 @@ def make_uri_list(root: Path, photo_tree: Path) -> Path:
     files = sorted(photo_tree.rglob("*.jpg"))
     root.mkdir(parents=True, exist_ok=True)
     lines = ["uri,label"] + [f"{f},{f.parent.name}" for f in (*files[:2], *files[-2:])]
-    lines.append(f"{root / 'missing.jpg'},even")  # listed but absent: a read-error row
+    lines.append(f"{root / 'missing.jpg'},even")  # listed but absent: a "missing" row
     (root / "list.csv").write_text("\n".join(lines) + "\n")
     return root / "list.csv"

@@ -17,3 +17,60 @@ def test_pipeline_imports_neither_ray_nor_jobs():
                 names = [node.module]
             offenders += [f"{py.name}: {n}" for n in names if n.split(".")[0] in ("ray", "jobs")]
     assert not offenders
+
+
+ROOT = PIPELINE.parent
+
+
+def _imports(py: Path) -> set[str]:
+    """Every module ``py`` imports, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(py.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+    return out
+
+
+def test_library_tests_do_not_import_jobs():
+    offenders = [str(py.relative_to(ROOT)) for py in (ROOT / "tests").rglob("*.py")
+                 if "jobs" not in py.relative_to(ROOT / "tests").parts
+                 and any(m.split(".")[0] == "jobs" for m in _imports(py))]
+    assert not offenders, f"tests of pipeline/ that import jobs/: {offenders}"
+
+
+def test_no_import_cycles():
+    """The module graph of pipeline/ and jobs/ (function-level imports included) is acyclic."""
+    modules = {}
+    for pkg in ("pipeline", "jobs"):
+        for py in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(py.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = py
+    graph = {m: set() for m in modules}
+    for m, py in modules.items():
+        for imp in _imports(py):
+            # `from a.b import c` names a.b (or a.b.c when c is a module); a package's
+            # __init__ re-exporting its own modules is not a cycle through the package
+            for target in (imp, imp.rsplit(".", 1)[0]):
+                if target in modules and target != m and not m.startswith(target + "."):
+                    graph[m].add(target)
+                    break
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle.extend(path[path.index(n):] + [m, n] if n in path else [m, n])
+                return True
+            if n not in state and visit(n, [*path, m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if m not in state and visit(m, []):
+            break
+    assert not cycle, " -> ".join(cycle)

@@ -5,15 +5,14 @@ import json
 import pandas as pd
 import pytest
 
-from jobs.convert import ConvertJob, run_convert
-from pipeline.convert import ConvertOptions
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.sources import detect_format, list_source
 from tests.sources_fixtures import WNIDS, make_imagenet, make_openimages, make_uri_list
 
 
 def _convert(src, out, **kw):
-    return run_convert(ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3),
-                                  progress=False, executor="local", **kw)).manifest
+    job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3), **kw)
+    return convert_dataset(job).manifest
 
 
 def _accounted(out, expected):
@@ -76,7 +75,7 @@ def test_uri_list_with_labels_and_a_missing_file(tmp_path, photo_tree):
     m = _convert(lst, tmp_path / "out")
     assert m["classes"] == ["even", "odd"]
     index, failures = _accounted(tmp_path / "out", 5)
-    assert list(failures["reason"]) == ["read-error"] and "FileNotFoundError" in failures["detail"][0]
+    assert list(failures["reason"]) == ["missing"] and "FileNotFoundError" in failures["detail"][0]
     assert set(index["label_name"]) <= {"even", "odd"} and index["label"].notna().all()
 
 

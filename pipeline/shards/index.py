@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from dataclasses import dataclass, fields
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.shards.layout import read_file
+from pipeline.shards.retry import with_retries
 
 OK, FAILED = "ok", "failed"
+#: Key-value metadata key of a per-shard index: the shard's figures (ShardResult) as JSON.
+SHARD_FIGURES = "latent_shards.shard"
+_FOOTER_TAIL = 8 * 1024  # one ranged read covers a shard index's footer (about 4 KB)
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,50 @@ def to_table(rows: list[IndexRow]) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=SCHEMA)
 
 
-def table_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table, metadata: dict[str, dict] | None = None) -> bytes:
+    """Parquet bytes of ``table``; ``metadata`` (name → JSON object) goes into its footer.
+
+    The Arrow schema is not stored beside the Parquet one (every column type here maps back
+    as is), which keeps a shard index's footer at a few KB: that is what a resume reads.
+    """
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", write_statistics=True)
+    with pq.ParquetWriter(buf, table.schema.remove_metadata(), compression="zstd",
+                          write_statistics=True, store_schema=False) as w:
+        w.write_table(table.replace_schema_metadata(None))
+        if metadata:
+            w.add_key_value_metadata(
+                {k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in metadata.items()})
     return buf.getvalue()
+
+
+def rows_sha256(table: pa.Table) -> str:
+    """SHA-256 of an index's rows in canonical JSON: what the manifest pins for each shard.
+
+    The file's own hash cannot be recorded inside its footer, so the rows are hashed instead;
+    ``verify`` recomputes it from the rows it reads.
+    """
+    rows = table.replace_schema_metadata(None).to_pylist()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def footer_metadata(url: str) -> dict[str, dict]:
+    """The JSON key-value metadata of a Parquet file, read from its footer alone (one ranged
+    read of the file's tail, two where the footer is longer): never the row data."""
+    def once() -> dict[str, dict]:
+        fs, path = fsspec.core.url_to_fs(url)
+        size = fs.size(path)
+        tail = fs.cat_file(path, start=max(0, size - _FOOTER_TAIL), end=size)
+        if len(tail) < 12 or tail[-4:] != b"PAR1":
+            raise ValueError(f"{url} is not a Parquet file (no PAR1 footer)")
+        need = int.from_bytes(tail[-8:-4], "little") + 8
+        if need > len(tail):
+            if need + 4 > size:
+                raise ValueError(f"{url}: Parquet footer length {need} exceeds the file")
+            tail = fs.cat_file(path, start=size - need, end=size)
+        meta = pq.read_metadata(io.BytesIO(b"PAR1" + tail[-need:])).metadata or {}
+        return {k.decode(): json.loads(v) for k, v in meta.items() if k.decode().startswith("latent_shards.")}
+
+    return with_retries(once, f"reading the footer of {url}")
 
 
 def read_table(url: str) -> pa.Table:
@@ -81,4 +128,5 @@ def read_table(url: str) -> pa.Table:
 
 
 def table_from_bytes(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    """The rows of a Parquet index (footer metadata is not part of the table)."""
+    return pq.read_table(io.BytesIO(data)).replace_schema_metadata(None)

@@ -30,9 +30,17 @@ class RunInfo:
 
 
 def merge_indices(layout: Layout, shard_names: list[str]) -> tuple[pa.Table, pa.Table]:
-    """Concatenate per-shard indices in plan order; write index.parquet and failures.parquet."""
+    """Concatenate per-shard indices in plan order; write index.parquet and failures.parquet.
+
+    A key retried by a later shard (``convert --retry-failed``) keeps only its latest row: a
+    failure that now converts leaves the ledger, one that failed again stays once.
+    """
     tables = [idx.read_table(layout.shard_index(n)) for n in shard_names]
     table = pa.concat_tables(tables) if tables else idx.to_table([])
+    keys = table["key"].to_pylist()
+    latest = {k: i for i, k in enumerate(keys)}
+    if len(latest) != len(keys):
+        table = table.take(sorted(latest.values()))
     ok = table.filter(pc.equal(table["status"], idx.OK))
     failed = table.filter(pc.equal(table["status"], idx.FAILED))
     atomic_write(layout.index, idx.table_bytes(ok))
@@ -40,12 +48,15 @@ def merge_indices(layout: Layout, shard_names: list[str]) -> tuple[pa.Table, pa.
     return ok, failed
 
 
-def build_manifest(run: RunInfo, shards: list[dict]) -> dict:
+def build_manifest(run: RunInfo, shards: list[dict], failed: pa.Table) -> dict:
+    """The manifest of ``shards``; failures are counted from the merged ledger ``failed``,
+    where a retried key counts once."""
+    failures_by_split = _counts(failed.column("split").to_pylist())
     splits: dict[str, dict] = {}
     for s in shards:
         d = splits.setdefault(s["split"], {"samples": 0, "failures": 0, "shards": 0})
         d["samples"] += s["samples"]
-        d["failures"] += s["failures"]
+        d["failures"] = failures_by_split.get(s["split"], 0)
         d["shards"] += 1
     samples = sum(s["samples"] for s in shards)
     src, tar = sum(s["source_bytes"] for s in shards), sum(s["tar_bytes"] for s in shards)
@@ -63,7 +74,8 @@ def build_manifest(run: RunInfo, shards: list[dict]) -> dict:
         "splits": splits,
         "totals": {
             "samples": samples,
-            "failures": sum(s["failures"] for s in shards),
+            "failures": failed.num_rows,
+            "failures_by_reason": _counts(failed.column("reason").to_pylist()),
             "source_bytes": src,
             "shard_bytes": tar,
             "latent_bytes": latent,
@@ -72,6 +84,13 @@ def build_manifest(run: RunInfo, shards: list[dict]) -> dict:
         },
         "shards": shards,
     }
+
+
+def _counts(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in sorted(values):
+        out[v] = out.get(v, 0) + 1
+    return out
 
 
 def write_manifest(layout: Layout, manifest: dict) -> None:

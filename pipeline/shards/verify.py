@@ -62,9 +62,13 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
         rows = []
         try:
             raw = read_file(ds.layout.shard_index(s["name"]))
-            if hashlib.sha256(raw).hexdigest() != s["index_sha256"]:
+            table = idx.table_from_bytes(raw)
+            if "rows_sha256" in s:
+                if idx.rows_sha256(table) != s["rows_sha256"]:
+                    rep.faults.append(Fault(s["name"], "", "shard index rows differ from the manifest"))
+            elif hashlib.sha256(raw).hexdigest() != s["index_sha256"]:  # datasets before the footer figures
                 rep.faults.append(Fault(s["name"], "", "shard index sha256 differs from the manifest"))
-            rows = [r for r in idx.table_from_bytes(raw).to_pylist() if r["status"] == idx.OK]
+            rows = [r for r in table.to_pylist() if r["status"] == idx.OK]
         except Exception as exc:  # noqa: BLE001 - any unreadable index is a fault, not a crash
             rep.faults.append(Fault(s["name"], "", f"shard index unreadable: {exc}"))
         if len(rows) != s["samples"]:
@@ -72,6 +76,7 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
                                     f"manifest says {s['samples']}"))
         rows_by_shard[s["name"]] = rows
         all_keys += [(s["name"], r["key"]) for r in rows]
+    _check_merged(rep, ds)
     chosen = set(all_keys) if sample is None else set(
         random.Random(seed).sample(all_keys, min(sample, len(all_keys))))
     for s in shards:
@@ -93,6 +98,24 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
         if on_shard:
             on_shard(name)
     return rep
+
+
+def _check_merged(rep: VerifyReport, ds: LatentDataset) -> None:
+    """index.parquet and failures.parquet present and as long as the manifest says."""
+    totals = ds.manifest["totals"]
+    for part, url, want in (("index.parquet", ds.layout.index, totals["samples"]),
+                            ("failures.parquet", ds.layout.failures, totals["failures"])):
+        try:
+            n = idx.read_table(url).num_rows
+        except FileNotFoundError:
+            rep.faults.append(Fault(part, "", f"{part} is missing; rerun the same `latents convert` "
+                                    "command to write it again"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - an unreadable part is a fault, not a crash
+            rep.faults.append(Fault(part, "", f"{part} unreadable: {exc}"))
+            continue
+        if n != want:
+            rep.faults.append(Fault(part, "", f"{part} holds {n} rows, the manifest says {want}"))
 
 
 def _points_at(data: bytes, members: dict, name: str, offset, size) -> bool:

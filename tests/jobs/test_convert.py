@@ -14,10 +14,9 @@ import fsspec
 import pandas as pd
 import pytest
 import webdataset as wds
-from fsspec.implementations.memory import MemoryFileSystem
 
-from jobs.convert import ConvertJob, run_convert
-from pipeline.convert import ConvertOptions
+from jobs.convert import run_convert
+from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.dataset import LatentDataset
 
 BAD_REASONS = {
@@ -28,11 +27,10 @@ BAD_REASONS = {
 GOOD_BAD = {"cmyk", "sixteen", "palette", "rgba", "rotated", "café au lait"}
 
 
-def _convert(src, out, shard_size=4, **kw) -> dict:
-    kw.setdefault("executor", "local")
+def _convert(src, out, shard_size=4, executor="local", **kw) -> dict:
     job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=shard_size, batch_size=3),
-                     command=("latents", "convert", "SRC", "OUT"), progress=False, **kw)
-    return run_convert(job).manifest
+                     command=("latents", "convert", "SRC", "OUT"), **kw)
+    return run_convert(job, executor).manifest
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -112,7 +110,7 @@ def test_interrupted_run_resumes_to_identical_bytes(photo_tree, tmp_path, monkey
     reference = _tree_bytes(ref)
     shutil.rmtree(ref)
 
-    import jobs.convert as jc
+    import pipeline.convert.driver as jc
 
     real = jc.convert_shard
     calls = []
@@ -184,7 +182,7 @@ def test_fsspec_urls_in_and_out(photo_tree):
 
 
 def test_unforeseen_decoder_exception_is_one_failure_row(photo_tree, tmp_path, monkeypatch):
-    import pipeline.convert as pc
+    import pipeline.convert.worker as pc
 
     real = pc.prepare_image
 
@@ -254,7 +252,6 @@ def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp
 
 
 def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree, tmp_path, monkeypatch):
-    import errno
 
     from pipeline.shards import layout
 
@@ -285,45 +282,6 @@ def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree
 
 
 # -- a flaky object store: transient failures retried, persistent ones resumed ---------------------
-class FlakyFS(MemoryFileSystem):
-    """An in-memory object store whose PUTs and GETs fail on demand (S3's SlowDown, resets)."""
-
-    protocol = "flaky"
-    fail_every = 0  # every n-th PUT/GET fails once (0: never)
-    fail_matching = ""  # PUTs of paths containing this fail every time
-    calls = failures = 0
-
-    @classmethod
-    def _maybe_fail(cls, path: str, writing: bool) -> None:
-        cls.calls += 1
-        if writing and cls.fail_matching and cls.fail_matching in path:
-            cls.failures += 1
-            raise OSError(errno.EIO, f"An error occurred (SlowDown) putting {path}")
-        if cls.fail_every and cls.calls % cls.fail_every == 0:
-            cls.failures += 1
-            raise ConnectionResetError(f"connection reset while transferring {path}")
-
-    def pipe_file(self, path, value, **kw):
-        self._maybe_fail(path, True)
-        return super().pipe_file(path, value, **kw)
-
-    def _open(self, path, mode="rb", **kw):
-        if "r" in mode:
-            self._maybe_fail(path, False)
-        return super()._open(path, mode, **kw)
-
-
-@pytest.fixture()
-def flaky(monkeypatch):
-    from pipeline.shards import retry
-
-    monkeypatch.setattr(retry, "FIRST_DELAY", 0.0)  # retry at once
-    fsspec.register_implementation("flaky", FlakyFS, clobber=True)
-    FlakyFS.fail_every, FlakyFS.fail_matching, FlakyFS.calls, FlakyFS.failures = 0, "", 0, 0
-    yield FlakyFS
-    FlakyFS.fail_every, FlakyFS.fail_matching = 0, ""
-
-
 def _files(url: str) -> dict[str, bytes]:
     fs, root = fsspec.core.url_to_fs(url)
     return {p[len(root):]: fs.cat_file(p) for p in sorted(fs.find(root)) if "/logs/" not in p}

@@ -13,24 +13,25 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobs.convert import ConvertJob, RayOptions, run_convert
-from pipeline.convert import ConvertOptions
+from jobs.convert import run_convert
+from jobs.ray_convert import RayOptions
+from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.verify import verify
 from tests.jobs.test_convert import _tree_bytes
 
 pytestmark = pytest.mark.ray
 
 
-def _job(src, out, executor, **kw):
-    return ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=1, batch_size=2),
-                      command=("latents", "convert"), progress=False, executor=executor,
-                      torch_threads=1, ray=RayOptions(workers=2), **kw)
+def _run(src, out, executor, **kw):
+    job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=1, batch_size=2),
+                     command=("latents", "convert"), torch_threads=1, **kw)
+    return run_convert(job, executor, RayOptions(workers=2))
 
 
 def test_ray_output_is_byte_identical_to_in_process(ray_cluster, photo_tree, tmp_path):
-    s = run_convert(_job(photo_tree, tmp_path / "ray", "ray"))
+    s = _run(photo_tree, tmp_path / "ray", "ray")
     assert s.converted == 8 and len({w["pid"] for w in s.workers}) == 2
-    run_convert(_job(photo_tree, tmp_path / "local", "local"))
+    _run(photo_tree, tmp_path / "local", "local")
     assert _tree_bytes(tmp_path / "ray") == _tree_bytes(tmp_path / "local")
 
 
@@ -59,7 +60,7 @@ def test_killed_actor_is_retried_and_dataset_is_complete(ray_cluster, photo_tree
 
     t = threading.Thread(target=chaos)
     t.start()
-    s = run_convert(_job(photo_tree, out, "ray"))
+    s = _run(photo_tree, out, "ray")
     t.join()
     assert killed, "the chaos thread never found a worker to kill"
     assert s.manifest["totals"]["samples"] == 8
@@ -107,9 +108,8 @@ def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
              (str(tmp_path / "oi"), str(tmp_path / "out-oi"), 5),
              (str(lst), str(tmp_path / "out-uris"), 5)]
     for src, out, listed in cases:
-        job = ConvertJob(src, out, options=ConvertOptions(shard_size=2), progress=False,
-                         executor="ray", ray=RayOptions(workers=2))
-        m = run_convert(job).manifest
+        job = ConvertJob(src, out, options=ConvertOptions(shard_size=2))
+        m = run_convert(job, "ray", RayOptions(workers=2)).manifest
         assert m["totals"]["samples"] + m["totals"]["failures"] == listed, src
         rep = verify(out)
         assert rep.ok and rep.decoded == m["totals"]["samples"], (src, rep.faults)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from jobs.convert import ConvertJob, run_convert
-from pipeline.convert import ConvertOptions
+from jobs.convert import run_convert
+from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.images import ImagePolicy
 from pipeline.tasks import PhotoTask, make_photo_task
 from pipeline.train.data import InputSpec
@@ -16,8 +16,8 @@ from pipeline.train.loop import TrainConfig, train_classifier
 def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
     meta = make_photo_task(root / "jpeg", PhotoTask(train_per_class=24, val_per_class=8, size=128))
-    run_convert(ConvertJob(str(root / "jpeg"), str(root / "latent"), progress=False, executor="local",
-                           options=ConvertOptions(ImagePolicy(size=128), shard_size=64)))
+    run_convert(ConvertJob(str(root / "jpeg"), str(root / "latent"),
+                           options=ConvertOptions(ImagePolicy(size=128), shard_size=64)), "local")
     return root, meta
 
 

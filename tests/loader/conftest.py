@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs.convert import ConvertJob, run_convert
-from pipeline.convert import ConvertOptions
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.photos import bundled_photos
 
 
@@ -26,6 +25,5 @@ def photos_src(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def latent_root(tmp_path_factory, photos_src) -> Path:
     out = tmp_path_factory.mktemp("latents") / "ds"
-    run_convert(ConvertJob(str(photos_src), str(out), options=ConvertOptions(shard_size=3),
-                           progress=False, executor="local"))
+    convert_dataset(ConvertJob(str(photos_src), str(out), options=ConvertOptions(shard_size=3)))
     return out

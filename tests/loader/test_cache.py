@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from jobs.convert import ConvertJob, run_convert
 from pipeline.codec import checkpoint
 from pipeline.codec.load import CodecSpec
-from pipeline.convert import ConvertOptions
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import LatentShardsError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.cache import FLOAT32, INT8, INT16, CachedSample, LatentCache, pack_latent, unpack_latent
@@ -138,8 +137,8 @@ def test_a_new_codec_fingerprint_misses_the_old_cache(latent_root, photos_src, t
     ckpt = tmp_path / "tiny.pt"
     checkpoint.save(tiny_checkpoint("mbt2018-mean", seed=3, N=16, M=96), str(ckpt))
     shutil.rmtree(ds_path)
-    run_convert(ConvertJob(str(photos_src), str(ds_path), codec=CodecSpec(checkpoint=str(ckpt)),
-                           executor="local", progress=False, options=ConvertOptions(shard_size=3)))
+    convert_dataset(ConvertJob(str(photos_src), str(ds_path), codec=CodecSpec(checkpoint=str(ckpt)),
+                               options=ConvertOptions(shard_size=3)))
     fresh = LatentShardDataset(cfg)
     after = _epoch(fresh, 0)
     assert len(after) == len(before) and after != before
@@ -200,7 +199,7 @@ def test_train_and_val_loaders_share_the_cache_without_evicting_each_other(tmp_p
     src = tmp_path / "src"
     photo_folder(src / "train", n=6)
     photo_folder(src / "val", n=3)
-    run_convert(ConvertJob(str(src), str(tmp_path / "ds"), executor="local", progress=False,
+    convert_dataset(ConvertJob(str(src), str(tmp_path / "ds"),
                            options=ConvertOptions(shard_size=4)))
 
     def split(name):

@@ -2,9 +2,8 @@ import shutil
 
 import pytest
 
-from jobs.convert import ConvertJob, run_convert
 from pipeline.codec import checkpoint
-from pipeline.convert import ConvertOptions
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.shards.verify import verify
 from tests.conftest import tiny_checkpoint
 
@@ -12,8 +11,7 @@ from tests.conftest import tiny_checkpoint
 @pytest.fixture()
 def dataset(photo_tree, tmp_path):
     out = tmp_path / "out"
-    run_convert(ConvertJob(str(photo_tree), str(out), options=ConvertOptions(shard_size=4),
-                           progress=False, executor="local"))
+    convert_dataset(ConvertJob(str(photo_tree), str(out), options=ConvertOptions(shard_size=4)))
     return out
 
 

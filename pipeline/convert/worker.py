@@ -1,6 +1,8 @@
 """The unit of conversion work: one shard, end to end (read → prepare → encode → tar → index).
 
-No Ray here: `jobs.convert` decides where shards run; this module only knows how.
+An executor (``pipeline.convert.driver``) decides where shards run; this module only knows how.
+A shard's figures (`ShardResult`, less nothing) go into its Parquet index's key-value metadata,
+so a resume learns them from the index footer without reading the tar.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from pipeline.codec.codec import Codec, EncodedLatent
+from pipeline.convert.plan import Entry, ShardTask
 from pipeline.errors import ImageError
 from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
 from pipeline.shards import index as idx
-from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.layout import Layout, atomic_write
 from pipeline.shards.tar import TarBuilder
-from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
+from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
 
-READ_ERROR, ENCODE_ERROR = "read-error", "encode-error"
-Entry = SourceItem | ListingFailure
+#: failure reasons of conversion itself (the image reasons are in pipeline.images)
+READ_ERROR = "read-error"  # an I/O failure or time-out that outlasted the retries
+MISSING = "missing"  # the listed file is not there (or not readable by this user)
+ENCODE_ERROR = "encode-error"
+#: reasons `convert --retry-failed` tries again: the storage may answer now
+RETRYABLE = frozenset({READ_ERROR})
 
 
 @dataclass(frozen=True)
@@ -37,25 +45,16 @@ class ConvertOptions:
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    split: str
-    number: int
-    entries: tuple[Entry, ...]
-
-    @property
-    def name(self) -> str:
-        return Layout.shard_name(self.split, self.number)
-
-
-@dataclass(frozen=True)
 class ShardResult:
+    """A finished shard's figures, as the manifest lists them and its index footer records them."""
+
     name: str
     split: str
     samples: int
     failures: int
     tar_bytes: int
     tar_sha256: str
-    index_sha256: str
+    rows_sha256: str  # idx.rows_sha256 of its index rows (the file's own hash cannot sit in it)
     source_bytes: int  # of the samples that made it
     latent_bytes: int
     pixels: int  # encoded pixels (for bpp)
@@ -64,11 +63,19 @@ class ShardResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
-    def of(cls, task: ShardTask, rows: list[idx.IndexRow], tar: bytes, index_data: bytes) -> ShardResult:
-        """The figures of a shard from its rows and the exact bytes written."""
+    def from_json(cls, d: dict) -> ShardResult:
+        missing = sorted(set(cls.__dataclass_fields__) - set(d))
+        if missing:
+            raise ValueError(f"shard figures lack {', '.join(missing)}")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def of(cls, task: ShardTask, table: pa.Table, tar: bytes) -> ShardResult:
+        """The figures of a shard from its index table and the exact tar bytes written."""
+        rows = [idx.IndexRow(**r) for r in table.to_pylist()]
         ok = [r for r in rows if r.status == idx.OK]
         return cls(task.name, task.split, len(ok), len(rows) - len(ok), len(tar),
-                   hashlib.sha256(tar).hexdigest(), hashlib.sha256(index_data).hexdigest(),
+                   hashlib.sha256(tar).hexdigest(), idx.rows_sha256(table),
                    sum(r.source_bytes for r in ok), sum(r.latent_size for r in ok),
                    sum(r.enc_h * r.enc_w for r in ok))
 
@@ -100,35 +107,12 @@ class Progress:
         return idx.bits_per_pixel(self.latent_bytes, self.pixels)
 
 
-def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
-    """Fixed slices of the sorted listing, per split: the same plan on every run."""
-    if shard_size <= 0:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
-    tasks = []
-    for split in listing.splits():
-        entries = sorted([e for e in (*listing.items, *listing.failures) if e.split == split],
-                         key=lambda e: e.key)
-        for n, start in enumerate(range(0, len(entries), shard_size)):
-            tasks.append(ShardTask(split, n, tuple(entries[start : start + shard_size])))
-    return tasks
-
-
-def shard_done(layout: Layout, task: ShardTask) -> bool:
-    """A shard is done when its Parquet index (written last) exists."""
-    return exists(layout.shard_index(task.name))
-
-
-def read_shard_result(layout: Layout, task: ShardTask) -> ShardResult:
-    """The result of a shard a previous run finished (resume), from its files."""
-    tar, index_data = read_file(layout.shard_tar(task.name)), read_file(layout.shard_index(task.name))
-    rows = [idx.IndexRow(**r) for r in idx.table_from_bytes(index_data).to_pylist()]
-    return ShardResult.of(task, rows, tar, index_data)
-
-
 def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, PreparedImage | ImageError]:
     try:
         data = read_bytes(item.uri)
-    except Exception as exc:  # noqa: BLE001 - any filesystem error is this sample's failure
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        return None, ImageError(MISSING, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any other filesystem error is this sample's failure
         return None, ImageError(READ_ERROR, f"{type(exc).__name__}: {exc}")
     try:
         return data, prepare_image(data, policy)
@@ -224,10 +208,13 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
     finally:
         pool.shutdown()
     tar_data = tar.finish()
-    index_data = idx.table_bytes(idx.to_table(rows))
+    table = idx.to_table(rows)
+    result = ShardResult.of(task, table, tar_data)
     atomic_write(layout.shard_tar(task.name), tar_data)
-    atomic_write(layout.shard_index(task.name), index_data)
-    return ShardResult.of(task, rows, tar_data, index_data)
+    # the index goes last: its presence marks the shard done, its footer carries the figures
+    atomic_write(layout.shard_index(task.name),
+                 idx.table_bytes(table, {idx.SHARD_FIGURES: result.to_json()}))
+    return result
 
 
 def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) -> idx.IndexRow:

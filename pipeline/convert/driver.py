@@ -1,0 +1,294 @@
+"""`convert_dataset`: list → plan → skip done → executor runs the rest → merge → manifest.
+
+The driver owns every step but one: where shards run. That is the executor's job, injected
+by the caller. `LocalExecutor` (here) converts shards in this process one after another;
+the Ray actor pool lives in ``jobs.ray_convert`` (the only place that imports Ray). Both see
+the same `ShardWork` and report to the same `ConvertObserver`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import fsspec
+import torch
+
+from pipeline.codec import checkpoint
+from pipeline.codec.codec import Codec
+from pipeline.codec.load import CodecSpec, codec_from_checkpoint, read_spec
+from pipeline.convert.plan import ShardTask, add_retry_round, check_plan, plan_shards, retry_tasks
+from pipeline.convert.resume import finished_shards, shard_result
+from pipeline.convert.worker import RETRYABLE, ConvertOptions, Progress, ShardResult, convert_shard
+from pipeline.errors import DatasetError
+from pipeline.shards import index as idx
+from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.lease import ConvertLease
+from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
+from pipeline.sources import detect_format, list_source
+from pipeline.sources.base import canonical_uri
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    src: str
+    out: str
+    fmt: str = "auto"  # see pipeline.sources.READERS; auto detects where unambiguous
+    split: str | None = None  # None: every split of the layout ("train" for a plain folder)
+    codec: CodecSpec = field(default_factory=CodecSpec)
+    options: ConvertOptions = field(default_factory=ConvertOptions)
+    torch_threads: int = 0  # 0: torch's default
+    device: str = "auto"  # where g_a runs in-process: auto (CUDA if present), cpu, cuda, cuda:N
+    command: tuple[str, ...] = ()
+    retry_failed: bool = False  # also retry the ledger's transient failures as new shards
+
+
+class ConvertObserver(Protocol):
+    """What a live display needs: the work ahead, each chunk's progress, shards finished."""
+
+    def begin(self, images: int, shards: int) -> None: ...
+
+    def update(self, step: Progress) -> None: ...
+
+    def shard_done(self, done: int, total: int) -> None: ...
+
+
+class NullObserver:
+    def begin(self, images: int, shards: int) -> None:
+        pass
+
+    def update(self, step: Progress) -> None:
+        pass
+
+    def shard_done(self, done: int, total: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """Everything an executor needs besides the shards: where they go, the codec, the options.
+
+    Remote executors load the codec from ``layout.codec_checkpoint`` (the dataset's own bytes)
+    and check it against ``fingerprint``.
+    """
+
+    layout: Layout
+    codec: Codec
+    options: ConvertOptions
+
+    @property
+    def fingerprint(self) -> str:
+        return self.codec.identity.fingerprint
+
+
+@dataclass(frozen=True)
+class ExecutorRun:
+    results: dict[str, ShardResult]  # by shard name
+    workers: list[dict]  # {pid, device, node} of each worker that ran shards
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
+        """Convert every task (each with `convert_shard`); raise if one cannot be converted."""
+        ...
+
+
+class LocalExecutor:
+    """Shards one after another in this process, with the driver's codec."""
+
+    name = "local"
+
+    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
+        results = {}
+        for i, task in enumerate(tasks):
+            results[task.name] = convert_shard(task, work.codec, work.layout, work.options, observer.update)
+            observer.shard_done(i + 1, len(tasks))
+        return ExecutorRun(results, [{"pid": os.getpid(), "device": str(work.codec.device), "node": "local"}])
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    manifest: dict
+    converted: int  # shards converted by this run
+    workers: list  # {pid, device, node} of each worker that ran shards
+    skipped: int  # shards already done (resume)
+    seconds: float
+    images_per_s: float
+    failures_by_reason: dict
+    retried: int = 0  # ledger rows retried by --retry-failed
+    recovered: int = 0  # of those, how many are samples now
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+    return dev
+
+
+def prepare_codec(spec: CodecSpec, layout: Layout) -> tuple[Codec, str]:
+    """Load the codec and place its exact checkpoint under OUT/codec/ (refusing a different one).
+
+    ``codec.json`` is written after ``codec.pt``; when it already names this codec, both are
+    in place and nothing is written again.
+    """
+    ck = read_spec(spec)
+    codec = codec_from_checkpoint(ck, spec.describe())
+    data = checkpoint.to_bytes(ck)
+    if exists(layout.codec_identity):
+        old = json.loads(read_file(layout.codec_identity))["fingerprint"]
+        if old != codec.identity.fingerprint:
+            raise DatasetError(
+                f"{layout.root} already holds shards written by codec {old[:16]}…, not "
+                f"{codec.identity.fingerprint[:16]}…; convert into a new OUT folder")
+        return codec, hashlib.sha256(data).hexdigest()
+    atomic_write(layout.codec_checkpoint, data)
+    atomic_write(layout.codec_identity,
+                 (json.dumps(codec.identity.to_json(), indent=2, sort_keys=True) + "\n").encode())
+    return codec, hashlib.sha256(data).hexdigest()
+
+
+def sweep_temp_files(layout: Layout) -> None:
+    """Remove temp files a killed run left behind (local OUT only; object stores get one PUT)."""
+    fs, path = fsspec.core.url_to_fs(layout.url("shards"))
+    if "file" in fs.protocol and os.path.isdir(path):
+        for name in os.listdir(path):
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.remove(os.path.join(path, name))
+
+
+def convert_dataset(job: ConvertJob, executor: Executor | None = None,
+                    observer: ConvertObserver | None = None) -> ConvertSummary:
+    """Convert ``job.src`` into the latent dataset ``job.out``, resuming what is done.
+
+    Holds ``OUT/convert.lease`` throughout, so a second run into the same OUT refuses.
+    """
+    executor = executor or LocalExecutor()
+    observer = observer or NullObserver()
+    if job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
+    src = canonical_uri(job.src)
+    job = replace(job, src=src, out=canonical_uri(job.out),
+                  fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
+    layout = Layout.at(job.out)
+    listing = list_source(job.fmt, job.src, split=job.split)
+    if not listing.items and not listing.failures:
+        raise DatasetError(f"no image found under {job.src} (format {job.fmt}); image files end "
+                           "in .jpg, .jpeg, .png, .webp, …")
+    with ConvertLease(layout):  # one writer per OUT: a second run refuses, naming the first
+        return _convert_leased(job, layout, listing, executor, observer)
+
+
+def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
+    """Keys whose latest row in the shard indices is a failure with a transient reason."""
+    latest: dict[str, dict] = {}
+    for n in names:
+        table = idx.read_table(layout.shard_index(n)).select(["key", "split", "status", "reason"])
+        for r in table.to_pylist():
+            latest[r["key"]] = r
+    out: dict[str, list[str]] = {}
+    for r in latest.values():
+        if r["status"] == idx.FAILED and r["reason"] in RETRYABLE:
+            out.setdefault(r["split"], []).append(r["key"])
+    return out
+
+
+def _convert_leased(job: ConvertJob, layout: Layout, listing, executor: Executor,
+                    observer: ConvertObserver) -> ConvertSummary:
+    t0 = time.perf_counter()
+    codec, ck_sha = prepare_codec(job.codec, layout)
+    codec.to(resolve_device(job.device))
+    # Pad to the codec's own multiple, whatever the caller's policy said.
+    job = replace(job, options=replace(job.options, policy=replace(
+        job.options.policy, multiple=codec.identity.multiple)))
+    base = plan_shards(listing, job.options.shard_size)
+    header = {"source": job.src, "format": job.fmt, "split": job.split,
+              "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
+    recorded = check_plan(layout, header, base)
+    rounds = retry_tasks(recorded, base)
+    tasks = [*base, *rounds]
+    sweep_temp_files(layout)
+    done = finished_shards(layout)
+    todo = [t for t in tasks if t.name not in done]
+    work = ShardWork(layout, codec, job.options)
+    observer.begin(sum(len(t.entries) for t in todo), len(todo))
+    run = executor.run(todo, work, observer)
+    results, workers = dict(run.results), list(run.workers)
+    # --retry-failed: a retry round left unfinished by a crash was just finished, and that was
+    # the retry; otherwise the ledger's transient failures become a new round now.
+    retried = [t for t in rounds if t.name not in done]
+    if job.retry_failed and not retried:
+        keys = _retryable_keys(layout, [t.name for t in tasks])
+        if keys:
+            retried = add_retry_round(layout, recorded, base, keys, job.options.shard_size)
+            observer.begin(sum(len(t.entries) for t in retried), len(retried))
+            more = executor.run(retried, work, observer)
+            results.update(more.results)
+            workers += more.workers
+            tasks += retried
+            todo += retried
+    final = [results[t.name] if t.name in results else shard_result(layout, t) for t in tasks]
+    manifest = _finish(job, layout, listing, codec, ck_sha, final, todo)
+    seconds = max(time.perf_counter() - t0, 1e-9)
+    images = sum(len(t.entries) for t in todo)
+    recovered = sum(results[t.name].samples for t in retried)
+    summary = ConvertSummary(manifest, len(todo), workers, len(tasks) - len(todo), seconds,
+                             images / seconds, manifest["totals"]["failures_by_reason"],
+                             sum(len(t.entries) for t in retried),
+                             recovered)
+    write_run_log(layout, job, executor.name, summary)
+    return summary
+
+
+def _finish(job: ConvertJob, layout: Layout, listing, codec: Codec, ck_sha: str,
+            results: list[ShardResult], todo: list[ShardTask]) -> dict:
+    """Merge the indices and write the manifest, unless an identical manifest is already there
+    (a resume of a finished dataset then reads footers only)."""
+    run = RunInfo(job.command, job.src, job.fmt, listing.classes, job.options.policy.to_json(),
+                  codec.identity.to_json(), ck_sha)
+    shards = [r.to_json() for r in results]
+    if not todo and exists(layout.manifest) and exists(layout.index) and exists(layout.failures):
+        old = json.loads(read_file(layout.manifest))
+        if _same_run(old, build_manifest(run, shards, idx.to_table([]))):
+            return old
+    _, failed = merge_indices(layout, [r.name for r in results])
+    manifest = build_manifest(run, shards, failed)
+    write_manifest(layout, manifest)
+    return json.loads(json.dumps(manifest))  # as it reads back from manifest.json
+
+
+def _same_run(old: dict, new: dict) -> bool:
+    """Whether ``old`` is the manifest of these shards and options (``new`` was built without
+    the ledger, so its failure counts are not compared)."""
+    def strip(m: dict) -> dict:
+        m = json.loads(json.dumps(m))
+        for d in (m.get("totals", {}), *m.get("splits", {}).values()):
+            d.pop("failures", None)
+            d.pop("failures_by_reason", None)
+        return m
+
+    return strip(old) == strip(new)
+
+
+def write_run_log(layout: Layout, job: ConvertJob, executor: str, s: ConvertSummary) -> None:
+    """Wall time, images/s, workers and devices of this run, beside (not in) the manifest.
+
+    The manifest stays a pure function of inputs and options, so reruns change no byte of
+    it; each run's operational figures go to ``OUT/logs/convert-<UTC time>.json``.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    log = {"command": list(job.command), "executor": executor, "seconds": round(s.seconds, 3),
+           "images_per_s": round(s.images_per_s, 3), "shards_converted": s.converted,
+           "shards_skipped": s.skipped, "workers": s.workers, "failures_by_reason": s.failures_by_reason,
+           "retried": s.retried, "recovered": s.recovered}
+    atomic_write(layout.url("logs", f"convert-{stamp}-{os.getpid()}.json"),
+                 (json.dumps(log, indent=2, sort_keys=True) + "\n").encode())
