@@ -357,11 +357,26 @@ def bench(
     batch_size: int = typer.Option(32, help="DataLoader batch size for both loaders."),
     epochs: int = typer.Option(3, help="Timed epochs per loader (after a warm-up epoch); medians."),
     cache_dir: str = typer.Option(None, help="Put the warm cache here (default: the temp folder)."),
+    plan_rows: int = typer.Option(0, help="Only this: plan a synthetic URI list of this many rows "
+                                  "(10 Parquet files) and print the planning process's peak RSS."),
     output: Path = typer.Option(None, help="Also write the figures as JSON here."),
 ):
     """Encode/decode profiles; convert, storage and loader figures (cold and warm), side by side."""
     from jobs.bench import bench_tables, run_bench
 
+    if plan_rows:
+        import tempfile
+
+        from pipeline.eval.plan_footprint import measure, write_synthetic_list
+
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {"plan": measure(str(write_synthetic_list(Path(tmp) / "list", plan_rows)))}
+        console.print(f"planned {figures['plan']['rows']:,} rows into {figures['plan']['shards']:,} shards "
+                      f"in {figures['plan']['seconds']} s; peak RSS {figures['plan']['peak_rss_mib']} MiB "
+                      f"({figures['plan']['rss_before_mib']} MiB before planning)")
+        if output:
+            output.write_text(json.dumps(figures, indent=2))
+        return
     try:
         figures = run_bench(_codec_spec(checkpoint, arch, None, False), threads,
                             images if pipeline_figures else 0, workers,

@@ -16,6 +16,7 @@ class ConvertBar:
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.total = Step()
         self.t0 = time.perf_counter()
+        self._shards = 0
         self._bar = Progress(
             TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>7.1f} img/s"), TextColumn("bpp {task.fields[bpp]:.3f}"),
@@ -33,6 +34,7 @@ class ConvertBar:
 
     def begin(self, images: int, shards: int) -> None:
         self.t0 = time.perf_counter()
+        self._shards = shards
         self._bar.update(self._task, total=images, shards=f"0/{shards}")
 
     def update(self, step: Step) -> None:
@@ -40,8 +42,8 @@ class ConvertBar:
         self._bar.update(self._task, advance=step.images, rate=t.images / self.elapsed, bpp=t.bpp,
                          failures=t.failures)
 
-    def shard_done(self, done: int, total: int) -> None:
-        self._bar.update(self._task, shards=f"{done}/{total}")
+    def shard_done(self, done: int) -> None:
+        self._bar.update(self._task, shards=f"{done}/{self._shards}")
 
     @property
     def elapsed(self) -> float:

@@ -9,7 +9,7 @@ so a retried shard is never half-present.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import ray
@@ -111,8 +111,9 @@ class RayExecutor:
     def __init__(self, opts: RayOptions | None = None):
         self.opts = opts or RayOptions()
 
-    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
-        if not tasks:
+    def run(self, tasks: Iterable[ShardTask], count: int, work: ShardWork,
+            observer: ConvertObserver) -> ExecutorRun:
+        if not count:
             return ExecutorRun({}, [])
         opts = self.opts
         connect(opts)
@@ -122,10 +123,10 @@ class RayExecutor:
         threads = max(1, int(opts.cpus_per_worker))
         use_gpu = opts.gpus_per_worker > 0
         pool = [actor.remote(work.layout.root, work.fingerprint, work.options, threads, use_gpu)
-                for _ in range(_pool_size(opts, len(tasks)))]
+                for _ in range(_pool_size(opts, count))]
         try:
             workers = ray.get([a.info.remote() for a in pool])
-            return ExecutorRun(_drive(list(tasks), pool, board, observer), workers)
+            return ExecutorRun(_drive(iter(tasks), pool, board, observer), workers)
         except ray.exceptions.RayError as exc:
             # A shard whose worker raised, or died more often than Ray retries: the job stops,
             # finished shards stay and a rerun resumes from them.
@@ -135,21 +136,30 @@ class RayExecutor:
                 ray.kill(a)
 
 
-def _drive(tasks: list[ShardTask], pool: list, board, observer: ConvertObserver) -> dict[str, ShardResult]:
-    """Keep every actor busy with one shard at a time until all shards are done."""
-    queue, idle, pending, results = list(tasks), list(pool), {}, {}
+def _drive(tasks: Iterator[ShardTask], pool: list, board,
+           observer: ConvertObserver) -> dict[str, ShardResult]:
+    """Keep every actor busy with one shard at a time until all shards are done; shards are
+    taken from ``tasks`` only as actors free up (a streamed plan is never held whole)."""
+    idle, pending, results = list(pool), {}, {}
     seen = Progress()
-    while queue or pending:
-        while idle and queue:
-            a, t = idle.pop(0), queue.pop(0)
+    exhausted = False
+    while not exhausted or pending:
+        while idle and not exhausted:
+            t = next(tasks, None)
+            if t is None:
+                exhausted = True
+                break
+            a = idle.pop(0)
             pending[a.convert.remote(t, board)] = (t, a)
+        if not pending:
+            break
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         seen = _advance(observer, seen, ray.get(board.totals.remote()))
         for ref in ready:
             t, a = pending.pop(ref)
             results[t.name] = ray.get(ref)
             idle.append(a)
-            observer.shard_done(len(results), len(tasks))
+            observer.shard_done(len(results))
     _advance(observer, seen, ray.get(board.totals.remote()))
     return results
 

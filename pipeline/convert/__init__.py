@@ -20,7 +20,7 @@ from pipeline.convert.driver import (
     convert_dataset,
     resolve_device,
 )
-from pipeline.convert.plan import ShardTask, plan_shards
+from pipeline.convert.plan import ListingPlan, ShardPlan, ShardRecord, ShardTask, UriListPlan, plan_shards
 from pipeline.convert.worker import (
     ENCODE_ERROR,
     MISSING,
@@ -36,5 +36,5 @@ __all__ = [
     "ENCODE_ERROR", "MISSING", "READ_ERROR", "RETRYABLE", "ConvertJob", "ConvertObserver",
     "ConvertOptions", "ConvertSummary", "Executor", "ExecutorRun", "LocalExecutor", "NullObserver",
     "Progress", "ShardResult", "ShardTask", "ShardWork", "convert_dataset", "convert_shard",
-    "plan_shards", "resolve_device",
+    "plan_shards", "resolve_device", "ListingPlan", "ShardPlan", "ShardRecord", "UriListPlan",
 ]

@@ -9,10 +9,11 @@ the same `ShardWork` and report to the same `ConvertObserver`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -22,7 +23,16 @@ import torch
 from pipeline.codec import checkpoint
 from pipeline.codec.codec import Codec
 from pipeline.codec.load import CodecSpec, codec_from_checkpoint, read_spec
-from pipeline.convert.plan import ShardTask, add_retry_round, check_plan, plan_shards, retry_tasks
+from pipeline.convert.plan import (
+    ListingPlan,
+    ShardPlan,
+    ShardRecord,
+    ShardTask,
+    UriListPlan,
+    add_retry_round,
+    check_plan,
+    retry_tasks,
+)
 from pipeline.convert.resume import finished_shards, shard_result
 from pipeline.convert.worker import RETRYABLE, ConvertOptions, Progress, ShardResult, convert_shard
 from pipeline.errors import DatasetError
@@ -32,6 +42,7 @@ from pipeline.shards.lease import ConvertLease
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri
+from pipeline.sources.uris import UriList
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class ConvertObserver(Protocol):
 
     def update(self, step: Progress) -> None: ...
 
-    def shard_done(self, done: int, total: int) -> None: ...
+    def shard_done(self, done: int) -> None: ...
 
 
 class NullObserver:
@@ -65,7 +76,7 @@ class NullObserver:
     def update(self, step: Progress) -> None:
         pass
 
-    def shard_done(self, done: int, total: int) -> None:
+    def shard_done(self, done: int) -> None:
         pass
 
 
@@ -95,8 +106,10 @@ class ExecutorRun:
 class Executor(Protocol):
     name: str
 
-    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
-        """Convert every task (each with `convert_shard`); raise if one cannot be converted."""
+    def run(self, tasks: Iterable[ShardTask], count: int, work: ShardWork,
+            observer: ConvertObserver) -> ExecutorRun:
+        """Convert each of the ``count`` tasks with `convert_shard`, taking them from ``tasks``
+        only as workers free up; raise if one cannot be converted."""
         ...
 
 
@@ -105,11 +118,12 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, tasks: Sequence[ShardTask], work: ShardWork, observer: ConvertObserver) -> ExecutorRun:
+    def run(self, tasks: Iterable[ShardTask], count: int, work: ShardWork,
+            observer: ConvertObserver) -> ExecutorRun:
         results = {}
-        for i, task in enumerate(tasks):
+        for task in tasks:  # a plan may hand shards over as it reads them: never len(tasks)
             results[task.name] = convert_shard(task, work.codec, work.layout, work.options, observer.update)
-            observer.shard_done(i + 1, len(tasks))
+            observer.shard_done(len(results))
         return ExecutorRun(results, [{"pid": os.getpid(), "device": str(work.codec.device), "node": "local"}])
 
 
@@ -180,12 +194,19 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
     job = replace(job, src=src, out=canonical_uri(job.out),
                   fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
     layout = Layout.at(job.out)
-    listing = list_source(job.fmt, job.src, split=job.split)
-    if not listing.items and not listing.failures:
+    plan = make_plan(job)
+    if not plan.records:
         raise DatasetError(f"no image found under {job.src} (format {job.fmt}); image files end "
                            "in .jpg, .jpeg, .png, .webp, …")
     with ConvertLease(layout):  # one writer per OUT: a second run refuses, naming the first
-        return _convert_leased(job, layout, listing, executor, observer)
+        return _convert_leased(job, layout, plan, executor, observer)
+
+
+def make_plan(job: ConvertJob) -> ShardPlan:
+    """URI lists are planned by streaming them; the other layouts are listed in memory."""
+    if job.fmt == "uris":
+        return UriListPlan(UriList.scan(job.src, job.split), job.options.shard_size)
+    return ListingPlan(list_source(job.fmt, job.src, split=job.split), job.options.shard_size)
 
 
 def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
@@ -202,7 +223,7 @@ def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _convert_leased(job: ConvertJob, layout: Layout, listing, executor: Executor,
+def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: Executor,
                     observer: ConvertObserver) -> ConvertSummary:
     t0 = time.perf_counter()
     codec, ck_sha = prepare_codec(job.codec, layout)
@@ -210,50 +231,53 @@ def _convert_leased(job: ConvertJob, layout: Layout, listing, executor: Executor
     # Pad to the codec's own multiple, whatever the caller's policy said.
     job = replace(job, options=replace(job.options, policy=replace(
         job.options.policy, multiple=codec.identity.multiple)))
-    base = plan_shards(listing, job.options.shard_size)
     header = {"source": job.src, "format": job.fmt, "split": job.split,
               "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
-    recorded = check_plan(layout, header, base)
-    rounds = retry_tasks(recorded, base)
-    tasks = [*base, *rounds]
+    recorded = check_plan(layout, header, plan)
     sweep_temp_files(layout)
     done = finished_shards(layout)
-    todo = [t for t in tasks if t.name not in done]
+    records = [*plan.records, *(ShardRecord(s["split"], s["number"], len(s["keys"]), "")
+                                for rnd in recorded.retries for s in rnd)]
+    todo = [r for r in records if r.name not in done]
+    pending_retries = [t for t in retry_tasks(recorded, plan) if t.name not in done] \
+        if any(r.name not in done for r in records[len(plan.records):]) else []
     work = ShardWork(layout, codec, job.options)
-    observer.begin(sum(len(t.entries) for t in todo), len(todo))
-    run = executor.run(todo, work, observer)
+    observer.begin(sum(r.entries for r in todo), len(todo))
+    names = {r.name for r in todo}
+    run = executor.run(itertools.chain(plan.tasks(names), pending_retries), len(todo), work, observer)
     results, workers = dict(run.results), list(run.workers)
     # --retry-failed: a retry round left unfinished by a crash was just finished, and that was
     # the retry; otherwise the ledger's transient failures become a new round now.
-    retried = [t for t in rounds if t.name not in done]
+    retried = [ShardRecord.of(t) for t in pending_retries]
     if job.retry_failed and not retried:
-        keys = _retryable_keys(layout, [t.name for t in tasks])
+        keys = _retryable_keys(layout, [r.name for r in records])
         if keys:
-            retried = add_retry_round(layout, recorded, base, keys, job.options.shard_size)
-            observer.begin(sum(len(t.entries) for t in retried), len(retried))
-            more = executor.run(retried, work, observer)
+            new = add_retry_round(layout, recorded, plan, keys, job.options.shard_size)
+            retried = [ShardRecord.of(t) for t in new]
+            observer.begin(sum(r.entries for r in retried), len(retried))
+            more = executor.run(new, len(new), work, observer)
             results.update(more.results)
             workers += more.workers
-            tasks += retried
+            records += retried
             todo += retried
-    final = [results[t.name] if t.name in results else shard_result(layout, t) for t in tasks]
-    manifest = _finish(job, layout, listing, codec, ck_sha, final, todo)
+    final = [results[r.name] if r.name in results else shard_result(layout, r) for r in records]
+    manifest = _finish(job, layout, plan.classes, codec, ck_sha, final, todo)
     seconds = max(time.perf_counter() - t0, 1e-9)
-    images = sum(len(t.entries) for t in todo)
-    recovered = sum(results[t.name].samples for t in retried)
-    summary = ConvertSummary(manifest, len(todo), workers, len(tasks) - len(todo), seconds,
+    images = sum(r.entries for r in todo)
+    recovered = sum(results[r.name].samples for r in retried)
+    summary = ConvertSummary(manifest, len(todo), workers, len(records) - len(todo), seconds,
                              images / seconds, manifest["totals"]["failures_by_reason"],
-                             sum(len(t.entries) for t in retried),
+                             sum(r.entries for r in retried),
                              recovered)
     write_run_log(layout, job, executor.name, summary)
     return summary
 
 
-def _finish(job: ConvertJob, layout: Layout, listing, codec: Codec, ck_sha: str,
-            results: list[ShardResult], todo: list[ShardTask]) -> dict:
+def _finish(job: ConvertJob, layout: Layout, classes: tuple[str, ...], codec: Codec, ck_sha: str,
+            results: list[ShardResult], todo: list[ShardRecord]) -> dict:
     """Merge the indices and write the manifest, unless an identical manifest is already there
     (a resume of a finished dataset then reads footers only)."""
-    run = RunInfo(job.command, job.src, job.fmt, listing.classes, job.options.policy.to_json(),
+    run = RunInfo(job.command, job.src, job.fmt, classes, job.options.policy.to_json(),
                   codec.identity.to_json(), ck_sha)
     shards = [r.to_json() for r in results]
     if not todo and exists(layout.manifest) and exists(layout.index) and exists(layout.failures):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipeline.errors import DatasetError
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.sources.base import Listing, ListingFailure, SourceItem
+from pipeline.sources.uris import UriList
 
 Entry = SourceItem | ListingFailure
 
@@ -34,8 +36,7 @@ class ShardTask:
 
 def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
     """Fixed slices of the sorted listing, per split: the same plan on every run."""
-    if shard_size <= 0:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
+    _check_size(shard_size)
     tasks = []
     for split in listing.splits():
         entries = sorted([e for e in (*listing.items, *listing.failures) if e.split == split],
@@ -45,13 +46,109 @@ def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
     return tasks
 
 
+def _check_size(shard_size: int) -> None:
+    if shard_size <= 0:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+
+
 def _keys_sha256(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def _shard_json(t: ShardTask) -> dict:
-    keys = [e.key for e in t.entries]
-    return {"name": t.name, "entries": len(keys), "keys_sha256": _keys_sha256(keys)}
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard of a plan without its entries: what plan.json pins and resume needs."""
+
+    split: str
+    number: int
+    entries: int
+    keys_sha256: str
+
+    @property
+    def name(self) -> str:
+        return Layout.shard_name(self.split, self.number)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "entries": self.entries, "keys_sha256": self.keys_sha256}
+
+    @classmethod
+    def of(cls, task: ShardTask) -> ShardRecord:
+        return cls(task.split, task.number, len(task.entries), _keys_sha256([e.key for e in task.entries]))
+
+
+class ShardPlan(Protocol):
+    """The shards of a conversion: records up front, entries only when a shard is run."""
+
+    classes: tuple[str, ...]
+    records: list[ShardRecord]  # in plan order (split, number)
+
+    def tasks(self, names: set[str]) -> Iterator[ShardTask]:
+        """The named shards with their entries."""
+        ...
+
+    def entries(self, keys: set[str]) -> dict[str, Entry]:
+        """The entries of these keys (for retry rounds)."""
+        ...
+
+
+class ListingPlan:
+    """The plan of a listing held in memory (folder, ImageNet and Open Images readers)."""
+
+    def __init__(self, listing: Listing, shard_size: int):
+        self.classes = listing.classes
+        self._tasks = plan_shards(listing, shard_size)
+        self.records = [ShardRecord.of(t) for t in self._tasks]
+
+    def tasks(self, names: set[str]) -> Iterator[ShardTask]:
+        return (t for t in self._tasks if t.name in names)
+
+    def entries(self, keys: set[str]) -> dict[str, Entry]:
+        return {e.key: e for t in self._tasks for e in t.entries if e.key in keys}
+
+
+class UriListPlan:
+    """The plan of a URI list, streamed: per split, consecutive rows in the list's order.
+
+    The driver holds the records (one per shard) and at most one filling shard per split;
+    `tasks` reads the list again and hands shards over as they fill.
+    """
+
+    def __init__(self, uris: UriList, shard_size: int):
+        _check_size(shard_size)
+        self.uris, self.shard_size, self.classes = uris, shard_size, uris.classes
+        records: list[ShardRecord] = []
+        open_: dict[str, tuple[int, int, object]] = {}  # split → (number, rows so far, hasher)
+        for batch in uris.batches():
+            for e in batch:
+                n, count, h = open_.get(e.split, (0, 0, None))
+                if h is None:
+                    h = hashlib.sha256(e.key.encode())
+                else:
+                    h.update(b"\n" + e.key.encode())
+                count += 1
+                if count == shard_size:
+                    records.append(ShardRecord(e.split, n, count, h.hexdigest()))
+                    n, count, h = n + 1, 0, None
+                open_[e.split] = (n, count, h)
+        records += [ShardRecord(s, n, c, h.hexdigest()) for s, (n, c, h) in open_.items() if c]
+        self.records = sorted(records, key=lambda r: (r.split, r.number))
+
+    def tasks(self, names: set[str]) -> Iterator[ShardTask]:
+        filling: dict[str, tuple[int, list]] = {}
+        for batch in self.uris.batches():
+            for e in batch:
+                n, buf = filling.setdefault(e.split, (0, []))
+                buf.append(e)
+                if len(buf) == self.shard_size:
+                    if Layout.shard_name(e.split, n) in names:
+                        yield ShardTask(e.split, n, tuple(buf))
+                    filling[e.split] = (n + 1, [])
+        for split, (n, buf) in sorted(filling.items()):
+            if buf and Layout.shard_name(split, n) in names:
+                yield ShardTask(split, n, tuple(buf))
+
+    def entries(self, keys: set[str]) -> dict[str, Entry]:
+        return {e.key: e for batch in self.uris.batches() for e in batch if e.key in keys}
 
 
 @dataclass(frozen=True)
@@ -76,13 +173,13 @@ class RecordedPlan:
         return cls(d, shards, retries)
 
 
-def check_plan(layout: Layout, header: dict, tasks: list[ShardTask]) -> RecordedPlan:
+def check_plan(layout: Layout, header: dict, plan: ShardPlan) -> RecordedPlan:
     """Record the shard plan on the first run; refuse a resume whose plan differs.
 
     A shard counts as done when its index exists, so resuming with another shard size,
     preprocessing, split or a changed source would silently mix two different plans.
     """
-    fresh = RecordedPlan(header, [_shard_json(t) for t in tasks], [])
+    fresh = RecordedPlan(header, [r.to_json() for r in plan.records], [])
     if exists(layout.plan):
         old = RecordedPlan.from_bytes(read_file(layout.plan))
         if (old.header, old.shards) != (json.loads(json.dumps(header)), fresh.shards):
@@ -97,23 +194,23 @@ def check_plan(layout: Layout, header: dict, tasks: list[ShardTask]) -> Recorded
     return fresh
 
 
-def retry_tasks(recorded: RecordedPlan, tasks: list[ShardTask]) -> list[ShardTask]:
-    """The shards of every recorded retry round, their entries looked up in the base plan."""
-    by_key = {e.key: e for t in tasks for e in t.entries}
-    out = []
-    for rnd in recorded.retries:
-        for s in rnd:
-            out.append(ShardTask(s["split"], s["number"], tuple(by_key[k] for k in s["keys"])))
-    return out
+def retry_tasks(recorded: RecordedPlan, plan: ShardPlan) -> list[ShardTask]:
+    """The shards of every recorded retry round, their entries looked up in the plan."""
+    rounds = [s for rnd in recorded.retries for s in rnd]
+    if not rounds:
+        return []
+    by_key = plan.entries({k for s in rounds for k in s["keys"]})
+    return [ShardTask(s["split"], s["number"], tuple(by_key[k] for k in s["keys"])) for s in rounds]
 
 
-def add_retry_round(layout: Layout, recorded: RecordedPlan, tasks: list[ShardTask],
+def add_retry_round(layout: Layout, recorded: RecordedPlan, plan: ShardPlan,
                     keys_by_split: dict[str, list[str]], shard_size: int) -> list[ShardTask]:
     """Append a retry round for ``keys_by_split`` (new shards numbered after each split's last)
     to ``plan.json`` before anything is converted; returns the round's tasks."""
     last: dict[str, int] = {}
-    for t in [*tasks, *retry_tasks(recorded, tasks)]:
-        last[t.split] = max(last.get(t.split, -1), t.number)
+    for split, number in [*((r.split, r.number) for r in plan.records),
+                          *((s["split"], s["number"]) for rnd in recorded.retries for s in rnd)]:
+        last[split] = max(last.get(split, -1), number)
     rnd = []
     for split in sorted(keys_by_split):
         keys = sorted(keys_by_split[split])
@@ -122,4 +219,4 @@ def add_retry_round(layout: Layout, recorded: RecordedPlan, tasks: list[ShardTas
                         "keys": keys[start : start + shard_size]})
     updated = RecordedPlan(recorded.header, recorded.shards, [*recorded.retries, rnd])
     atomic_write(layout.plan, updated.to_bytes())
-    return retry_tasks(RecordedPlan(recorded.header, recorded.shards, [rnd]), tasks)
+    return retry_tasks(RecordedPlan(recorded.header, recorded.shards, [rnd]), plan)

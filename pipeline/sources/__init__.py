@@ -27,7 +27,7 @@ def detect_format(root: str) -> str:
     import fsspec
 
     if root.lower().endswith((".csv", ".parquet")):
-        return "uris"
+        return "uris"  # one URI list
     fs, base = fsspec.core.url_to_fs(root)
     base = base.rstrip("/")
     if fs.glob(f"{base}/**/*annotations-human-imagelabels*.csv") or fs.glob(
@@ -35,6 +35,10 @@ def detect_format(root: str) -> str:
         return "openimages"
     if fs.glob(f"{base}/**/LOC_synset_mapping.txt"):
         return "imagenet"
+    top = fs.ls(base, detail=True) if fs.isdir(base) else []
+    if top and all(e["type"] == "file" and e["name"].lower().endswith((".parquet", ".csv")) for e in top) \
+            and any(e["name"].lower().endswith(".parquet") for e in top):
+        return "uris"  # a folder of URI-list parts
     if fs.isdir(f"{base}/train"):
         names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{base}/train", detail=False)]
         if names and all(_WNID.fullmatch(n) for n in names):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import fsspec
 import pandas as pd
 import pytest
@@ -31,6 +33,23 @@ def flaky_src(photo_tree, flaky, tmp_path):
 
 def _job(src, out, retry=False):
     return ConvertJob(src, out, options=ConvertOptions(shard_size=3, batch_size=3), retry_failed=retry)
+
+
+@contextlib.contextmanager
+def _killed_at_shard(monkeypatch, number: int):
+    """The process dies when the executor starts shard ``number`` (of any split)."""
+    real = driver.convert_shard
+
+    def dies(task, *a, **k):
+        if task.number == number:
+            raise Crash(f"killed at shard {task.name}")
+        return real(task, *a, **k)
+
+    monkeypatch.setattr(driver, "convert_shard", dies)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(driver, "convert_shard", real)
 
 
 def _latents(out: str) -> dict[str, bytes]:
@@ -75,19 +94,10 @@ def test_a_crash_mid_retry_is_finished_by_a_plain_rerun(flaky_src, flaky, monkey
     src, out = flaky_src
     convert_dataset(_job(src, out))
     flaky.fail_reading = ""
-    real = driver.convert_shard
-
-    def dies_on_the_second_retry_shard(task, *a, **k):
-        if task.number == 4:
-            raise Crash("killed mid-retry")
-        return real(task, *a, **k)
-
-    monkeypatch.setattr(driver, "convert_shard", dies_on_the_second_retry_shard)
-    with pytest.raises(Crash):
+    with _killed_at_shard(monkeypatch, 4), pytest.raises(Crash):  # the round's second shard
         convert_dataset(_job(src, out, retry=True))
     # the first run's manifest, index and ledger still stand together: nothing half-merged
     assert verify(out).ok and LatentDataset.open(out).manifest["totals"]["samples"] == 4
-    monkeypatch.setattr(driver, "convert_shard", real)
     s = convert_dataset(_job(src, out))  # no --retry-failed: the recorded round is finished
     assert s.converted == 1 and s.manifest["totals"]["samples"] == 8
     assert verify(out).ok
@@ -116,17 +126,8 @@ def test_nothing_transient_to_retry_changes_nothing(photo_tree, tmp_path):
 
 def test_retry_on_an_unfinished_dataset_finishes_it_then_retries(flaky_src, flaky, monkeypatch):
     src, out = flaky_src
-    real = driver.convert_shard
-
-    def dies(task, *a, **k):
-        if task.number == 2:
-            raise Crash("killed")
-        return real(task, *a, **k)
-
-    monkeypatch.setattr(driver, "convert_shard", dies)
-    with pytest.raises(Crash):
+    with _killed_at_shard(monkeypatch, 2), pytest.raises(Crash):
         convert_dataset(_job(src, out))
-    monkeypatch.setattr(driver, "convert_shard", real)
     flaky.fail_reading = ""
     s = convert_dataset(_job(src, out, retry=True))
     # shard 2 is finished (its photos read now), then shard 1's two failures are retried in shard 3

@@ -306,3 +306,37 @@ def test_a_store_that_keeps_failing_stops_the_run_and_a_rerun_resumes(photo_tree
     flaky.fail_matching = ""
     _convert(photo_tree, "flaky://retry-stuck/out")
     assert _files("flaky://retry-stuck/out") == _files("memory://retry-clean2/out")
+
+
+def test_retry_failed_from_the_command_line(photo_tree, flaky):
+    """`latents convert --retry-failed` on a source whose reads failed: the count it prints and
+    the dataset it leaves."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    fs = fsspec.filesystem("flaky")
+    for p in sorted(photo_tree.rglob("*.jpg")):
+        fs.pipe_file(f"/cli-retry/src/{p.parent.name}/{p.name}", p.read_bytes())
+    args = ["convert", "flaky://cli-retry/src", "flaky://cli-retry/out", "--executor", "local",
+            "--no-progress", "--shard-size", "4"]
+    flaky.fail_reading = "/odd/"
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "failed: read-error" in res.output, res.output
+    flaky.fail_reading = ""
+    res = CliRunner().invoke(app, [*args, "--retry-failed"])
+    assert res.exit_code == 0, res.output
+    assert "retried 4 failure(s): 4 converted now, 0 failed again" in res.output
+    assert LatentDataset.open("flaky://cli-retry/out").manifest["totals"]["samples"] == 8
+
+
+def test_bench_plan_rows_prints_the_planning_footprint(tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--plan-rows", "3000", "--output", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "p.json").read_text())["plan"]
+    assert figures["rows"] == 3000 and figures["shards"] == 3
+    assert figures["peak_rss_mib"] >= figures["rss_before_mib"] > 0
