@@ -251,17 +251,20 @@ def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp
     assert not (out / "convert.lease").exists()
 
 
-def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree, tmp_path, monkeypatch):
-
+@pytest.mark.parametrize("full_at", ["shards/train-000001.tar", "shards/train-000001.parquet",
+                                     "index.parquet", "failures.parquet", "manifest.json"])
+def test_disk_full_at_any_file_leaves_it_absent_and_a_rerun_matches(photo_tree, tmp_path, monkeypatch,
+                                                                     full_at):
     from pipeline.shards import layout
 
     clean = tmp_path / "clean"
     _convert(photo_tree, clean)
     real_open = open
+    name = full_at.rsplit("/", 1)[-1]
 
     def full_disk_open(path, mode="r", *a, **kw):
         f = real_open(path, mode, *a, **kw)
-        if "w" in mode and "train-000001.tar" in str(path):
+        if "w" in mode and name in str(path):
             def write(_data):
                 raise OSError(errno.ENOSPC, "No space left on device")
             f.write = write
@@ -269,12 +272,13 @@ def test_disk_full_mid_shard_leaves_no_half_shard_and_a_rerun_matches(photo_tree
 
     out = tmp_path / "out"
     monkeypatch.setattr(layout, "open", full_disk_open, raising=False)
-    with pytest.raises(OSError, match="no space left on the device writing .*train-000001.tar") as err:
+    with pytest.raises(OSError, match=f"no space left on the device writing .*{name}") as err:
         _convert(photo_tree, out)
     assert err.value.errno == errno.ENOSPC
-    shards = sorted(p.name for p in (out / "shards").iterdir())
-    assert "train-000001.parquet" not in shards and "train-000001.tar" not in shards  # not half done
-    assert not [n for n in shards if n.endswith(".tmp")] and not (out / "manifest.json").exists()
+    assert not (out / full_at).exists() and not list(out.rglob("*.tmp"))  # nothing half written
+    assert not (out / "manifest.json").exists()
+    if full_at.startswith("shards/"):
+        assert not (out / "shards" / "train-000001.parquet").exists()  # the shard is not done
     assert not (out / "convert.lease").exists()  # released on the way out
     monkeypatch.undo()
     _convert(photo_tree, out)
