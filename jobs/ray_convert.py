@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from jobs import ray_session
 from pipeline.codec import checkpoint
 from pipeline.codec.load import codec_from_checkpoint
 from pipeline.convert import (
@@ -82,12 +83,7 @@ class ShardWorker:
 
 
 def connect(opts: RayOptions) -> None:
-    if ray.is_initialized():
-        return
-    if opts.address:
-        ray.init(address=opts.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray_session.connect(opts.address)
 
 
 def _pool_size(opts: RayOptions, n_tasks: int) -> int:

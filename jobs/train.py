@@ -53,13 +53,12 @@ def _worker_loop(config: dict) -> None:
 def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None = None,
             trace_dir: str | None = None):
     """Ray Train `TorchTrainer` with ``workers`` DDP workers; returns Ray's Result."""
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else \
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from jobs.ray_session import connect
+
+    connect(address)
     storage = os.path.abspath(cfg.out or "runs/ray-train")
     trainer = TorchTrainer(
         _worker_loop, train_loop_config={"cfg": cfg, "trace_dir": trace_dir},

@@ -116,3 +116,23 @@ def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
         if not out.startswith("s3://"):
             index = pd.read_parquet(f"{out}/index.parquet")
             assert len(index) == m["totals"]["samples"]
+
+
+def test_embedded_default_stays_embedded_beside_a_stale_cluster_address(photo_tree, tmp_path):
+    """`ray start` once ran here and was killed: its address file is still in Ray's temp dir.
+    Plain `latents convert SRC OUT` (no --address) must start its own Ray, not join that one."""
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Ray's socket paths must stay short
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390\n")  # nobody listens
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        res = subprocess.run([sys.executable, "-m", "jobs.convert", str(photo_tree), str(tmp_path / "out"),
+                              "--shard-size", "4", "--workers", "1", "--no-progress"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert verify(str(tmp_path / "out")).ok
