@@ -56,6 +56,7 @@ class LatentShardDataset(IterableDataset):
                                     f"{', '.join(self.data.manifest['splits'])}")
         self.shards = [(self.data.layout.shard_tar(s["name"]), s["name"], s["samples"]) for s in shards]
         self._shard_sha = {s["name"]: s["tar_sha256"] for s in shards}
+        self._shard_bytes = {s["name"]: s["tar_bytes"] for s in shards}
         self.cache = None
         if cfg.cache:
             self.cache = LatentCache.for_dataset(cfg.cache, self.data, cfg.cache_max_bytes)
@@ -119,7 +120,8 @@ class LatentShardDataset(IterableDataset):
         rank_slices = stages.assign_slices(self.shards, order, rank, world)
         parts = [(s.url, s.name, s.stop - s.start) for s in rank_slices]
         offset = {s.name: s.start for s in rank_slices}
-        slices = [stages.ShardSlice(w.url, w.name, offset[w.name] + w.start, offset[w.name] + w.stop)
+        slices = [stages.ShardSlice(w.url, w.name, offset[w.name] + w.start, offset[w.name] + w.stop,
+                                    self._shard_bytes[w.name])
                   for w in stages.assign_slices(parts, list(range(len(parts))), wid, nworkers,
                                                 drop_remainder=False)]
         rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None

@@ -10,6 +10,8 @@ import fsspec
 import torch
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from pipeline.errors import DatasetError
+
 
 @dataclass(frozen=True)
 class ShardSlice:
@@ -19,6 +21,24 @@ class ShardSlice:
     name: str
     start: int
     stop: int
+    size: int | None = None  # the tar's bytes as the manifest gives them: never read past this
+
+
+class _Bounded:
+    """A read-only stream that refuses to go past ``limit`` bytes (a tar bigger than its
+    manifest says, e.g. a member claiming gigabytes, ends the shard instead of the memory)."""
+
+    def __init__(self, f, limit: int, url: str):
+        self.f, self.left, self.url, self.limit = f, limit, url, limit
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
+        data = self.f.read(want)
+        self.left -= len(data)
+        if self.left < 0:
+            raise DatasetError(f"{self.url} is larger than the {self.limit} bytes its manifest gives; "
+                               "it is not the shard that was converted")
+        return data
 
 
 def assign_slices(shards: list[tuple[str, str, int]], order: list[int], part: int,
@@ -48,8 +68,11 @@ def assign_slices(shards: list[tuple[str, str, int]], order: list[int], part: in
 def slice_samples(slices: Iterable[ShardSlice], handler) -> Iterator[dict]:
     """Samples of each slice, read as a stream through webdataset's tar stages."""
     for sl in slices:
-        with fsspec.open(sl.url, "rb") as stream:
-            files = tar_file_expander([{"stream": stream, "url": sl.url}], handler=handler)
+        with fsspec.open(sl.url, "rb") as f:
+            stream = f if sl.size is None else _Bounded(f, sl.size, sl.url)
+            # members with a path (``../x``, ``/etc/x``, ``a/b``) are no sample of ours: skipped
+            files = tar_file_expander([{"stream": stream, "url": sl.url}], handler=handler,
+                                      select_files=lambda name: "/" not in name)
             for i, sample in enumerate(group_by_keys(files, handler=handler)):
                 if i >= sl.stop:
                     break

@@ -61,7 +61,12 @@ class LatentDataset:
 
     def latent_bytes(self, key: str) -> bytes:
         r = self.row(key)
-        return read_member(self.layout.shard_tar(r["shard"]), r["latent_offset"], r["latent_size"])
+        sizes = {sh["name"]: sh["tar_bytes"] for sh in self.manifest["shards"]}
+        if r["shard"] not in sizes:
+            raise DatasetError(f"index.parquet puts {key!r} in shard {r['shard']!r}, which the manifest "
+                               "does not list")
+        return read_member(self.layout.shard_tar(r["shard"]), r["latent_offset"], r["latent_size"],
+                           f"{key}.latent", sizes[r["shard"]])
 
 
 def summarize(ds: LatentDataset) -> dict:

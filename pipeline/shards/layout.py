@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import uuid
 from dataclasses import dataclass
 
 import fsspec
 
+from pipeline.errors import DatasetError
 from pipeline.shards.retry import with_retries
 
 FORMAT_VERSION = 1
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SHARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}-\d{6}")
+
+
+def check_shard_name(name: str) -> str:
+    """``name`` if it is a shard name (``<split>-<6 digits>``); a dataset from elsewhere whose
+    manifest names ``../../x`` or ``/etc/x`` is refused here, before any path is built."""
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        raise DatasetError(f"{name!r} is not a shard name (<split>-<6 digits>, letters, digits, _ "
+                           "and - only): the manifest or index may point outside its dataset; "
+                           "refusing to read it")
+    return name
 
 
 @dataclass(frozen=True)
@@ -51,13 +65,16 @@ class Layout:
 
     @staticmethod
     def shard_name(split: str, n: int) -> str:
+        if not SPLIT_NAME.fullmatch(split):
+            raise DatasetError(f"split name {split!r} cannot name a shard: use letters, digits, _ and - "
+                               "(at most 64)")
         return f"{split}-{n:06d}"
 
     def shard_tar(self, name: str) -> str:
-        return self.url("shards", f"{name}.tar")
+        return self.url("shards", f"{check_shard_name(name)}.tar")
 
     def shard_index(self, name: str) -> str:
-        return self.url("shards", f"{name}.parquet")
+        return self.url("shards", f"{check_shard_name(name)}.parquet")
 
 
 def atomic_write(url: str, data: bytes) -> None:

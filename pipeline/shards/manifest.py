@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pyarrow.compute as pc
 from pipeline import __version__
 from pipeline.errors import DatasetError
 from pipeline.shards import index as idx
-from pipeline.shards.layout import FORMAT_VERSION, Layout, atomic_write, read_file
+from pipeline.shards.layout import FORMAT_VERSION, Layout, atomic_write, check_shard_name, read_file
 
 FORMAT = "latent-shards"
 
@@ -108,4 +109,32 @@ def read_manifest(layout: Layout) -> dict:
     if m.get("format_version") != FORMAT_VERSION:
         raise DatasetError(f"{layout.root} has format version {m.get('format_version')}; this "
                            f"latent-shards reads version {FORMAT_VERSION}")
+    _check_shards(layout, m)
     return m
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_shards(layout: Layout, m: dict) -> None:
+    """A manifest from elsewhere is untrusted: every shard entry must name a shard of this
+    dataset (no path outside OUT), of its own split, with sane counts and a sha256."""
+    shards = m.get("shards")
+    if not isinstance(shards, list):
+        raise DatasetError(f"{layout.manifest} has no shard list")
+    seen = set()
+    for s in shards:
+        where = f"{layout.manifest}: shard entry {str(s)[:80]}"
+        if not isinstance(s, dict):
+            raise DatasetError(f"{where} is not an object")
+        name = check_shard_name(s.get("name"))
+        if name in seen:
+            raise DatasetError(f"{where} lists shard {name} twice")
+        seen.add(name)
+        if name.rsplit("-", 1)[0] != s.get("split"):
+            raise DatasetError(f"{where}: shard {name} is not of split {s.get('split')!r}")
+        for k in ("samples", "failures", "tar_bytes"):
+            if not isinstance(s.get(k), int) or isinstance(s.get(k), bool) or s[k] < 0:
+                raise DatasetError(f"{where}: {k} must be a count, not {s.get(k)!r}")
+        if not isinstance(s.get("tar_sha256"), str) or not _SHA256.fullmatch(s["tar_sha256"]):
+            raise DatasetError(f"{where}: tar_sha256 is not a sha256")

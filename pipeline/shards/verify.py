@@ -33,12 +33,25 @@ class VerifyReport:
         return not self.faults
 
 
-def _members(tar_bytes: bytes) -> dict[str, tuple[int, bytes]]:
-    out = {}
+def _members(tar_bytes: bytes) -> tuple[dict[str, tuple[int, bytes]], list[str]]:
+    """Regular members by name (data offset, bytes), and what is wrong with any other member:
+    links, devices, folders, names that climb (``..``) or start at ``/``."""
+    out, problems = {}, []
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tf:
         for m in tf.getmembers():
-            out[m.name] = (m.offset_data, tf.extractfile(m).read())
-    return out
+            parts = m.name.split("/")
+            if m.name.startswith("/") or ".." in parts or "/" in m.name:
+                problems.append(f"member {m.name!r} has a path, not a sample file name")
+            elif not m.isreg():
+                kind = "a symlink" if m.issym() else "a hard link" if m.islnk() else f"of type {m.type!r}"
+                problems.append(f"member {m.name!r} is {kind}, not a regular file")
+            elif m.name in out:
+                problems.append(f"member {m.name!r} appears twice")
+            elif m.offset_data + m.size > len(tar_bytes):
+                problems.append(f"member {m.name!r} claims {m.size} bytes past the tar's end")
+            else:
+                out[m.name] = (m.offset_data, tar_bytes[m.offset_data : m.offset_data + m.size])
+    return out, problems
 
 
 def verify(root: str, sample: int | None = None, seed: int = 0,
@@ -57,7 +70,7 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
     except (LatentShardsError, OSError) as exc:
         rep.faults.append(Fault("codec", "", str(exc)))
     shards = ds.manifest["shards"]
-    rows_by_shard, all_keys = {}, []
+    rows_by_shard, all_keys, tables = {}, [], []
     for s in shards:
         rows = []
         try:
@@ -68,6 +81,7 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
                     rep.faults.append(Fault(s["name"], "", "shard index rows differ from the manifest"))
             elif hashlib.sha256(raw).hexdigest() != s["index_sha256"]:  # datasets before the footer figures
                 rep.faults.append(Fault(s["name"], "", "shard index sha256 differs from the manifest"))
+            tables.append(table)
             rows = [r for r in table.to_pylist() if r["status"] == idx.OK]
         except Exception as exc:  # noqa: BLE001 - any unreadable index is a fault, not a crash
             rep.faults.append(Fault(s["name"], "", f"shard index unreadable: {exc}"))
@@ -76,7 +90,7 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
                                     f"manifest says {s['samples']}"))
         rows_by_shard[s["name"]] = rows
         all_keys += [(s["name"], r["key"]) for r in rows]
-    _check_merged(rep, ds)
+    _check_merged(rep, ds, tables)
     chosen = set(all_keys) if sample is None else set(
         random.Random(seed).sample(all_keys, min(sample, len(all_keys))))
     for s in shards:
@@ -90,23 +104,32 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
         if hashlib.sha256(data).hexdigest() != s["tar_sha256"]:
             rep.faults.append(Fault(name, "", "tar sha256 differs from the manifest"))
         try:
-            members = _members(data)
+            members, problems = _members(data)
         except tarfile.TarError as exc:
             rep.faults.append(Fault(name, "", f"not a readable tar: {exc}"))
             continue
+        rep.faults += [Fault(name, "", p) for p in problems]
         _check_rows(rep, name, rows_by_shard[name], members, data, codec, chosen, ds.fingerprint)
         if on_shard:
             on_shard(name)
     return rep
 
 
-def _check_merged(rep: VerifyReport, ds: LatentDataset) -> None:
-    """index.parquet and failures.parquet present and as long as the manifest says."""
-    totals = ds.manifest["totals"]
-    for part, url, want in (("index.parquet", ds.layout.index, totals["samples"]),
-                            ("failures.parquet", ds.layout.failures, totals["failures"])):
+def _check_merged(rep: VerifyReport, ds: LatentDataset, shard_tables: list) -> None:
+    """index.parquet and failures.parquet hold exactly the per-shard indices' rows, merged
+    (a retried key keeps its latest row): what `decode` and `inspect` read is what was checked."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(shard_tables) if shard_tables else idx.to_table([])
+    keys = table["key"].to_pylist()
+    latest = sorted({k: i for i, k in enumerate(keys)}.values())
+    table = table.take(latest) if len(latest) != len(keys) else table
+    for part, url, status in (("index.parquet", ds.layout.index, idx.OK),
+                              ("failures.parquet", ds.layout.failures, idx.FAILED)):
+        want = table.filter(pc.equal(table["status"], status))
         try:
-            n = idx.read_table(url).num_rows
+            got = idx.read_table(url)
         except FileNotFoundError:
             rep.faults.append(Fault(part, "", f"{part} is missing; rerun the same `latents convert` "
                                     "command to write it again"))
@@ -114,8 +137,11 @@ def _check_merged(rep: VerifyReport, ds: LatentDataset) -> None:
         except Exception as exc:  # noqa: BLE001 - an unreadable part is a fault, not a crash
             rep.faults.append(Fault(part, "", f"{part} unreadable: {exc}"))
             continue
-        if n != want:
-            rep.faults.append(Fault(part, "", f"{part} holds {n} rows, the manifest says {want}"))
+        if got.num_rows != want.num_rows:
+            rep.faults.append(Fault(part, "", f"{part} holds {got.num_rows} rows, the shard indices "
+                                    f"{want.num_rows}"))
+        elif idx.rows_sha256(got) != idx.rows_sha256(want):
+            rep.faults.append(Fault(part, "", f"{part} differs from the shard indices it merges"))
 
 
 def _points_at(data: bytes, members: dict, name: str, offset, size) -> bool:
