@@ -7,11 +7,11 @@ import os
 
 import typer
 
-from jobs.console import console
+from jobs.console import App, console
 from jobs.console import fail as _fail
 from pipeline.errors import LatentShardsError
 
-cache_app = typer.Typer(help="The warm decoded-latent cache: fill it ahead of training, show it, clear it.",
+cache_app = App(help="The warm decoded-latent cache: fill it ahead of training, show it, clear it.",
                         no_args_is_help=True)
 
 

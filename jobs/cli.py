@@ -10,12 +10,12 @@ import typer
 from rich.table import Table
 
 from jobs.cache_cli import cache_app
-from jobs.console import console, err, print_summary
+from jobs.console import App, console, err, print_summary
 from jobs.console import fail as _fail
 from jobs.convert import convert
 from pipeline.errors import LatentShardsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = App(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
 app.command()(convert)
 
@@ -239,7 +239,7 @@ def eval_codec_cmd(
         output.write_text(json.dumps(rep.to_json(), indent=2))
 
 
-train_app = typer.Typer(no_args_is_help=True, help="Train models straight from latent shards.")
+train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 app.add_typer(train_app, name="train")
 
 

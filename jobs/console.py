@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pipeline.errors import LatentShardsError
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-def fail(exc: Exception) -> None:
-    """Print ``exc`` as a one-line error and exit with status 2."""
-    err.print(f"[bold red]error:[/] {exc}")
+def fail(exc: BaseException) -> None:
+    """Print ``exc`` as a one-line error (credentials in URLs removed) and exit with status 2."""
+    from rich.markup import escape
+
+    from pipeline.errors import redact
+
+    err.print(f"[bold red]error:[/] {escape(redact(one_line(exc)))}")
     raise typer.Exit(2)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; an OSError names its file and errno text."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        msg = f"{exc.strerror}: {exc.filename}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())
 
 
 def print_summary(s: dict) -> None:
@@ -30,3 +49,46 @@ def print_summary(s: dict) -> None:
     for reason, n in s["failures_by_reason"].items():
         t.add_row(f"failed: {reason}", str(n))
     console.print(t)
+
+
+#: what a command turns into one line and exit status 2: errors the library raises on purpose
+#: (ConfigError is also a ValueError) and the operating system's (disk full, no permission)
+USER_ERRORS = (LatentShardsError, OSError, ValueError)
+
+
+def guarded(fn):
+    """``fn`` with `USER_ERRORS` turned into a one-line error and exit 2, never a traceback.
+
+    Anything else is a bug or a library's surprise: still one line (its type named, URLs
+    redacted, since a traceback may echo a credential), and ``LATENTS_DEBUG=1`` shows the
+    traceback.
+    """
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            fail(exc)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise  # the way out of typer and click (usage errors, exit codes)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if os.environ.get("LATENTS_DEBUG"):
+                raise
+            fail(RuntimeError(f"{type(exc).__name__}: {one_line(exc)} (unexpected; rerun with "
+                              "LATENTS_DEBUG=1 for the traceback)"))
+
+    return run
+
+
+class App(typer.Typer):
+    """A Typer whose every command is `guarded`."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def deco(fn):
+            register(guarded(fn))
+            return fn
+
+        return deco

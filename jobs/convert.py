@@ -87,7 +87,7 @@ def convert(
 
             ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker)
         s = run_convert(job, executor, ray, console, progress)
-    except (LatentShardsError, ValueError) as exc:
+    except (LatentShardsError, ValueError, OSError) as exc:
         fail(exc)
     console.print(f"converted {s.converted} shard(s), skipped {s.skipped} already done, "
                   f"{s.images_per_s:.1f} images/s over {s.seconds:.1f} s")
@@ -98,4 +98,8 @@ def convert(
 
 
 if __name__ == "__main__":  # `python -m jobs.convert SRC OUT [options]`, e.g. under `ray job submit`
-    typer.run(convert)
+    from jobs.console import App
+
+    main = App(add_completion=False)
+    main.command()(convert)
+    main()

@@ -9,16 +9,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import ImageError
+from pipeline.errors import ConfigError, ImageError, Reason
 
-# Failure reasons are stable strings: they are data (the failures table groups by them).
-EMPTY = "empty-file"
-NOT_IMAGE = "not-an-image"
-TRUNCATED = "truncated"
-BOMB = "decompression-bomb"
-TOO_SMALL = "too-small"
-TOO_LARGE = "too-large"
-DECODE = "decode-error"
+# Failure reasons: the one enumeration is pipeline.errors.Reason.
+EMPTY, NOT_IMAGE, TRUNCATED, BOMB = Reason.EMPTY, Reason.NOT_IMAGE, Reason.TRUNCATED, Reason.BOMB
+TOO_SMALL, TOO_LARGE, DECODE = Reason.TOO_SMALL, Reason.TOO_LARGE, Reason.DECODE
 
 _RESAMPLE = Image.Resampling.BICUBIC
 MAX_SIDE = 65535  # the container stores sizes as u16
@@ -38,9 +33,11 @@ class ImagePolicy:
 
     def __post_init__(self):
         if self.size < 0 or (self.crop and self.size == 0):
-            raise ValueError(f"resize size must be > 0 (with --crop) or 0 to keep, got {self.size}")
-        if self.multiple <= 0 or self.min_side <= 0 or self.max_pixels <= 0:
-            raise ValueError("multiple, min_side and max_pixels must be positive")
+            raise ConfigError(f"--size must be > 0 (with --crop) or 0 to keep the size, got {self.size}")
+        for name, v in (("--min-side", self.min_side), ("--max-pixels", self.max_pixels),
+                        ("the padding multiple", self.multiple)):
+            if v <= 0:
+                raise ConfigError(f"{name} must be positive, got {v}")
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -80,10 +80,10 @@ def test_uri_list_with_labels_and_a_missing_file(tmp_path, photo_tree):
 
 
 def test_uri_list_without_uri_column_is_a_clear_error(tmp_path):
-    from pipeline.errors import DatasetError
+    from pipeline.errors import SourceError
 
     (tmp_path / "l.csv").write_text("path\nx.jpg\n")
-    with pytest.raises(DatasetError, match="no 'uri' column"):
+    with pytest.raises(SourceError, match="no 'uri' column"):
         list_source("uris", str(tmp_path / "l.csv"))
 
 

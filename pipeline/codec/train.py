@@ -21,6 +21,7 @@ from PIL import Image
 
 from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
+from pipeline.errors import ConfigError
 from pipeline.photos import bundled_photos
 
 
@@ -45,6 +46,16 @@ class CodecTrainConfig:
     init_from: str | None = None  # checkpoint whose same-named, same-shaped tensors start the run
     command: str = ""
     extra_metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, v in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--patch", self.patch),
+                        ("-N", self.N), ("-M", self.M)):
+            if v <= 0:
+                raise ConfigError(f"{name} must be positive, got {v}")
+        if self.patch % 64:
+            raise ConfigError(f"--patch must be a multiple of 64 (the codec's stride), got {self.patch}")
+        if self.lmbda <= 0 or self.lr <= 0:
+            raise ConfigError(f"--lmbda and --lr must be positive, got {self.lmbda} and {self.lr}")
 
 
 def cli_command(cfg: CodecTrainConfig) -> str:

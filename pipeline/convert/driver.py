@@ -35,7 +35,7 @@ from pipeline.convert.plan import (
 )
 from pipeline.convert.resume import finished_shards, shard_result
 from pipeline.convert.worker import RETRYABLE, ConvertOptions, Progress, ShardResult, convert_shard
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, SourceError, redact
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.lease import ConvertLease
@@ -196,8 +196,8 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
     layout = Layout.at(job.out)
     plan = make_plan(job)
     if not plan.records:
-        raise DatasetError(f"no image found under {job.src} (format {job.fmt}); image files end "
-                           "in .jpg, .jpeg, .png, .webp, …")
+        raise SourceError(f"no image found under {redact(job.src)} (format {job.fmt}); image files "
+                          "end in .jpg, .jpeg, .png, .webp, …")
     with ConvertLease(layout):  # one writer per OUT: a second run refuses, naming the first
         return _convert_leased(job, layout, plan, executor, observer)
 
@@ -231,7 +231,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
     # Pad to the codec's own multiple, whatever the caller's policy said.
     job = replace(job, options=replace(job.options, policy=replace(
         job.options.policy, multiple=codec.identity.multiple)))
-    header = {"source": job.src, "format": job.fmt, "split": job.split,
+    header = {"source": redact(job.src), "format": job.fmt, "split": job.split,
               "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
     recorded = check_plan(layout, header, plan)
     sweep_temp_files(layout)
@@ -277,7 +277,8 @@ def _finish(job: ConvertJob, layout: Layout, classes: tuple[str, ...], codec: Co
             results: list[ShardResult], todo: list[ShardRecord]) -> dict:
     """Merge the indices and write the manifest, unless an identical manifest is already there
     (a resume of a finished dataset then reads footers only)."""
-    run = RunInfo(job.command, job.src, job.fmt, classes, job.options.policy.to_json(),
+    run = RunInfo(tuple(redact(a) for a in job.command), redact(job.src), job.fmt, classes,
+                  job.options.policy.to_json(),
                   codec.identity.to_json(), ck_sha)
     shards = [r.to_json() for r in results]
     if not todo and exists(layout.manifest) and exists(layout.index) and exists(layout.failures):
@@ -310,7 +311,7 @@ def write_run_log(layout: Layout, job: ConvertJob, executor: str, s: ConvertSumm
     it; each run's operational figures go to ``OUT/logs/convert-<UTC time>.json``.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    log = {"command": list(job.command), "executor": executor, "seconds": round(s.seconds, 3),
+    log = {"command": [redact(a) for a in job.command], "executor": executor, "seconds": round(s.seconds, 3),
            "images_per_s": round(s.images_per_s, 3), "shards_converted": s.converted,
            "shards_skipped": s.skipped, "workers": s.workers, "failures_by_reason": s.failures_by_reason,
            "retried": s.retried, "recovered": s.recovered}

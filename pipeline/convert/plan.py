@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeline.errors import DatasetError
+from pipeline.errors import ConfigError, DatasetError
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.sources.base import Listing, ListingFailure, SourceItem
 from pipeline.sources.uris import UriList
@@ -48,7 +48,7 @@ def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
 
 def _check_size(shard_size: int) -> None:
     if shard_size <= 0:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
+        raise ConfigError(f"--shard-size must be positive, got {shard_size}")
 
 
 def _keys_sha256(keys: Sequence[str]) -> str:

@@ -20,19 +20,16 @@ import torch
 
 from pipeline.codec.codec import Codec, EncodedLatent
 from pipeline.convert.plan import Entry, ShardTask
-from pipeline.errors import ImageError
+from pipeline.errors import ConfigError, ImageError, Reason, redact
 from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
 
-#: failure reasons of conversion itself (the image reasons are in pipeline.images)
-READ_ERROR = "read-error"  # an I/O failure or time-out that outlasted the retries
-MISSING = "missing"  # the listed file is not there (or not readable by this user)
-ENCODE_ERROR = "encode-error"
+READ_ERROR, MISSING, ENCODE_ERROR = Reason.READ_ERROR, Reason.MISSING, Reason.ENCODE_ERROR
 #: reasons `convert --retry-failed` tries again: the storage may answer now
-RETRYABLE = frozenset({READ_ERROR})
+RETRYABLE = frozenset(r.value for r in Reason if r.retryable)
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,12 @@ class ConvertOptions:
     batch_size: int = 8  # images per g_a call (same padded size only)
     threads: int = 4  # image read/decode threads per shard worker
     chunk: int = 64  # images prepared at once (bounds memory)
+
+    def __post_init__(self):
+        for name, v in (("--shard-size", self.shard_size), ("--batch-size", self.batch_size),
+                        ("--threads", self.threads), ("chunk", self.chunk)):
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name} must be a positive whole number, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _encode_chunk(codec: Codec, prepared: list[PreparedImage | None], batch_size
 
 def _sample_json(item: SourceItem, img: PreparedImage, latent: bytes, row: idx.IndexRow) -> bytes:
     meta = {
-        "key": item.key, "source": item.uri, "label": item.label, "label_name": item.label_name,
+        "key": item.key, "source": redact(item.uri), "label": item.label, "label_name": item.label_name,
         "targets": json.loads(item.targets) if item.targets else None,
         "orig_hw": list(img.orig_hw), "enc_hw": list(img.enc_hw), "padded_hw": list(img.padded_hw),
         "latent_shape": [row.latent_c, row.latent_h, row.latent_w],
@@ -170,8 +173,8 @@ def _sample_json(item: SourceItem, img: PreparedImage, latent: bytes, row: idx.I
 def _failure_row(task: ShardTask, e: Entry, reason: str, etype: str, detail: str,
                  data: bytes | None = None) -> idx.IndexRow:
     return idx.IndexRow(
-        key=e.key, split=task.split, shard=task.name, status=idx.FAILED, source_uri=e.uri,
-        reason=reason, error_type=etype, detail=detail[:500],
+        key=e.key, split=task.split, shard=task.name, status=idx.FAILED, source_uri=redact(e.uri),
+        reason=reason, error_type=etype, detail=redact(detail)[:500],
         source_bytes=len(data) if data is not None else None,
         source_sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
         label=getattr(e, "label", None), label_name=getattr(e, "label_name", None),
@@ -230,7 +233,7 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     (c, lh, lw), (vh, vw) = head.y_shape, head.valid_hw
     m_lat = tar.add(f"{e.key}.latent", latent)
     row = idx.IndexRow(
-        key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=e.uri,
+        key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=redact(e.uri),
         source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest(),
         label=e.label, label_name=e.label_name, targets=e.targets,
         orig_h=img.orig_hw[0], orig_w=img.orig_hw[1],

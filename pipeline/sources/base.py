@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from pipeline.errors import DatasetError
+from pipeline.errors import ConfigError, SourceError, redact
 from pipeline.shards.retry import with_retries
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp",
@@ -82,8 +82,18 @@ def dedupe_keys(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def canonical_uri(uri: str) -> str:
-    """Local paths become absolute, so `./x`, `x` and `/abs/x` name the same dataset."""
+    """Local paths become absolute, so `./x`, `x` and `/abs/x` name the same dataset.
+
+    Object-store URLs never carry credentials (``s3://key:secret@bucket`` would end up in
+    logs and manifests, and s3fs does not read them there anyway): they are refused, with
+    where to put them instead.
+    """
     if "://" in str(uri):
+        scheme, rest = str(uri).split("://", 1)
+        if "@" in rest.split("/", 1)[0] and scheme.lower() not in ("http", "https", "ftp"):
+            raise ConfigError(f"{redact(uri)}: credentials do not go in a {scheme}:// URL; set them in "
+                              "the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+                              "GOOGLE_APPLICATION_CREDENTIALS) or in fsspec's configuration")
         return str(uri).rstrip("/")
     return os.path.abspath(os.path.expanduser(str(uri)))
 
@@ -109,7 +119,7 @@ def open_split_root(root: str, split: str | None, known: tuple[str, ...], layout
     base = base.rstrip("/")
     splits = (split,) if split else tuple(s for s in known if fs.isdir(f"{base}/{s}"))
     if not splits:
-        raise DatasetError(f"{uri} has none of {', '.join(s + '/' for s in known)}: not an {layout} layout")
+        raise SourceError(f"{uri} has none of {', '.join(s + '/' for s in known)}: not an {layout} layout")
     return SplitRoot(uri, fs, base, splits)
 
 

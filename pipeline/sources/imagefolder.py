@@ -6,6 +6,7 @@ import os
 
 import fsspec
 
+from pipeline.errors import Reason
 from pipeline.sources.base import (
     Listing,
     ListingFailure,
@@ -82,7 +83,7 @@ def _list_split_folders(root, files, odd, only: str | None) -> Listing:
     keys = dedupe_keys([(r, r) for r in files + [o for o, _ in odd]])
     items = [SourceItem(keys[r], join(root, r), r.split("/")[0], index[r.split("/")[1]], r.split("/")[1])
              for r in files if only in (None, r.split("/")[0])]
-    failures = [ListingFailure(keys[r], join(root, r), r.split("/")[0], "not-a-file", why)
+    failures = [ListingFailure(keys[r], join(root, r), r.split("/")[0], Reason.NOT_A_FILE, why)
                 for r, why in odd if only in (None, r.split("/")[0])]
     return split_listing(items, failures, tuple(classes))
 
@@ -95,11 +96,11 @@ def _list_classes(root, files, odd, split: str) -> Listing:
     for rel in files:
         cls = rel.split("/", 1)[0] if "/" in rel else None
         if classes and cls is None:
-            failures.append(ListingFailure(keys[rel], join(root, rel), split, "outside-class-folder",
+            failures.append(ListingFailure(keys[rel], join(root, rel), split, Reason.OUTSIDE_CLASS,
                                            "image directly under the root of a class-per-folder tree"))
             continue
         items.append(SourceItem(keys[rel], join(root, rel), split,
                                 index[cls] if cls else None, cls))
     for rel, why in odd:
-        failures.append(ListingFailure(keys[rel], join(root, rel), split, "not-a-file", why))
+        failures.append(ListingFailure(keys[rel], join(root, rel), split, Reason.NOT_A_FILE, why))
     return split_listing(items, failures, tuple(classes))

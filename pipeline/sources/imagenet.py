@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 
-from pipeline.errors import DatasetError
+from pipeline.errors import Reason, SourceError
 from pipeline.sources.base import (
     Listing,
     ListingFailure,
@@ -58,7 +58,7 @@ def _val_labels(fs, root: str, files: list[str]) -> dict[str, str]:
     if gt:
         meta = _find(fs, root, "meta.mat")
         if not meta:
-            raise DatasetError("ILSVRC2012_validation_ground_truth.txt needs the devkit's "
+            raise SourceError("ILSVRC2012_validation_ground_truth.txt needs the devkit's "
                                "data/meta.mat beside it to map ILSVRC2012_IDs to wnids")
         from scipy.io import loadmat
 
@@ -98,7 +98,7 @@ def list_imagenet(root: str, split: str | None = None) -> Listing:
         uri = sr.uri_of(path)
         key = make_key(stem)
         if wnid is None or wnid not in index:
-            failures.append(ListingFailure(key, uri, sp, "no-label",
+            failures.append(ListingFailure(key, uri, sp, Reason.NO_LABEL,
                                            f"no class for {stem} in the label files or folders"))
             continue
         items.append(SourceItem(key, uri, sp, index[wnid], wnid))

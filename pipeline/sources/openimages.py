@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 
-from pipeline.errors import DatasetError
+from pipeline.errors import SourceError
 from pipeline.sources.base import (
     Listing,
     SourceItem,
@@ -57,7 +57,7 @@ def _annotations(fs, base: str, kind: str) -> dict[str, list[dict]]:
     for path in sorted(fs.glob(f"{base}/**/*{kind}*.csv")):
         sp = _split_of(path)
         if sp is None:
-            raise DatasetError(f"cannot tell the split of {path}: its name should contain one "
+            raise SourceError(f"cannot tell the split of {path}: its name should contain one "
                                f"of {', '.join(SPLITS)}")
         out.setdefault(sp, []).extend(_rows(fs, path))
     return out

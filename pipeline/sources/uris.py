@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.errors import DatasetError
+from pipeline.errors import SourceError
+from pipeline.shards.layout import SPLIT_NAME
 from pipeline.sources.base import Listing, SourceItem, canonical_uri, make_key, split_listing
 
 BATCH_ROWS = 65_536
@@ -44,7 +45,7 @@ def _list_files(root: str) -> tuple[str, ...]:
     proto = root.split("://", 1)[0] + "://" if "://" in root else ""
     files = tuple(proto + p for p in sorted(fs.find(path)) if p.lower().endswith(LIST_SUFFIXES))
     if not files:
-        raise DatasetError(f"{root} holds no .parquet or .csv URI list")
+        raise SourceError(f"{root} holds no .parquet or .csv URI list")
     return files
 
 
@@ -55,7 +56,7 @@ def _open_batches(uri: str) -> Iterator[dict[str, list]]:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
             if "uri" not in names:
-                raise DatasetError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
+                raise SourceError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
             cols = [c for c in _COLUMNS if c in names]
             for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
                 yield b.to_pydict()
@@ -65,7 +66,7 @@ def _open_batches(uri: str) -> Iterator[dict[str, list]]:
                                     convert_options=pacsv.ConvertOptions(column_types=types))
             names = reader.schema.names
             if "uri" not in names:
-                raise DatasetError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
+                raise SourceError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
             for b in reader:
                 d = b.to_pydict()
                 yield {c: d[c] for c in _COLUMNS if c in d}
@@ -117,6 +118,10 @@ class UriList:
                 if v is not None:
                     names.add(str(v))
                     ints = ints and (isinstance(v, int) or bool(_INT.fullmatch(str(v))))
+        bad = sorted(s for s in splits if not SPLIT_NAME.fullmatch(s))
+        if bad:
+            raise SourceError(f"{root}: split {bad[0]!r} cannot name a shard; splits use letters, digits, "
+                              "_ and - (at most 64)")
         if split:
             splits = {split: splits[split]} if split in splits else {}
         allh = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)

@@ -100,12 +100,20 @@ def test_planning_memory_does_not_grow_with_the_list(tmp_path):
 
 @pytest.mark.parametrize("content", ["path\nx.jpg\n", ""])
 def test_a_list_without_uris_is_a_clear_error(tmp_path, content):
-    from pipeline.errors import DatasetError
+    from pipeline.errors import SourceError
 
     (tmp_path / "l.csv").write_text(content or "uri\n")
     if content:
-        with pytest.raises(DatasetError, match="no 'uri' column"):
+        with pytest.raises(SourceError, match="no 'uri' column"):
             UriList.scan(str(tmp_path / "l.csv"))
     else:
-        with pytest.raises(DatasetError, match="no image found"):
+        with pytest.raises(SourceError, match="no image found"):
             convert_dataset(ConvertJob(str(tmp_path / "l.csv"), str(tmp_path / "out")))
+
+
+def test_a_split_that_could_climb_out_of_out_is_refused(tmp_path):
+    from pipeline.errors import SourceError
+
+    (tmp_path / "l.csv").write_text("uri,split\n/x/a.jpg,../../etc\n")
+    with pytest.raises(SourceError, match="split '../../etc' cannot name a shard"):
+        UriList.scan(str(tmp_path / "l.csv"))

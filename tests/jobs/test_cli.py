@@ -61,8 +61,22 @@ def test_demo_makes_dataset_table_and_sheet(tmp_path):
     res = runner.invoke(app, ["demo", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "demo" / "dataset" / "manifest.json").is_file()
-    sheet = Image.open(tmp_path / "demo" / "reconstructions.png")
-    assert sheet.size[0] > 0 and "bpp mean" in res.output
+    assert "bpp mean" in res.output
+    # the sheet: one 320-px-high tile per sample (original above its reconstruction, 6 a row,
+    # 6-px gaps), and each reconstruction looks like the original above it
+    import json
+
+    import numpy as np
+
+    n = json.loads((tmp_path / "demo" / "dataset" / "manifest.json").read_text())["totals"]["samples"]
+    sheet = np.asarray(Image.open(tmp_path / "demo" / "reconstructions.png").convert("RGB")).astype(float)
+    assert n >= 6 and sheet.shape[0] == -(-n // 6) * (320 + 6)
+    first = sheet[:320, :120]  # well inside the first tile (every tile is wider than 120 px)
+    top, bottom = first[:160], first[160:]
+    psnr = 10 * np.log10(255**2 / np.mean((top - bottom) ** 2))
+    other = sheet[:160, -200:-80] if sheet.shape[1] > 400 else sheet[326:486, :120]
+    assert psnr > 20, psnr  # the reconstruction matches its original...
+    assert np.mean((top - other) ** 2) > np.mean((top - bottom) ** 2)  # ...better than another photo
 
 
 def test_train_codec_tiny_run_writes_finalized_checkpoint(tmp_path):

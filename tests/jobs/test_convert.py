@@ -157,10 +157,10 @@ def test_real_photos_round_trip_through_dataset(photo_tree, tmp_path):
 
 
 def test_empty_source_is_a_clear_error(tmp_path):
-    from pipeline.errors import DatasetError
+    from pipeline.errors import SourceError
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no image found"):
+    with pytest.raises(SourceError, match="no image found"):
         _convert(tmp_path / "empty", tmp_path / "out")
 
 
