@@ -259,6 +259,10 @@ def train_classify(
     cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk): epoch 1 "
                                          "fills it, later epochs read ŷ from it instead of decoding."),
     cache_gb: float = typer.Option(20.0, help="Cache size limit; least-recently-used shards are evicted."),
+    resume: bool = typer.Option(False, help="Continue from OUT/last.pt at the exact next sample "
+                                "(same options; a fresh run when there is none)."),
+    checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
+                                         "(0: at each epoch's end only)."),
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
     from jobs.train import run_local, run_ray
@@ -267,7 +271,10 @@ def train_classify(
 
     spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
                      cache, int(cache_gb * 2**30))
-    cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed)
+    cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
+                      checkpoint_every=checkpoint_every, resume=resume)
+    if resume and Path(out, "last.pt").is_file():
+        console.print(f"resuming from {out}/last.pt")
 
     def show(r: dict) -> None:
         console.print(f"epoch {r['epoch']}: loss {r['train_loss']:.3f} train {r['train_acc']:.3f} "

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.codec.codec import Codec
-from pipeline.errors import LatentShardsError
+from pipeline.errors import ConfigError, LatentShardsError
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
 from pipeline.shards.dataset import LatentDataset
@@ -67,6 +67,9 @@ class LatentShardDataset(IterableDataset):
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
         self._codec = codec
+        self._yielded = 0  # samples this copy has yielded in its current pass (state_dict)
+        self._pass_epoch = 0
+        self._resume: dict | None = None  # what load_state_dict asked to skip
 
     # -- sizes ------------------------------------------------------------------------------
     @property
@@ -89,6 +92,49 @@ class LatentShardDataset(IterableDataset):
         """Batches one epoch yields on this rank: each worker batches its own part."""
         per, w = len(self), max(1, workers)
         return sum(-(-(per * (i + 1) // w - per * i // w) // batch_size) for i in range(w))
+
+    # -- mid-epoch resume -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Where this copy's stream stands: its epoch and the samples it has yielded in it.
+
+        Inside a DataLoader worker (what torchdata's ``StatefulDataLoader`` snapshots) that is
+        the worker's own count. A training loop with a plain DataLoader records instead the
+        batches it consumed: ``{"epoch", "batches", "batch_size", "workers"}`` (see
+        `load_state_dict`).
+        """
+        return {"epoch": self._pass_epoch, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue epoch ``state["epoch"]`` at the exact next sample.
+
+        Either ``{"epoch", "yielded"}``, one stream's own count (a worker's, or the whole
+        rank's without workers), or ``{"epoch", "batches", "batch_size", "workers"}``: the
+        batches a plain DataLoader with that many workers handed over, from which each worker
+        works out its own share (the DataLoader takes batches from its workers in turn).
+        The skipped samples are produced and dropped, so shuffles and crops stay those of an
+        uninterrupted run.
+        """
+        if "yielded" not in state and not {"batches", "batch_size", "workers"} <= set(state):
+            raise ConfigError("a loader state holds epoch and yielded, or epoch, batches, batch_size "
+                              f"and workers; got {sorted(state)}")
+        self.set_epoch(int(state["epoch"]))
+        self._resume = dict(state)
+
+    def _resume_role(self, epoch: int, wid: int, nworkers: int, sizes: list[int]) -> tuple[int, int]:
+        """(which worker's part this worker plays, samples it drops first) to resume ``epoch``
+        where a state left off. A fresh DataLoader asks worker 0 first; the interrupted one
+        would have asked the worker whose turn came next, so the parts rotate by that turn."""
+        r = self._resume
+        if r is None or int(r["epoch"]) != epoch:
+            return wid, 0
+        if "yielded" in r:
+            return wid, int(r["yielded"])
+        if max(1, int(r["workers"])) != nworkers:
+            raise ConfigError(f"the loader state was taken with {r['workers']} worker(s), this loader has "
+                              f"{nworkers}; resume with the same --workers")
+        consumed, turn = resume_point(int(r["batches"]), int(r["batch_size"]), sizes)
+        role = (wid + turn) % nworkers
+        return role, consumed[role]
 
     # -- decoding ---------------------------------------------------------------------------
     def codec(self) -> Codec:
@@ -120,10 +166,21 @@ class LatentShardDataset(IterableDataset):
         rank_slices = stages.assign_slices(self.shards, order, rank, world)
         parts = [(s.url, s.name, s.stop - s.start) for s in rank_slices]
         offset = {s.name: s.start for s in rank_slices}
+        by_worker = [stages.assign_slices(parts, list(range(len(parts))), w, nworkers, drop_remainder=False)
+                     for w in range(nworkers)]
+        role, skip = self._resume_role(epoch, wid, nworkers,
+                                       [sum(s.stop - s.start for s in part) for part in by_worker])
         slices = [stages.ShardSlice(w.url, w.name, offset[w.name] + w.start, offset[w.name] + w.stop,
-                                    self._shard_bytes[w.name])
-                  for w in stages.assign_slices(parts, list(range(len(parts))), wid, nworkers,
-                                                drop_remainder=False)]
+                                    self._shard_bytes[w.name]) for w in by_worker[role]]
+        self._pass_epoch, self._yielded = epoch, 0
+        for i, sample in enumerate(self._stream(slices, epoch, rank, role)):
+            if i < skip:
+                continue
+            self._yielded = i + 1
+            yield sample
+
+    def _stream(self, slices: list[stages.ShardSlice], epoch: int, rank: int, wid: int):
+        """This worker's samples of the epoch, in order: decoded, shuffled, cropped, padded."""
         rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None
         items = self._decoded(slices, self.codec())
         if rng is not None:
@@ -192,3 +249,28 @@ class LatentShardDataset(IterableDataset):
             raise exc
         log.warning("skipping unreadable shard data: %s", exc)
         return True
+
+
+def resume_point(batches: int, batch_size: int, sizes: list[int]) -> tuple[list[int], int]:
+    """Samples each worker had handed over once a DataLoader delivered ``batches`` batches,
+    and the worker whose turn came next.
+
+    The DataLoader takes one batch from each worker in turn (worker 0, 1, …), skipping
+    workers that have run out; a worker's last batch may be partial.
+    """
+    left = [-(-n // batch_size) for n in sizes]  # batches each worker makes
+    taken = [0] * len(sizes)
+    w = 0
+    for _ in range(batches):
+        if not any(left):
+            break
+        while not left[w]:
+            w = (w + 1) % len(sizes)
+        taken[w] += 1
+        left[w] -= 1
+        w = (w + 1) % len(sizes)
+    return [min(n, t * batch_size) for n, t in zip(sizes, taken, strict=True)], w
+
+
+def consumed_by_worker(batches: int, batch_size: int, sizes: list[int]) -> list[int]:
+    return resume_point(batches, batch_size, sizes)[0]

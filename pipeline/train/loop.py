@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,8 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import ConfigError
 from pipeline.models.registry import MODELS, create_model
 from pipeline.train.data import InputSpec, make_loader
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,10 @@ class TrainConfig:
     val_split: str = "val"
     classes: tuple[int, ...] | None = None  # train on these labels only (few-shot base stage)
     stem: dict = field(default_factory=dict)  # sResNet stem ablation options
-    out: str | None = None  # folder for checkpoint.pt and metrics.jsonl
+    out: str | None = None  # folder for checkpoint.pt, last.pt and metrics.jsonl
     seed: int = 0
+    checkpoint_every: int = 0  # also save last.pt every this many steps (0: at each epoch's end only)
+    resume: bool = False  # continue from out/last.pt at the exact next sample, if it is there
 
 
 def evaluate(model, loader, device, classes: tuple[int, ...] | None = None) -> dict:
@@ -66,12 +73,45 @@ def _lr(cfg: TrainConfig, step: int, total: int, warm: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+#: what must match between a run and the one that resumes it
+_RESUME_KEYS = ("input", "arch", "epochs", "lr", "weight_decay", "label_smoothing", "train_split",
+                "classes", "stem", "seed")
+
+
+def _save_last(cfg: TrainConfig, model, opt, step: int, epoch: int, batch: int, sums: tuple,
+               history: list) -> None:
+    """``out/last.pt``: everything a run needs to go on from the next sample, written whole."""
+    path = Path(cfg.out) / "last.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".last.pt.{os.getpid()}.tmp")
+    torch.save({"step": step, "epoch": epoch, "batch": batch, "sums": list(sums), "history": history,
+                "model": getattr(model, "module", model).state_dict(), "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(), "config": _jsonable(cfg)}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_last(cfg: TrainConfig) -> dict | None:
+    path = Path(cfg.out or "") / "last.pt"
+    if not (cfg.resume and cfg.out and path.is_file()):
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    now, then = _jsonable(cfg), state["config"]
+    diff = [k for k in _RESUME_KEYS if now.get(k) != then.get(k)]
+    if diff:
+        raise ConfigError(f"{path} was saved by a run with other {', '.join(diff)}; resume with the same "
+                          "options, or train into another --out")
+    return state
+
+
 def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
                      wrap_model: Callable = lambda m: m, rank: int = 0,
                      on_batch: Callable[[int, int, int, float], None] | None = None) -> dict:
     """Train, evaluate each epoch, save ``checkpoint.pt`` and ``metrics.jsonl`` (rank 0).
 
     ``on_batch(epoch, batch, batches_per_epoch, loss)`` is called after every step (progress).
+    With ``cfg.out``, ``last.pt`` is saved at each epoch's end (and every ``checkpoint_every``
+    steps); with ``cfg.resume`` a run starts from it, at the exact next sample of its epoch,
+    and ends with the weights an uninterrupted run ends with.
     """
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,12 +126,26 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
                        if hasattr(train_ds, "num_batches") else len(train_loader))
     total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
     keep = torch.tensor(cfg.classes) if cfg.classes is not None else None
-    step, history, batches_per_epoch = 0, [], []
-    for epoch in range(cfg.epochs):
+    step, history, batches_per_epoch, start, skip, sums = 0, [], [], 0, 0, (0, 0.0, 0)
+    last = _load_last(cfg)
+    if last is not None:
+        getattr(model, "module", model).load_state_dict(last["model"])
+        opt.load_state_dict(last["optimizer"])
+        torch.set_rng_state(last["torch_rng"])
+        step, history, start, skip, sums = (last["step"], last["history"], last["epoch"], last["batch"],
+                                            tuple(last["sums"]))
+        logger.info("resuming %s/last.pt: epoch %d, batch %d, step %d", cfg.out, start, skip, step)
+    for epoch in range(start, cfg.epochs):
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
+        if skip and hasattr(train_ds, "load_state_dict"):
+            train_ds.load_state_dict({"epoch": epoch, "batches": skip, "batch_size": cfg.input.batch_size,
+                                      "workers": cfg.input.workers})
+        elif skip:
+            raise ConfigError("this input cannot resume mid-epoch; resume from an epoch's end")
         model.train()
-        t0, seen, loss_sum, correct, batches = time.perf_counter(), 0, 0.0, 0, 0
+        (seen, loss_sum, correct), batches = (sums if skip else (0, 0.0, 0)), skip
+        t0, skip = time.perf_counter(), 0
         for x, y in train_loader:
             batches += 1
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -113,6 +167,8 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
             seen += int(mask.sum())
             loss_sum += loss.item() * int(mask.sum())
             correct += ((logits.argmax(1) == y) & mask).sum().item()
+            if cfg.out and rank == 0 and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                _save_last(cfg, model, opt, step, epoch, batches, (seen, loss_sum, correct), history)
             if on_batch:
                 on_batch(epoch, batches, steps_per_epoch, loss.item())
         batches_per_epoch.append(batches)
@@ -126,6 +182,7 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
             Path(cfg.out).mkdir(parents=True, exist_ok=True)
             with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            _save_last(cfg, model, opt, step, epoch + 1, 0, (0, 0.0, 0), history)
     result = {"history": history, "classes": class_names, "batches_per_epoch": batches_per_epoch}
     if cfg.out and rank == 0:
         state = getattr(model, "module", model).state_dict()
