@@ -5,6 +5,7 @@ Both must write the very bytes the embedded run writes."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -42,7 +43,14 @@ def _wait_port(port: int, timeout: float) -> None:
 def head():
     """A head node with the dashboard's HTTP server (job submission), in its own temp dir."""
     ray_tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONWARNINGS": "ignore"}
+    # Ray 2.60 turns token authentication on whenever a token is around: make it explicit,
+    # with this cluster's own token, for the head and every client (as the README says)
+    token = Path(ray_tmp) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token),
+           # `python` on the PATH is this install's, as on a node with latent-shards installed
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
     proc = subprocess.Popen(
