@@ -7,23 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import ConfigError
 from pipeline.train.data import InputSpec
 from pipeline.train.loop import TrainConfig, train_classifier
-from tests.loader.conftest import photo_folder
 
 
 class Killed(BaseException):
     """The process dies after this step (nothing in the loop may catch it)."""
-
-
-@pytest.fixture(scope="module")
-def latents(tmp_path_factory):
-    src = photo_folder(tmp_path_factory.mktemp("photos"))
-    out = tmp_path_factory.mktemp("resume") / "ds"
-    convert_dataset(ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3)))
-    return out
 
 
 def _cfg(root, out) -> TrainConfig:

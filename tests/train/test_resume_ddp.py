@@ -11,11 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.train.data import InputSpec
 from pipeline.train.loop import TrainConfig, train_classifier
-from tests.loader.conftest import photo_folder
-
 
 pytestmark = pytest.mark.slow  # three 2-process runs: about 75 s here
 
@@ -49,14 +46,6 @@ def _spawn(tmp_path, name: str, cfg: TrainConfig, kill_step: int = 0) -> list[di
     result = str(tmp_path / name)
     mp.spawn(_rank, args=(2, init, cfg, kill_step, result), nprocs=2, join=True)
     return [torch.load(f"{result}.{r}", weights_only=False) for r in range(2)]
-
-
-@pytest.fixture(scope="module")
-def latents(tmp_path_factory):
-    src = photo_folder(tmp_path_factory.mktemp("photos"))
-    out = tmp_path_factory.mktemp("ddp") / "ds"
-    convert_dataset(ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3)))
-    return out
 
 
 def test_two_ranks_two_workers_killed_and_resumed(latents, tmp_path):
