@@ -47,8 +47,8 @@ default-codec: $(STAMP) ## Retrain the three bundled codecs (about 70 min each o
 	$(BIN)/latents integerize runs/default-float.pt $(WEIGHTS)/default.pt --threads 1
 	$(BIN)/latents integerize runs/low-rate-float.pt $(WEIGHTS)/low-rate.pt --threads 1
 	$(BIN)/latents integerize runs/high-rate-float.pt $(WEIGHTS)/high-rate.pt --threads 1
-	$(BIN)/latents eval-codec --plot runs/rd-holdout.png --output runs/rd-holdout.json
-	$(BIN)/latents eval-codec --all-photos --plot runs/rd-all.png --output runs/rd-all.json
+	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout
+	$(BIN)/latents eval rd --all-photos --plot runs/rd-all.png --output runs/rd-all.json
 
 runs/default-float.pt:
 	mkdir -p runs

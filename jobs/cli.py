@@ -177,66 +177,81 @@ def integerize_cmd(
             indent=2))
 
 
-@app.command("eval-codec")
-def eval_codec_cmd(
+eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–distortion against JPEG/WebP/AVIF.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("rd")
+def eval_rd(
     checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c",
                                          help="Codec checkpoint(s), one curve point each (default: "
                                          "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
-    arch: str = typer.Option(None), all_photos: bool = typer.Option(False, help="Not only held-out."),
+    arch: str = typer.Option(None),
+    images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the held-out "
+                                "bundled photos)."),
+    all_photos: bool = typer.Option(False, help="Every bundled colour photo, not only the held-out ones."),
     baseline: list[str] = typer.Option(None, help="Other codec(s) to compare at their own rate: the "
                                        "curve's PSNR at the same bpp (e.g. bundled:mbt2018-mean)."),
     plot: Path = typer.Option(None, help="Write the rate–distortion plot (PNG) here."),
-    output: Path = typer.Option(None, help="Also write the figures as JSON here (CompressAI's results "
-                                "layout under 'curves')."),
+    output: Path = typer.Option(None, help="Also write every figure as JSON here."),
+    results_dir: Path = typer.Option(None, help="Write one JSON per curve here in CompressAI's results "
+                                     "layout (python -m compressai.utils.plot --results-file DIR/*.json)."),
 ):
-    """Held-out bpp / PSNR of codecs beside JPEG and WebP (real bitstreams): per image at equal
-    bpp, then the curve over the codecs' rates with BD-rate against JPEG and WebP."""
+    """bpp (real bitstream bytes), PSNR and MS-SSIM of codecs beside JPEG, WebP and AVIF (Pillow):
+    per image at equal bpp, then the curve over the codecs' rates with BD-rates."""
     import numpy as np
 
     from pipeline.codec.load import BUNDLED_CURVE, bundled_present, load_codec
-    from pipeline.eval.rd import evaluate_codecs, load_rgb, plot_curves
+    from pipeline.eval.rd import (
+        evaluate_codecs,
+        load_folder,
+        load_rgb,
+        plot_curves,
+        write_compressai_results,
+    )
     from pipeline.photos import bundled_photos
 
     specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
-    try:
-        codecs = {c: load_codec(_codec_spec(c, arch, None, False)) for c in specs}
-        others = {b: load_codec(_codec_spec(b, None, None, False)) for b in baseline or []}
-        images = [(p.name, load_rgb(p.path))
-                  for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
-        name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
-        rep = evaluate_codecs(codecs, images, name, others)
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    codecs = {c: load_codec(_codec_spec(c, arch, None, False)) for c in specs}
+    others = {b: load_codec(_codec_spec(b, None, None, False)) for b in baseline or []}
+    pictures = load_folder(images) if images else [
+        (p.name, load_rgb(p.path)) for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
+    name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
+    rep = evaluate_codecs(codecs, pictures, name, others)
     t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
-    for c in ("codec", "image", "bpp", "PSNR codec", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
+    for c in ("codec", "image", "bpp", "PSNR codec", "MS-SSIM", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
         t.add_column(c)
     for spec, rows in rep.points.items():
         for p in rows:
-            t.add_row(spec, p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.jpeg_psnr_at_bpp:.2f}",
-                      f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
+            t.add_row(spec, p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.codec_msssim:.4f}",
+                      f"{p.jpeg_psnr_at_bpp:.2f}", f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
         m = rep.means[spec]
         t.add_row(spec, "[bold]mean", f"{m['codec_bpp']:.3f}", f"{m['codec_psnr']:.2f}",
-                  f"{m['jpeg_psnr_at_bpp']:.2f}", f"{m['webp_psnr_at_bpp']:.2f}", "")
+                  f"{m['codec_msssim']:.4f}", f"{m['jpeg_psnr_at_bpp']:.2f}",
+                  f"{m['webp_psnr_at_bpp']:.2f}", "")
     console.print(t)
-    c = Table(title=f"curve over {len(images)} photo(s): mean bpp and PSNR per rate point")
-    for col in ("point", "bpp", "PSNR"):
+    c = Table(title=f"curve over {len(pictures)} image(s): mean bpp, PSNR and MS-SSIM per rate point")
+    for col in ("point", "bpp", "PSNR", "MS-SSIM"):
         c.add_column(col, justify="left" if col == "point" else "right")
-    for spec, (b, q) in zip(rep.members, rep.curve.points(), strict=True):
-        c.add_row(spec, f"{b:.3f}", f"{q:.2f}")
+    for spec, (b, q), ms in zip(rep.members, rep.curve.points(), rep.curve.msssim, strict=True):
+        c.add_row(spec, f"{b:.3f}", f"{q:.2f}", f"{ms:.4f}")
     for k, v in rep.bd_rate.items():
-        c.add_row(f"BD-rate against {k}", "" if np.isnan(v) else f"{v:+.1f}%", "")
+        c.add_row(f"BD-rate against {k} (PSNR)", "" if np.isnan(v) else f"{v:+.1f}%", "", "")
     for spec, a in rep.at_baselines.items():
         mine = a["curve_psnr_at_bpp"]
-        c.add_row(f"{spec} (baseline)", f"{a['bpp']:.3f}", f"{a['psnr']:.2f}")
+        c.add_row(f"{spec} (baseline)", f"{a['bpp']:.3f}", f"{a['psnr']:.2f}", "")
         c.add_row("  the curve at that bpp", f"{a['bpp']:.3f}",
-                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - a['psnr']:+.2f} dB)")
+                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - a['psnr']:+.2f} dB)", "")
     console.print(c)
     if plot:
-        where = "all colour photos" if all_photos else "held-out photos"
-        plot_curves(rep.curves, plot, f"{where} ({len(images)})")
+        where = images.name if images else "all colour photos" if all_photos else "held-out photos"
+        plot_curves(rep.curves, plot, f"{where} ({len(pictures)})")
         console.print(f"wrote {plot}")
     if output:
         output.write_text(json.dumps(rep.to_json(), indent=2))
+    if results_dir:
+        paths = write_compressai_results(rep.curves, results_dir)
+        console.print(f"wrote {len(paths)} CompressAI results file(s) to {results_dir}")
 
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")

@@ -1,4 +1,5 @@
-"""Rate–distortion of a codec against JPEG and WebP on the same images, at matched bpp."""
+"""Rate–distortion of codecs against JPEG, WebP and AVIF on the same images: bpp from the real
+bitstream bytes, PSNR and MS-SSIM, BD-rate, a plot, and CompressAI's results layout."""
 
 from __future__ import annotations
 
@@ -14,8 +15,19 @@ from pipeline.codec.codec import Codec
 from pipeline.images import pad_to_multiple, to_rgb
 from pipeline.shards.index import bits_per_pixel
 
-#: Pillow quality settings swept for JPEG and WebP.
+#: Pillow quality settings swept for JPEG, WebP and AVIF.
 QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def reference_formats() -> list[tuple[str, str]]:
+    """(Pillow format, curve name) of the classical codecs this Pillow can write."""
+    from PIL import features
+
+    out = [("JPEG", "JPEG (Pillow)"), ("WEBP", "WebP (Pillow)")]
+    if features.check("avif"):
+        out.append(("AVIF", "AVIF (Pillow)"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class RDPoint:
     jpeg_psnr_at_bpp: float  # JPEG's PSNR interpolated at the codec's bpp (nan: out of range)
     webp_psnr_at_bpp: float
     jpeg_min_bpp: float  # JPEG's lowest reachable bpp on this image (quality 1)
+    codec_msssim: float = float("nan")  # RGB MS-SSIM (nan: a side under 161 px)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -36,9 +49,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """RGB MS-SSIM of two uint8 HxWx3 images (5 scales, 11-px Gaussian window, as CompressAI
+    reports it); nan when a side is too short for 5 scales (under 161 px)."""
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    if min(a.shape[:2]) <= 160:
+        return float("nan")
+    ta, tb = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].double() for v in (a, b))
+    return float(_ms_ssim(ta, tb, data_range=255.0))
+
+
 def _pil_curve(img: np.ndarray, fmt: str) -> list[tuple[float, float]]:
     """(bpp, PSNR) over the quality range of a PIL codec, sorted by bpp."""
-    return sorted(_pil_point(img, fmt, q) for q in QUALITIES)
+    return sorted(_pil_point(img, fmt, q)[:2] for q in QUALITIES)
 
 
 def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
@@ -50,14 +74,26 @@ def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
 
 def evaluate_image(codec: Codec, name: str, img: np.ndarray) -> RDPoint:
     """Real bitstream: encode → container bytes → reconstruct; JPEG/WebP through Pillow."""
-    bpp, quality = codec_point(codec, img)
+    bpp, quality, msssim = codec_point(codec, img)
     jpeg = _pil_curve(img, "JPEG")
     return RDPoint(name, bpp, quality, _interp(jpeg, bpp),
-                   _interp(_pil_curve(img, "WEBP"), bpp), jpeg[0][0])
+                   _interp(_pil_curve(img, "WEBP"), bpp), jpeg[0][0], msssim)
 
 
 def load_rgb(path) -> np.ndarray:
     return np.asarray(to_rgb(Image.open(path)))
+
+
+def load_folder(folder) -> list[tuple[str, np.ndarray]]:
+    """Every image of a Kodak-style folder (name, RGB array), in name order."""
+    from pathlib import Path
+
+    from pipeline.errors import SourceError
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SourceError(f"{folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    return [(p.stem, load_rgb(p)) for p in paths]
 
 
 # -- curves: several codec rate points beside JPEG and WebP, BD-rate, a plot ----------------------
@@ -93,36 +129,45 @@ class Curve:
     name: str
     bpp: list[float]
     psnr: list[float]
+    msssim: list[float] | None = None
 
     def points(self) -> list[tuple[float, float]]:
         return list(zip(self.bpp, self.psnr, strict=True))
 
     def to_json(self) -> dict:
-        return {"name": self.name, "results": {"bpp": self.bpp, "psnr": self.psnr}}
+        """``{"name", "results": {"bpp", "psnr", "ms-ssim"}}``, with CompressAI 1.2's own keys
+        (``psnr-rgb``, ``ms-ssim-rgb``) too, so ``python -m compressai.utils.plot
+        --results-file`` reads it. MS-SSIM is left out where an image was too small for it."""
+        res = {"bpp": self.bpp, "psnr": self.psnr, "psnr-rgb": self.psnr}
+        if self.msssim is not None and not any(math.isnan(v) for v in self.msssim):
+            res["ms-ssim"] = res["ms-ssim-rgb"] = self.msssim
+        return {"name": self.name, "results": res}
 
 
-def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float]:
-    """(bpp from the real container bytes, PSNR of the reconstruction) of one image."""
+def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float, float]:
+    """(bpp from the real container bytes, PSNR, MS-SSIM of the reconstruction) of one image."""
     h, w = img.shape[:2]
     padded = pad_to_multiple(img, codec.arch.multiple)
     x = torch.from_numpy(padded.copy()).permute(2, 0, 1)[None].float() / 255
     blob = codec.encode(x, [(h, w)])[0].data
     rec = codec.reconstruct(blob).mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    return bits_per_pixel(len(blob), h * w), psnr(img, rec)
+    return bits_per_pixel(len(blob), h * w), psnr(img, rec), ms_ssim(img, rec)
 
 
 def reference_curves(images: list[np.ndarray]) -> list[Curve]:
-    """JPEG and WebP through Pillow over ``QUALITIES``: mean bpp and mean PSNR per quality."""
+    """JPEG, WebP (and AVIF where Pillow has it) over ``QUALITIES``: mean bpp, PSNR and
+    MS-SSIM per quality."""
     out = []
-    for fmt, name in (("JPEG", "JPEG (Pillow)"), ("WEBP", "WebP (Pillow)")):
+    for fmt, name in reference_formats():
         mean = np.array([[_pil_point(im, fmt, q) for q in QUALITIES] for im in images]).mean(axis=0)
-        out.append(Curve(name, [float(v) for v in mean[:, 0]], [float(v) for v in mean[:, 1]]))
+        out.append(Curve(name, *([float(v) for v in mean[:, k]] for k in range(3))))
     return out
 
 
 def _mean_point(rows: list[RDPoint]) -> dict:
-    return {k: float(np.nanmean([getattr(p, k) for p in rows]))
-            for k in ("codec_bpp", "codec_psnr", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
+    return {k: float(np.nanmean([getattr(p, k) for p in rows])) if any(
+        not math.isnan(getattr(p, k)) for p in rows) else float("nan")
+        for k in ("codec_bpp", "codec_psnr", "codec_msssim", "jpeg_psnr_at_bpp", "webp_psnr_at_bpp")}
 
 
 @dataclass
@@ -156,24 +201,42 @@ def evaluate_codecs(codecs: dict[str, Codec], images: list[tuple[str, np.ndarray
               for spec, c in {**codecs, **baselines}.items()}
     means = {spec: _mean_point(rows) for spec, rows in points.items()}
     members = sorted(codecs, key=lambda s: means[s]["codec_bpp"])
-    curve = Curve(name, [means[s]["codec_bpp"] for s in members], [means[s]["codec_psnr"] for s in members])
+    curve = Curve(name, [means[s]["codec_bpp"] for s in members], [means[s]["codec_psnr"] for s in members],
+                  [means[s]["codec_msssim"] for s in members])
     refs = reference_curves([im for _, im in images])
     bd = {r.name.split(" ")[0]: bd_rate(r.points(), curve.points()) for r in refs}
     base_curves, at = [], {}
     for spec in baselines:
         b, q = means[spec]["codec_bpp"], means[spec]["codec_psnr"]
-        base_curves.append(Curve(spec, [b], [q]))
+        base_curves.append(Curve(spec, [b], [q], [means[spec]["codec_msssim"]]))
         mine = float(np.interp(b, curve.bpp, curve.psnr, left=np.nan, right=np.nan))
         at[spec] = {"bpp": b, "psnr": q, "curve_psnr_at_bpp": mine}
     return CurveReport(points, means, curve, members, base_curves, refs, bd, at)
 
 
-def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float]:
+def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float, float]:
+    """(bpp, PSNR, MS-SSIM) of one image through Pillow's ``fmt`` at ``quality``."""
     h, w = img.shape[:2]
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, fmt, quality=quality)
     dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return bits_per_pixel(buf.tell(), h * w), psnr(img, dec)
+    return bits_per_pixel(buf.tell(), h * w), psnr(img, dec), ms_ssim(img, dec)
+
+
+def write_compressai_results(curves: list[Curve], folder) -> list:
+    """One JSON per curve in CompressAI's results layout, for ``compressai.utils.plot``."""
+    import json
+    import re
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for c in curves:
+        path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "-", c.name).strip("-").lower() + ".json")
+        path.write_text(json.dumps(c.to_json(), indent=2) + "\n")
+        paths.append(path)
+    return paths
 
 
 def plot_curves(curves: list[Curve], path, title: str) -> None:

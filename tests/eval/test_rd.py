@@ -1,4 +1,4 @@
-"""Rate–distortion curves: BD-rate and the plot (the eval-codec command: tests/jobs/test_cli.py)."""
+"""R-D curves: BD-rate, MS-SSIM, the plot, the results layout (`eval rd`: tests/jobs/test_cli.py)."""
 
 import math
 import warnings
@@ -30,3 +30,37 @@ def test_plot_is_a_png(tmp_path):
               Curve("JPEG (Pillow)", *map(list, zip(*_curve(1.0), strict=True)))]
     plot_curves(curves, tmp_path / "rd.png", "test")
     assert Image.open(tmp_path / "rd.png").size[0] > 100
+
+
+def test_bd_rate_matches_a_hand_computed_case():
+    """Two-point curves: log-rate is linear in PSNR, so the BD-rate is exp of the mean
+    log-rate gap over the overlap [31, 35] dB, which is the gap at its middle (33 dB)."""
+    anchor, test = [(1.0, 30.0), (4.0, 36.0)], [(1.0, 31.0), (2.0, 35.0)]
+    b_a, b_t = math.log(4) / 6, math.log(2) / 4  # slopes of log(bpp) against PSNR
+    a_a, a_t = -30 * b_a, -31 * b_t
+    by_hand = (math.exp((a_t - a_a) + (b_t - b_a) * 33.0) - 1) * 100
+    assert abs(bd_rate(anchor, test) - by_hand) < 1e-9
+    # = exp(2·b_t − 3·b_a) − 1 = exp(−ln 2 / 2) − 1 = 1/√2 − 1
+    assert abs(by_hand - (1 / math.sqrt(2) - 1) * 100) < 1e-12
+
+
+def test_ms_ssim_is_one_for_identical_images_and_drops_with_noise():
+    import numpy as np
+
+    from pipeline.eval.rd import ms_ssim
+
+    rng = np.random.default_rng(0)
+    img = (np.kron(rng.integers(0, 256, (50, 50, 3)), np.ones((4, 4, 1)))).astype(np.uint8)
+    assert ms_ssim(img, img) == 1.0
+    noisy = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(img).resize((50, 50)).resize((200, 200)))
+    assert ms_ssim(img, blurred) < ms_ssim(img, noisy) < 1.0  # noise hurts less than losing detail
+    assert math.isnan(ms_ssim(img[:160], img[:160]))  # too small for 5 scales
+
+
+def test_curves_speak_compressais_results_layout():
+    c = Curve("ours", [0.2, 0.4], [30.0, 33.0], [0.95, 0.97])
+    assert c.to_json() == {"name": "ours", "results": {
+        "bpp": [0.2, 0.4], "psnr": [30.0, 33.0], "psnr-rgb": [30.0, 33.0],
+        "ms-ssim": [0.95, 0.97], "ms-ssim-rgb": [0.95, 0.97]}}
+    assert "ms-ssim" not in Curve("small", [0.2], [30.0], [float("nan")]).to_json()["results"]

@@ -147,10 +147,11 @@ def test_cache_warm_info_clear(converted, tmp_path):
     assert res.output.startswith("no cache")
 
 
-def test_eval_codec_curve_of_several_checkpoints(tmp_path):
+def test_eval_rd_curve_of_several_checkpoints_on_a_folder(tmp_path):
     import numpy as np
 
     from pipeline.codec import checkpoint
+    from pipeline.photos import bundled_photos
     from tests.conftest import tiny_checkpoint
 
     paths = []
@@ -159,17 +160,32 @@ def test_eval_codec_curve_of_several_checkpoints(tmp_path):
         ck = checkpoint.Checkpoint(ck.arch, ck.N, ck.M, ck.state_dict, lmbda=lmbda)
         paths.append(tmp_path / f"c{i}.pt")
         checkpoint.save(ck, str(paths[i]))
-    args = ["eval-codec", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
-            "--baseline", str(paths[2]), "--plot", str(tmp_path / "rd.png"),
-            "--output", str(tmp_path / "rd.json")]
+    kodak = tmp_path / "kodak"  # a Kodak-style folder: PNGs, any size
+    kodak.mkdir()
+    for p in bundled_photos(colour_only=True)[:2]:
+        Image.open(p.path).convert("RGB").resize((256, 192)).save(kodak / f"{p.name}.png")
+    args = ["eval", "rd", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
+            "--baseline", str(paths[2]), "--images", str(kodak), "--plot", str(tmp_path / "rd.png"),
+            "--output", str(tmp_path / "rd.json"), "--results-dir", str(tmp_path / "results")]
     res = runner.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "BD-rate against JPEG" in res.output and "the curve at that bpp" in res.output
     out = json.loads((tmp_path / "rd.json").read_text())
     names = [c["name"] for c in out["curves"]]
-    assert names[-2:] == ["JPEG (Pillow)", "WebP (Pillow)"] and str(paths[2]) in names
+    assert names[-3:] == ["JPEG (Pillow)", "WebP (Pillow)", "AVIF (Pillow)"] and str(paths[2]) in names
     ours = out["curves"][0]["results"]
     assert len(ours["bpp"]) == 2 and ours["bpp"] == sorted(ours["bpp"]) and len(ours["psnr"]) == 2
-    assert set(out["bd_rate_percent"]) == {"JPEG", "WebP"}
+    assert all(0 < v <= 1 for v in ours["ms-ssim"])  # 192-px images: 5 MS-SSIM scales fit
+    assert set(out["bd_rate_percent"]) == {"JPEG", "WebP", "AVIF"}
     assert np.isfinite(out["mean"][str(paths[0])]["codec_psnr"])
+    assert [p["image"] for p in out["points"][str(paths[0])]] == sorted(p.stem for p in kodak.iterdir())
     assert Image.open(tmp_path / "rd.png").format == "PNG"
+    # CompressAI's own plotting tool reads the results files, for both metrics
+    from compressai.utils.plot.__main__ import parse_json_file
+
+    files = sorted((tmp_path / "results").glob("*.json"))
+    assert len(files) == len(out["curves"])
+    for f in files:
+        for metric in ("psnr", "ms-ssim"):
+            parsed = parse_json_file(f, metric)
+            assert len(parsed["xs"]) == len(parsed["ys"]) > 0
