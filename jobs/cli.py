@@ -106,21 +106,38 @@ def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo'
 def train_codec_cmd(
     out: str = typer.Argument(..., help="Checkpoint to write (latent-shards format)."),
     arch: str = typer.Option("mbt2018-mean"), N: int = typer.Option(64), M: int = typer.Option(96),
-    lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ (λ·255²·MSE + bpp)."),
+    lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ_d (λ_d·255²·MSE + bpp)."),
     steps: int = typer.Option(15300), batch_size: int = typer.Option(8),
     patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
     init_from: str = typer.Option(None, help="Start from this checkpoint's tensors where names "
                                   "and shapes match (e.g. a scale-only codec from a mean-scale one)."),
+    source: str = typer.Option(None, help="Train on crops of this source (any layout `convert` reads, "
+                               "local or fsspec; its train split) instead of the bundled photos."),
+    workers: int = typer.Option(2, help="With --source: DataLoader workers decoding and cropping."),
+    utility: str = typer.Option(None, help="classify: also train a task head on ŷ (Eq. 6, "
+                                "R + λ_d·D + λ_t·L_task); needs --task-source."),
+    task_source: str = typer.Option(None, help="Labelled class-per-folder images for the task "
+                                    "(a tree, or its train/ split; e.g. `latents make-task`)."),
+    lmbda_t: float = typer.Option(10.0, help="Weight λ_t of the task loss."),
+    task_batch_size: int = typer.Option(16, help="Task batch, drawn apart from the reconstruction batch."),
+    task_patch: int = typer.Option(64, help="Task crop side (a multiple of 64)."),
+    task_arch: str = typer.Option("sresnet18", help="The head on ŷ (sresnet*, cresnet*)."),
+    task_quantise: str = typer.Option("noise", help="ŷ for the task while training: noise or ste."),
 ):
-    """Train a codec on the bundled photos (two held out) with the rate–distortion loss."""
+    """Train a codec on the bundled photos (two held out) or --source: rate–distortion, or with --utility
+    rate–distortion–utility. Writes OUT, OUT.log.jsonl, OUT.state (resume) and OUT.head.pt."""
     from pipeline.codec.train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
                            batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
-                           init_from=init_from)
+                           init_from=init_from, source=source, workers=workers, utility=utility,
+                           task_source=task_source, lmbda_t=lmbda_t,
+                           task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
+                           task_quantise=task_quantise)
     train_codec(cfg, on_log=lambda d: console.print(
-        f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"))
+        f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"
+        + (f" task {d['task']:.3f}" if "task" in d else "")))
     console.print(f"wrote {out}")
 
 

@@ -202,3 +202,19 @@ def flaky(monkeypatch):
     for path in set(FlakyFS.store) - before[0]:  # what this test stored goes with it
         del FlakyFS.store[path]
     FlakyFS.pseudo_dirs[:] = [d for d in FlakyFS.pseudo_dirs if d in before[1]]
+
+
+def photo_crops(n: int, size: int, seed: int = 0):
+    """``n`` random ``size``-px crops of the bundled colour photos, as a float batch in [0, 1]."""
+    import torch
+
+    from pipeline.photos import bundled_photos
+
+    rng = np.random.default_rng(seed)
+    photos = [np.asarray(Image.open(p.path).convert("RGB")) for p in bundled_photos(colour_only=True)]
+    out = []
+    for _ in range(n):
+        im = photos[rng.integers(len(photos))]
+        y, x = rng.integers(im.shape[0] - size + 1), rng.integers(im.shape[1] - size + 1)
+        out.append(torch.from_numpy(im[y : y + size, x : x + size].copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)

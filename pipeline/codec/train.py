@@ -1,15 +1,19 @@
-"""Rate–distortion training of a codec on the bundled photos (or any folder of images).
+"""Training a codec on the bundled photos: rate–distortion, or rate–distortion–utility.
 
 Loss (Ballé et al.; CompressAI's convention): ``L = λ·255²·MSE(x, x̂) + bpp`` with the
-entropy bottleneck's auxiliary quantile loss minimised by its own optimizer.
+entropy bottleneck's auxiliary quantile loss minimised by its own optimizer. With a task
+(``utility="classify"`` and a labelled ``task_source``), the seed paper's Eq. 6 adds
+``λ_t·L_task`` of a head on ŷ, from its own batch (`pipeline.codec.utility`).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import time
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ from PIL import Image
 
 from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
+from pipeline.codec.utility import ClassifyHead, rdu_loss
 from pipeline.errors import ConfigError
 from pipeline.photos import bundled_photos
 
@@ -46,6 +51,16 @@ class CodecTrainConfig:
     init_from: str | None = None  # checkpoint whose same-named, same-shaped tensors start the run
     command: str = ""
     extra_metadata: dict = field(default_factory=dict)
+    source: str | None = None  # train on crops of any source the converter reads (its train split)
+    workers: int = 2  # DataLoader workers decoding and cropping the source's images
+    # rate–distortion–utility (Eq. 6): a task head on ŷ, trained jointly from its own batches
+    utility: str | None = None  # "classify"
+    task_source: str | None = None  # labelled images: a class-per-folder tree (its train/ split)
+    lmbda_t: float = 10.0
+    task_batch_size: int = 16
+    task_patch: int = 64  # task crops (ŷ of 64 px is 4×4)
+    task_arch: str = "sresnet18"
+    task_quantise: str = "noise"  # or "ste": straight-through rounding
 
     def __post_init__(self):
         for name, v in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--patch", self.patch),
@@ -56,14 +71,28 @@ class CodecTrainConfig:
             raise ConfigError(f"--patch must be a multiple of 64 (the codec's stride), got {self.patch}")
         if self.lmbda <= 0 or self.lr <= 0:
             raise ConfigError(f"--lmbda and --lr must be positive, got {self.lmbda} and {self.lr}")
+        if self.utility not in (None, "classify"):
+            raise ConfigError(f"--utility is classify (detection comes with the detection models), "
+                              f"not {self.utility!r}")
+        if self.utility and not self.task_source:
+            raise ConfigError("--utility classify needs --task-source: a labelled class-per-folder tree")
+        if self.utility and (self.lmbda_t < 0 or self.task_batch_size <= 0 or self.task_patch % 64):
+            raise ConfigError("--lmbda-t must be >= 0, --task-batch-size positive and --task-patch a "
+                              "multiple of 64")
 
 
 def cli_command(cfg: CodecTrainConfig) -> str:
     """The `latents train-codec` line that reproduces this configuration."""
+    from pipeline.errors import redact
+
     return (f"latents train-codec {cfg.out} --arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
             f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
             f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
-            + (f" --init-from {cfg.init_from}" if cfg.init_from else ""))
+            + (f" --init-from {cfg.init_from}" if cfg.init_from else "")
+            + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
+            + (f" --utility {cfg.utility} --task-source {cfg.task_source} --lmbda-t {cfg.lmbda_t} "
+               f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
+               f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}" if cfg.utility else ""))
 
 
 def warm_start(model: torch.nn.Module, url: str) -> list[str]:
@@ -120,6 +149,43 @@ class PatchSampler:
         return out
 
 
+class LabelledCrops:
+    """Random crops (and flips) of a labelled class-per-folder tree's ``train`` split, with
+    their class indices: the task batches of Eq. 6, drawn apart from the reconstruction ones."""
+
+    def __init__(self, source: str, patch: int, seed: int):
+        from pipeline.sources import list_source
+        from pipeline.sources.base import read_bytes
+
+        listing = list_source("auto", source, split="train")
+        items = [i for i in listing.items if i.label is not None]
+        if not items or len(listing.classes) < 2:
+            raise ConfigError(f"{source} has no labelled train images of at least 2 classes "
+                              "(a class-per-folder tree, or its train/ split)")
+        self.classes = tuple(listing.classes)
+        self.images, self.labels = [], []
+        for it in items:
+            img = Image.open(io.BytesIO(read_bytes(it.uri))).convert("RGB")
+            if min(img.size) < patch:  # small images are scaled up to one crop
+                s = patch / min(img.size)
+                img = img.resize((max(patch, round(img.width * s)), max(patch, round(img.height * s))),
+                                 Image.Resampling.BICUBIC)
+            self.images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255))
+            self.labels.append(it.label)
+        self.patch, self.rng = patch, np.random.default_rng(seed + 1)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        out, labels = torch.empty(n, 3, self.patch, self.patch), torch.empty(n, dtype=torch.long)
+        for i in range(n):
+            k = self.rng.integers(len(self.images))
+            img = self.images[k]
+            y = self.rng.integers(img.shape[1] - self.patch + 1)
+            x = self.rng.integers(img.shape[2] - self.patch + 1)
+            crop = img[:, y : y + self.patch, x : x + self.patch]
+            out[i], labels[i] = (crop.flip(-1) if self.rng.random() < 0.5 else crop), self.labels[k]
+        return out, labels
+
+
 def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, _, h, w = x.shape
     bpp = sum(torch.log(v).sum() for v in out["likelihoods"].values()) / (-math.log(2) * n * h * w)
@@ -133,15 +199,24 @@ def _split_params(model: torch.nn.Module):
     return main, aux
 
 
-def _snapshot(model, cfg: CodecTrainConfig, step: int, log: dict, photos) -> checkpoint.Checkpoint:
+def _snapshot(model, cfg: CodecTrainConfig, step: int, log: dict, photos, head=None) -> checkpoint.Checkpoint:
+    from pipeline.errors import redact
+
+    utility = None if head is None else {
+        "task": head.name, "lmbda_d": cfg.lmbda, "lmbda_t": cfg.lmbda_t, "classes": list(head.classes),
+        "head": head.arch, "quantise": cfg.task_quantise, "task_source": redact(cfg.task_source),
+        "task_batch_size": cfg.task_batch_size, "reconstruction_batch_size": cfg.batch_size,
+        "head_weights": Path(str(cfg.out) + ".head.pt").name}
     meta = {
         "trained_by": "latents train-codec",
         "command": cfg.command or cli_command(cfg),
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra_metadata",)},
         "step": step,
         "last_log": log,
-        "train_photos": [p.name for p in photos if not p.holdout],
-        "holdout_photos": [p.name for p in photos if p.holdout],
+        **({"train_source": redact(cfg.source)} if cfg.source else {
+            "train_photos": [p.name for p in photos if not p.holdout],
+            "holdout_photos": [p.name for p in photos if p.holdout]}),
+        **({"utility": utility} if utility else {}),
         **cfg.extra_metadata,
     }
     return checkpoint.finalize(copy.deepcopy(model), cfg.arch, lmbda=cfg.lmbda, metadata=meta, half=True)
@@ -153,12 +228,23 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     photos = bundled_photos()
-    train_imgs = [_load_rgb(p.path) for p in photos if not p.holdout]
-    sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed)
+    if cfg.source:  # crops streamed from the source by DataLoader workers
+        from pipeline.codec.crops import crop_batches
+
+        stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed)
+        sampler = types.SimpleNamespace(batch=lambda n: next(stream), rng=None)
+    else:
+        train_imgs = [_load_rgb(p.path) for p in photos if not p.holdout]
+        sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed)
     model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()
     if cfg.init_from:
         warm_start(model, cfg.init_from)
     main_params, aux_params = _split_params(model)
+    head, task_crops = None, None
+    if cfg.utility:
+        task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed)
+        head = ClassifyHead(cfg.M, task_crops.classes, cfg.task_arch).train()
+        main_params = main_params + list(head.parameters())
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     state_path = Path(str(cfg.out) + ".state")
@@ -166,9 +252,13 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
     if state_path.exists():  # resume an interrupted run
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(st["model"], strict=False)
+        if head is not None:
+            head.load_state_dict(st["head"])
+            task_crops.rng = st["task_rng"]
         opt.load_state_dict(st["opt"])
         aux_opt.load_state_dict(st["aux_opt"])
-        sampler.rng = st["rng"]
+        if not cfg.source:  # a streamed source starts its crops afresh on resume
+            sampler.rng = st["rng"]
         start = st["step"]
     log_path = Path(str(cfg.out) + ".log.jsonl")
     t0, acc = time.time(), []
@@ -180,7 +270,12 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
         x = sampler.batch(cfg.batch_size)
         opt.zero_grad(set_to_none=True)
         aux_opt.zero_grad(set_to_none=True)
-        loss, bpp, mse = rd_loss(model(x), x, cfg.lmbda)
+        tasks = []
+        if head is not None:
+            xt, labels = task_crops.batch(cfg.task_batch_size)
+            tasks = [(head, cfg.lmbda_t, xt, labels)]
+        terms = rdu_loss(model, x, cfg.lmbda, tasks, cfg.task_quantise)
+        loss, bpp, mse = terms.loss, terms.bpp, terms.mse
         loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
@@ -188,18 +283,25 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
         aux_loss = model.aux_loss()
         aux_loss.backward()
         aux_opt.step()
-        acc.append((loss.item(), bpp.item(), mse.item(), aux_loss.item()))
+        acc.append((loss.item(), bpp.item(), mse.item(), aux_loss.item(), float(terms.task)))
         if step % 50 == 0 or step == cfg.steps:
             a = np.mean(acc, axis=0)
             log = {"step": step, "loss": float(a[0]), "bpp": float(a[1]), "psnr": -10 * math.log10(a[2]),
                    "aux": float(a[3]), "s_per_step": (time.time() - t0) / len(acc)}
+            if head is not None:
+                log["task"] = float(a[4])  # λ_t · task loss
             acc, t0 = [], time.time()
             on_log(log)
             with open(log_path, "a") as f:
                 f.write(json.dumps(log) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint.save(_snapshot(model, cfg, step, log, photos), str(cfg.out))
+            checkpoint.save(_snapshot(model, cfg, step, log, photos, head), str(cfg.out))
+            extra = {}
+            if head is not None:
+                torch.save({"arch": head.arch, "classes": list(head.classes),
+                            "state_dict": head.state_dict()}, str(cfg.out) + ".head.pt")
+                extra = {"head": head.state_dict(), "task_rng": task_crops.rng}
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "rng": sampler.rng, "step": step},
+                        "aux_opt": aux_opt.state_dict(), "rng": sampler.rng, "step": step, **extra},
                        state_path)
-    return _snapshot(model, cfg, cfg.steps, log, photos)
+    return _snapshot(model, cfg, cfg.steps, log, photos, head)

@@ -94,6 +94,37 @@ def test_train_codec_tiny_run_writes_finalized_checkpoint(tmp_path):
     assert codec.identity.M == 8
 
 
+def test_train_codec_with_a_classification_utility(tmp_path):
+    """Eq. 6 from the command line: a 2-step run on a tiny labelled task records λ_d, λ_t, the
+    task and its classes, writes the head, and its codec converts and decodes."""
+    import torch
+
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec
+    from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
+    from pipeline.shards.verify import verify
+    from pipeline.tasks import PhotoTask, make_photo_task
+
+    make_photo_task(tmp_path / "task", PhotoTask(train_per_class=2, val_per_class=1, size=64))
+    out = tmp_path / "c.pt"
+    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+                              "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64",
+                              "--threads", "1",
+                              "--utility", "classify", "--task-source", str(tmp_path / "task"),
+                              "--lmbda-t", "5", "--task-batch-size", "4"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert " task " in res.output  # the λ_t-weighted task loss is logged
+    ck = checkpoint.read(str(out))
+    u = ck.metadata["utility"]
+    assert (u["task"], u["lmbda_d"], u["lmbda_t"]) == ("classify", 0.013, 5.0) and u["task_batch_size"] == 4
+    head = torch.load(tmp_path / "c.pt.head.pt", weights_only=False)
+    assert head["classes"] == u["classes"] and len(u["classes"]) >= 2 and head["arch"] == "sresnet18"
+    assert "--utility classify" in ck.metadata["command"]
+    convert_dataset(ConvertJob(str(tmp_path / "task" / "val"), str(tmp_path / "ds"),
+                               codec=CodecSpec(checkpoint=str(out)), options=ConvertOptions(shard_size=4)))
+    assert verify(str(tmp_path / "ds")).ok
+
+
 def test_train_codec_then_integerize_warm_started(tmp_path):
     """A scale-only codec warm-started from another, then given an exact integer h_s."""
     from pipeline.codec import checkpoint
@@ -189,3 +220,31 @@ def test_eval_rd_curve_of_several_checkpoints_on_a_folder(tmp_path):
         for metric in ("psnr", "ms-ssim"):
             parsed = parse_json_file(f, metric)
             assert len(parsed["xs"]) == len(parsed["ys"]) > 0
+
+
+def test_train_codec_on_any_source_streams_crops_with_workers(tmp_path, photo_tree):
+    """--source: crops of a class-per-folder tree, decoded and cropped by 2 DataLoader workers."""
+    from pipeline.codec import checkpoint
+
+    out = tmp_path / "c.pt"
+    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+                              "--M", "8", "--steps", "3", "--batch-size", "2", "--patch", "64",
+                              "--threads", "1", "--source", str(photo_tree), "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    ck = checkpoint.read(str(out))
+    assert ck.metadata["train_source"] == str(photo_tree) and "train_photos" not in ck.metadata
+    assert "--source" in ck.metadata["command"] and checkpoint.has_cdf_tables(ck.state_dict)
+
+
+def test_source_crops_cover_the_source_and_are_seeded(photo_tree):
+    from pipeline.codec.crops import SourceCrops
+
+    def first(n, seed):
+        it = iter(SourceCrops(str(photo_tree), 64, seed=seed, crops_per_image=1))
+        return [next(it) for _ in range(n)]
+
+    a, b, c = first(8, 0), first(8, 0), first(8, 1)
+    assert all(x.shape == (3, 64, 64) and 0 <= float(x.min()) <= float(x.max()) <= 1 for x in a)
+    assert all(bool((x == y).all()) for x, y in zip(a, b, strict=True))  # same seed, same crops
+    assert not all(bool((x == y).all()) for x, y in zip(a, c, strict=True))
+    assert len({float(x.sum()) for x in a}) == 8  # one crop from each of the 8 photos
