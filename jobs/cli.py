@@ -124,6 +124,10 @@ def train_codec_cmd(
     task_patch: int = typer.Option(64, help="Task crop side (a multiple of 64)."),
     task_arch: str = typer.Option("sresnet18", help="The head on ŷ (sresnet*, cresnet*)."),
     task_quantise: str = typer.Option("noise", help="ŷ for the task while training: noise or ste."),
+    ray_workers: int = typer.Option(0, help="> 0: train on this many Ray Train workers (gradients "
+                                    "averaged every step; rank 0 writes the checkpoint)."),
+    gpus_per_worker: float = typer.Option(0.0, help="With --ray-workers: GPUs per worker."),
+    address: str = typer.Option(None, help="With --ray-workers: the Ray cluster (default: embedded)."),
 ):
     """Train a codec on the bundled photos (two held out) or --source: rate–distortion, or with --utility
     rate–distortion–utility. Writes OUT, OUT.log.jsonl, OUT.state (resume) and OUT.head.pt."""
@@ -135,9 +139,16 @@ def train_codec_cmd(
                            task_source=task_source, lmbda_t=lmbda_t,
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
                            task_quantise=task_quantise)
-    train_codec(cfg, on_log=lambda d: console.print(
-        f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"
-        + (f" task {d['task']:.3f}" if "task" in d else "")))
+    if ray_workers:
+        from jobs.train import run_codec_ray
+
+        res = run_codec_ray(cfg, ray_workers, gpus_per_worker, address)
+        if res.error:
+            raise OSError(f"Ray Train failed: {res.error}")
+    else:
+        train_codec(cfg, on_log=lambda d: console.print(
+            f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"
+            + (f" task {d['task']:.3f}" if "task" in d else "")))
     console.print(f"wrote {out}")
 
 

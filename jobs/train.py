@@ -1,4 +1,5 @@
-"""`latents train classify`: the training loop locally, or on Ray Train workers with DDP."""
+"""`latents train classify` and `latents train-codec`: the loops locally, or on Ray Train
+workers (DDP for the classifier, averaged gradients for the codec)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,42 @@ def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None =
                                      resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path=storage, name="classify"))
     return trainer.fit()
+
+
+def _codec_worker(config: dict) -> None:
+    """Runs in each Ray Train worker: the process group is Ray's (gloo on CPU, nccl on GPU)."""
+    import torch.distributed as dist
+    from ray.train.torch import get_device
+
+    from pipeline.codec.train import train_codec
+
+    train_codec(config["cfg"], on_log=print, rank=dist.get_rank(), world=dist.get_world_size(),
+                device=get_device())
+
+
+def run_codec_ray(cfg, workers: int, gpus_per_worker: float = 0.0, address: str | None = None):
+    """`train_codec` on ``workers`` Ray Train workers; rank 0 writes the checkpoint (CDF tables
+    built once, there). ``cfg.out`` must be on storage every worker's node sees."""
+    import dataclasses
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from jobs.ray_session import connect
+
+    connect(address)
+    cfg = dataclasses.replace(cfg, out=os.path.abspath(cfg.out),
+                              source=_absolute(cfg.source), task_source=_absolute(cfg.task_source))
+    resources = {"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        _codec_worker, train_loop_config={"cfg": cfg},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(storage_path=os.path.abspath(os.path.dirname(cfg.out) or "."),
+                             name="ray-train-codec"))
+    return trainer.fit()
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path made absolute (workers run elsewhere); URLs as they are."""
+    return path if path is None or "://" in path else os.path.abspath(path)

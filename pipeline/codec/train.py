@@ -219,31 +219,52 @@ def _snapshot(model, cfg: CodecTrainConfig, step: int, log: dict, photos, head=N
         **({"utility": utility} if utility else {}),
         **cfg.extra_metadata,
     }
-    return checkpoint.finalize(copy.deepcopy(model), cfg.arch, lmbda=cfg.lmbda, metadata=meta, half=True)
+    return checkpoint.finalize(copy.deepcopy(model).cpu(), cfg.arch, lmbda=cfg.lmbda, metadata=meta,
+                               half=True)
 
 
-def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -> checkpoint.Checkpoint:
-    """Train, saving a finalized half-precision checkpoint every ``save_every`` steps."""
+def _average_grads(params: list, world: int) -> None:
+    """Data parallelism by hand: every rank ends the step with the mean of all ranks' gradients
+    (simpler than a DDP wrapper around a model whose auxiliary loss has its own backward)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
+def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, rank: int = 0,
+                world: int = 1, device: torch.device | str = "cpu") -> checkpoint.Checkpoint | None:
+    """Train, saving a finalized half-precision checkpoint every ``save_every`` steps.
+
+    With ``world`` > 1 (ranks of a torch.distributed group, e.g. Ray Train workers) each rank
+    draws its own crops and the gradients are averaged every step; rank 0 alone logs, builds
+    the CDF tables and writes the checkpoint (the others return None).
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = torch.device(device)
     torch.manual_seed(cfg.seed)
     photos = bundled_photos()
     if cfg.source:  # crops streamed from the source by DataLoader workers
         from pipeline.codec.crops import crop_batches
 
-        stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed)
+        stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed + rank)
         sampler = types.SimpleNamespace(batch=lambda n: next(stream), rng=None)
     else:
         train_imgs = [_load_rgb(p.path) for p in photos if not p.holdout]
-        sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed)
-    model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()
+        sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed + rank)
+    model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()  # the same weights on every rank
     if cfg.init_from:
         warm_start(model, cfg.init_from)
+    model.to(device)
     main_params, aux_params = _split_params(model)
     head, task_crops = None, None
     if cfg.utility:
-        task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed)
-        head = ClassifyHead(cfg.M, task_crops.classes, cfg.task_arch).train()
+        task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed + rank)
+        head = ClassifyHead(cfg.M, task_crops.classes, cfg.task_arch).train().to(device)
         main_params = main_params + list(head.parameters())
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
@@ -267,24 +288,28 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
         if step == int(cfg.lr_drop_at * cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr / 10
-        x = sampler.batch(cfg.batch_size)
+        x = sampler.batch(cfg.batch_size).to(device)
         opt.zero_grad(set_to_none=True)
         aux_opt.zero_grad(set_to_none=True)
         tasks = []
         if head is not None:
             xt, labels = task_crops.batch(cfg.task_batch_size)
-            tasks = [(head, cfg.lmbda_t, xt, labels)]
+            tasks = [(head, cfg.lmbda_t, xt.to(device), labels.to(device))]
         terms = rdu_loss(model, x, cfg.lmbda, tasks, cfg.task_quantise)
         loss, bpp, mse = terms.loss, terms.bpp, terms.mse
         loss.backward()
+        if world > 1:
+            _average_grads(main_params, world)
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
         opt.step()
         aux_loss = model.aux_loss()
         aux_loss.backward()
+        if world > 1:
+            _average_grads(aux_params, world)
         aux_opt.step()
         acc.append((loss.item(), bpp.item(), mse.item(), aux_loss.item(), float(terms.task)))
-        if step % 50 == 0 or step == cfg.steps:
+        if rank == 0 and (step % 50 == 0 or step == cfg.steps):
             a = np.mean(acc, axis=0)
             log = {"step": step, "loss": float(a[0]), "bpp": float(a[1]), "psnr": -10 * math.log10(a[2]),
                    "aux": float(a[3]), "s_per_step": (time.time() - t0) / len(acc)}
@@ -294,7 +319,7 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
             on_log(log)
             with open(log_path, "a") as f:
                 f.write(json.dumps(log) + "\n")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
             checkpoint.save(_snapshot(model, cfg, step, log, photos, head), str(cfg.out))
             extra = {}
             if head is not None:
@@ -304,4 +329,4 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print) -
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "aux_opt": aux_opt.state_dict(), "rng": sampler.rng, "step": step, **extra},
                        state_path)
-    return _snapshot(model, cfg, cfg.steps, log, photos, head)
+    return _snapshot(model, cfg, cfg.steps, log, photos, head) if rank == 0 else None

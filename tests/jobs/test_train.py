@@ -119,3 +119,26 @@ def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
     st = LatentCache.for_dataset(tmp_path / "c", ds).stats()
     assert 0 < st["bytes"] <= int(0.0002 * 2**30)  # bounded by --cache-gb
     assert st["samples"] < ds.manifest["totals"]["samples"]  # so shards were evicted
+
+
+@pytest.mark.ray
+def test_ray_train_codec_on_two_cpu_workers_converts_and_decodes(ray_cluster, tmp_path, photo_tree):
+    """Two steps on 2 Ray Train workers: one checkpoint (rank 0), with CDF tables, that converts
+    the photos and decodes every latent."""
+    from jobs.train import run_codec_ray
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec
+    from pipeline.codec.train import CodecTrainConfig
+    from pipeline.shards.verify import verify
+
+    out = tmp_path / "codec.pt"
+    cfg = CodecTrainConfig(out=str(out), arch="bmshj2018-hyperprior", N=8, M=8, steps=2, batch_size=2,
+                           patch=64, threads=1, source=str(photo_tree), workers=0)
+    res = run_codec_ray(cfg, workers=2)
+    assert res.error is None
+    ck = checkpoint.read(str(out))
+    assert checkpoint.has_cdf_tables(ck.state_dict) and ck.metadata["step"] == 2
+    run_convert(ConvertJob(str(photo_tree), str(tmp_path / "ds"), codec=CodecSpec(checkpoint=str(out)),
+                           options=ConvertOptions(shard_size=4)), "local")
+    rep = verify(str(tmp_path / "ds"))
+    assert rep.ok and rep.decoded == 8
