@@ -282,6 +282,56 @@ def eval_rd(
         console.print(f"wrote {len(paths)} CompressAI results file(s) to {results_dir}")
 
 
+@eval_app.command("utility")
+def eval_utility(
+    source: Path = typer.Option(..., help="Labelled images with train/ and val/ class folders "
+                                "(e.g. `latents make-task`)."),
+    codec: list[str] = typer.Option(..., help="NAME=CHECKPOINT, repeated: one rate point each, grouped by "
+                                    "NAME (e.g. rd=bundled:low-rate rd=bundled:default task=task.pt)."),
+    work: Path = typer.Option(Path("runs/eval-utility"), help="Folder for datasets, JPEG copies and runs."),
+    seeds: int = typer.Option(3), epochs: int = typer.Option(10), batch_size: int = typer.Option(32),
+    lr: float = typer.Option(0.05), window: int = typer.Option(6, help="Latent crop; pixels use 16x."),
+    workers: int = typer.Option(2, help="DataLoader workers."),
+    cost_batch: int = typer.Option(32, help="Batch of the per-step training cost comparison."),
+    plot: Path = typer.Option(None, help="Write the accuracy-vs-bpp plot (PNG) here."),
+    output: Path = typer.Option(None, help="Write every figure as JSON here."),
+):
+    """The seed's Table 1 on any labelled source: classifier top-1/top-5 on each codec's ŷ, on
+    JPEG pixels at the matched bpp, and on the original pixels (mean ± std over seeds)."""
+    from pipeline.eval.utility import UtilityConfig, evaluate_utility, plot_utility, save
+
+    groups: dict[str, list[str]] = {}
+    for c in codec:
+        name, sep, ck = c.partition("=")
+        if not sep or not name or not ck:
+            raise ValueError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
+        groups.setdefault(name, []).append(ck)
+    cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
+                        workers=workers, cost_batch=cost_batch)
+    result = evaluate_utility(cfg, on_row=lambda r: console.print(
+        f"{r.method} {r.checkpoint or ''}: bpp {r.bpp if r.bpp is not None else '-'} top-1 "
+        f"{sum(r.top1) / len(r.top1):.3f}"))
+    t = Table(title=f"downstream classification on {source} ({seeds} seed(s), {epochs} epoch(s) each)")
+    for col in ("method", "rate point", "bpp", "top-1", "top-5"):
+        t.add_column(col)
+    for r in result["rows"]:
+        bpp = "-" if r["bpp"] is None else f"{r['bpp']:.3f}"
+        if r.get("target_bpp") is not None and abs(r["bpp"] - r["target_bpp"]) > 0.25 * r["target_bpp"]:
+            bpp += f" (asked {r['target_bpp']:.3f}: JPEG's nearest)"
+        t.add_row(r["method"], str(r["checkpoint"] or "-"), bpp,
+                  f"{r['top1_mean']:.3f} ± {r['top1_std']:.3f}",
+                  f"{r['top5_mean']:.3f} ± {r['top5_std']:.3f}")
+    console.print(t)
+    c = result["step_cost"]
+    console.print(f"one SGD step, batch {c['batch']}: sResNet-18 on 14×14 ŷ {c['sresnet18_latent_ms']:.1f} "
+                  f"ms, ResNet-18 on 224-px pixels {c['resnet18_pixels_ms']:.1f} ms ({c['speedup']:.1f}x)")
+    if plot:
+        plot_utility(result, plot, f"{source.name}: val top-1 against bpp")
+        console.print(f"wrote {plot}")
+    if output:
+        save(result, output)
+
+
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 app.add_typer(train_app, name="train")
 

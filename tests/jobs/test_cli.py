@@ -248,3 +248,33 @@ def test_source_crops_cover_the_source_and_are_seeded(photo_tree):
     assert all(bool((x == y).all()) for x, y in zip(a, b, strict=True))  # same seed, same crops
     assert not all(bool((x == y).all()) for x, y in zip(a, c, strict=True))
     assert len({float(x.sum()) for x in a}) == 8  # one crop from each of the 8 photos
+
+
+def test_eval_utility_writes_the_table_and_plot(tmp_path):
+    """A tiny Table 1: two rate points of one codec family and one of another, JPEG at each
+    matched rate, the original pixels; 2 seeds of 1 epoch."""
+    from pipeline.codec import checkpoint
+    from pipeline.tasks import PhotoTask, make_photo_task
+    from tests.conftest import tiny_checkpoint
+
+    make_photo_task(tmp_path / "task", PhotoTask(train_per_class=2, val_per_class=1, size=64))
+    cks = []
+    for i in range(3):
+        cks.append(tmp_path / f"c{i}.pt")
+        checkpoint.save(tiny_checkpoint("bmshj2018-hyperprior", seed=i), str(cks[-1]))
+    args = ["eval", "utility", "--source", str(tmp_path / "task"), "--codec", f"rd={cks[0]}",
+            "--codec", f"rd={cks[1]}", "--codec", f"task={cks[2]}", "--work", str(tmp_path / "work"),
+            "--seeds", "2", "--epochs", "1", "--batch-size", "8", "--window", "2", "--workers", "0",
+            "--cost-batch", "2", "--plot", str(tmp_path / "u.png"), "--output", str(tmp_path / "u.json")]
+    res = runner.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "u.json").read_text())
+    methods = [r["method"] for r in out["rows"]]
+    assert methods == ["rd ŷ", "JPEG pixels"] * 2 + ["task ŷ", "JPEG pixels", "original pixels"]
+    for latent, jpeg in zip(out["rows"][0:6:2], out["rows"][1:6:2], strict=True):
+        # JPEG re-encoded for that rate (on 64-px crops its headers alone exceed the codec's rate:
+        # the row keeps both figures, the rate asked for and the one JPEG could reach)
+        assert jpeg["target_bpp"] == latent["bpp"] and jpeg["bpp"] > 0
+    assert all(len(r["top1"]) == 2 and 0 <= r["top1_mean"] <= 1 for r in out["rows"])
+    assert out["step_cost"]["batch"] == 2 and "224-px" in res.output
+    assert "original pixels" in res.output and Image.open(tmp_path / "u.png").format == "PNG"
