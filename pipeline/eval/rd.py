@@ -241,23 +241,13 @@ def write_compressai_results(curves: list[Curve], folder) -> list:
 
 def plot_curves(curves: list[Curve], path, title: str) -> None:
     """A PNG rate–distortion plot (bpp against PSNR), limited to the codecs' bpp range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipeline.eval.plots import new_axes, save_axes
 
     ours = [c for c in curves if not c.name.endswith("(Pillow)")] or curves
     hi = 1.25 * max(max(c.bpp) for c in ours)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, ax = new_axes()
     for c in curves:
         keep = [(b, p) for b, p in c.points() if b <= hi]
         if keep:
             ax.plot(*zip(*keep, strict=True), marker="o", markersize=3, label=c.name)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR (dB, RGB)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_axes(fig, ax, path, "bits per pixel", "PSNR (dB, RGB)", title)

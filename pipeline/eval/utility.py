@@ -192,12 +192,9 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
 
 def plot_utility(result: dict, path, title: str) -> None:
     """Val top-1 (mean ± std over seeds) against bpp, one line per method; the ceiling dashed."""
-    import matplotlib
+    from pipeline.eval.plots import new_axes, save_axes
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, ax = new_axes()
     by_method: dict[str, list] = {}
     for r in result["rows"]:
         if r["bpp"] is None:
@@ -208,14 +205,7 @@ def plot_utility(result: dict, path, title: str) -> None:
         rs = sorted(rs, key=lambda r: r["bpp"])
         ax.errorbar([r["bpp"] for r in rs], [r["top1_mean"] for r in rs],
                     yerr=[r["top1_std"] for r in rs], marker="o", capsize=3, label=method)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("val top-1")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_axes(fig, ax, path, "bits per pixel", "val top-1", title)
 
 
 def save(result: dict, path) -> None:
