@@ -13,17 +13,12 @@ from jobs.cache_cli import cache_app
 from jobs.console import App, console, err, print_summary
 from jobs.console import fail as _fail
 from jobs.convert import convert
+from jobs.eval_cli import eval_app
 from pipeline.errors import LatentShardsError
 
 app = App(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
 app.command()(convert)
-
-
-def _codec_spec(checkpoint, arch, quality, pretrained):
-    from pipeline.codec.load import CodecSpec
-
-    return CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained)
 
 
 @app.command()
@@ -205,131 +200,7 @@ def integerize_cmd(
             indent=2))
 
 
-eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–distortion against JPEG/WebP/AVIF.")
 app.add_typer(eval_app, name="eval")
-
-
-@eval_app.command("rd")
-def eval_rd(
-    checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c",
-                                         help="Codec checkpoint(s), one curve point each (default: "
-                                         "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
-    arch: str = typer.Option(None),
-    images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the held-out "
-                                "bundled photos)."),
-    all_photos: bool = typer.Option(False, help="Every bundled colour photo, not only the held-out ones."),
-    baseline: list[str] = typer.Option(None, help="Other codec(s) to compare at their own rate: the "
-                                       "curve's PSNR at the same bpp (e.g. bundled:mbt2018-mean)."),
-    plot: Path = typer.Option(None, help="Write the rate–distortion plot (PNG) here."),
-    output: Path = typer.Option(None, help="Also write every figure as JSON here."),
-    results_dir: Path = typer.Option(None, help="Write one JSON per curve here in CompressAI's results "
-                                     "layout (python -m compressai.utils.plot --results-file DIR/*.json)."),
-):
-    """bpp (real bitstream bytes), PSNR and MS-SSIM of codecs beside JPEG, WebP and AVIF (Pillow):
-    per image at equal bpp, then the curve over the codecs' rates with BD-rates."""
-    import numpy as np
-
-    from pipeline.codec.load import BUNDLED_CURVE, bundled_present, load_codec
-    from pipeline.eval.rd import (
-        evaluate_codecs,
-        load_folder,
-        load_rgb,
-        plot_curves,
-        write_compressai_results,
-    )
-    from pipeline.photos import bundled_photos
-
-    specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
-    codecs = {c: load_codec(_codec_spec(c, arch, None, False)) for c in specs}
-    others = {b: load_codec(_codec_spec(b, None, None, False)) for b in baseline or []}
-    pictures = load_folder(images) if images else [
-        (p.name, load_rgb(p.path)) for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
-    name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
-    rep = evaluate_codecs(codecs, pictures, name, others)
-    t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
-    for c in ("codec", "image", "bpp", "PSNR codec", "MS-SSIM", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
-        t.add_column(c)
-    for spec, rows in rep.points.items():
-        for p in rows:
-            t.add_row(spec, p.image, f"{p.codec_bpp:.3f}", f"{p.codec_psnr:.2f}", f"{p.codec_msssim:.4f}",
-                      f"{p.jpeg_psnr_at_bpp:.2f}", f"{p.webp_psnr_at_bpp:.2f}", f"{p.jpeg_min_bpp:.3f}")
-        m = rep.means[spec]
-        t.add_row(spec, "[bold]mean", f"{m['codec_bpp']:.3f}", f"{m['codec_psnr']:.2f}",
-                  f"{m['codec_msssim']:.4f}", f"{m['jpeg_psnr_at_bpp']:.2f}",
-                  f"{m['webp_psnr_at_bpp']:.2f}", "")
-    console.print(t)
-    c = Table(title=f"curve over {len(pictures)} image(s): mean bpp, PSNR and MS-SSIM per rate point")
-    for col in ("point", "bpp", "PSNR", "MS-SSIM"):
-        c.add_column(col, justify="left" if col == "point" else "right")
-    for spec, (b, q), ms in zip(rep.members, rep.curve.points(), rep.curve.msssim, strict=True):
-        c.add_row(spec, f"{b:.3f}", f"{q:.2f}", f"{ms:.4f}")
-    for k, v in rep.bd_rate.items():
-        c.add_row(f"BD-rate against {k} (PSNR)", "" if np.isnan(v) else f"{v:+.1f}%", "", "")
-    for spec, a in rep.at_baselines.items():
-        mine = a["curve_psnr_at_bpp"]
-        c.add_row(f"{spec} (baseline)", f"{a['bpp']:.3f}", f"{a['psnr']:.2f}", "")
-        c.add_row("  the curve at that bpp", f"{a['bpp']:.3f}",
-                  "outside the curve" if np.isnan(mine) else f"{mine:.2f} ({mine - a['psnr']:+.2f} dB)", "")
-    console.print(c)
-    if plot:
-        where = images.name if images else "all colour photos" if all_photos else "held-out photos"
-        plot_curves(rep.curves, plot, f"{where} ({len(pictures)})")
-        console.print(f"wrote {plot}")
-    if output:
-        output.write_text(json.dumps(rep.to_json(), indent=2))
-    if results_dir:
-        paths = write_compressai_results(rep.curves, results_dir)
-        console.print(f"wrote {len(paths)} CompressAI results file(s) to {results_dir}")
-
-
-@eval_app.command("utility")
-def eval_utility(
-    source: Path = typer.Option(..., help="Labelled images with train/ and val/ class folders "
-                                "(e.g. `latents make-task`)."),
-    codec: list[str] = typer.Option(..., help="NAME=CHECKPOINT, repeated: one rate point each, grouped by "
-                                    "NAME (e.g. rd=bundled:low-rate rd=bundled:default task=task.pt)."),
-    work: Path = typer.Option(Path("runs/eval-utility"), help="Folder for datasets, JPEG copies and runs."),
-    seeds: int = typer.Option(3), epochs: int = typer.Option(10), batch_size: int = typer.Option(32),
-    lr: float = typer.Option(0.05), window: int = typer.Option(6, help="Latent crop; pixels use 16x."),
-    workers: int = typer.Option(2, help="DataLoader workers."),
-    cost_batch: int = typer.Option(32, help="Batch of the per-step training cost comparison."),
-    plot: Path = typer.Option(None, help="Write the accuracy-vs-bpp plot (PNG) here."),
-    output: Path = typer.Option(None, help="Write every figure as JSON here."),
-):
-    """The seed's Table 1 on any labelled source: classifier top-1/top-5 on each codec's ŷ, on
-    JPEG pixels at the matched bpp, and on the original pixels (mean ± std over seeds)."""
-    from pipeline.eval.utility import UtilityConfig, evaluate_utility, plot_utility, save
-
-    groups: dict[str, list[str]] = {}
-    for c in codec:
-        name, sep, ck = c.partition("=")
-        if not sep or not name or not ck:
-            raise ValueError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
-        groups.setdefault(name, []).append(ck)
-    cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
-                        workers=workers, cost_batch=cost_batch)
-    result = evaluate_utility(cfg, on_row=lambda r: console.print(
-        f"{r.method} {r.checkpoint or ''}: bpp {r.bpp if r.bpp is not None else '-'} top-1 "
-        f"{sum(r.top1) / len(r.top1):.3f}"))
-    t = Table(title=f"downstream classification on {source} ({seeds} seed(s), {epochs} epoch(s) each)")
-    for col in ("method", "rate point", "bpp", "top-1", "top-5"):
-        t.add_column(col)
-    for r in result["rows"]:
-        bpp = "-" if r["bpp"] is None else f"{r['bpp']:.3f}"
-        if r.get("target_bpp") is not None and abs(r["bpp"] - r["target_bpp"]) > 0.25 * r["target_bpp"]:
-            bpp += f" (asked {r['target_bpp']:.3f}: JPEG's nearest)"
-        t.add_row(r["method"], str(r["checkpoint"] or "-"), bpp,
-                  f"{r['top1_mean']:.3f} ± {r['top1_std']:.3f}",
-                  f"{r['top5_mean']:.3f} ± {r['top5_std']:.3f}")
-    console.print(t)
-    c = result["step_cost"]
-    console.print(f"one SGD step, batch {c['batch']}: sResNet-18 on 14×14 ŷ {c['sresnet18_latent_ms']:.1f} "
-                  f"ms, ResNet-18 on 224-px pixels {c['resnet18_pixels_ms']:.1f} ms ({c['speedup']:.1f}x)")
-    if plot:
-        plot_utility(result, plot, f"{source.name}: val top-1 against bpp")
-        console.print(f"wrote {plot}")
-    if output:
-        save(result, output)
 
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
@@ -463,6 +334,7 @@ def bench(
 ):
     """Encode/decode profiles; convert, storage and loader figures (cold and warm), side by side."""
     from jobs.bench import bench_tables, run_bench
+    from pipeline.codec.load import CodecSpec
 
     if plan_rows:
         import tempfile
@@ -478,7 +350,7 @@ def bench(
             output.write_text(json.dumps(figures, indent=2))
         return
     try:
-        figures = run_bench(_codec_spec(checkpoint, arch, None, False), threads,
+        figures = run_bench(CodecSpec(checkpoint=checkpoint, arch=arch), threads,
                             images if pipeline_figures else 0, workers,
                             source if pipeline_figures else None, epochs, batch_size, cache_dir)
     except (LatentShardsError, OSError) as exc:
