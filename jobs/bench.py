@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.table import Table
 
 from jobs.convert import run_convert
-from jobs.ray_convert import RayOptions, connect
+from jobs.ray_convert import RayOptions
+from jobs.ray_session import connect
 from pipeline.codec.load import CodecSpec, load_codec
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.eval.bench import (
@@ -41,7 +42,7 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
         jpegs = Path(source) if source else make_jpeg_folder(Path(tmp) / "jpeg", images)
         opts = ConvertOptions(shard_size=100)
         bare = bare_compress_rate(codec, str(jpegs), threads=workers)
-        connect(RayOptions())  # cluster start-up is not part of the conversion's rate
+        connect()  # cluster start-up is not part of the conversion's rate
         local = run_convert(ConvertJob(str(jpegs), f"{tmp}/local", codec=spec, torch_threads=workers,
                                        options=opts), "local")
         on_ray = run_convert(ConvertJob(str(jpegs), f"{tmp}/ray", codec=spec, options=opts), "ray",

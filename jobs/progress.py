@@ -33,9 +33,9 @@ class ConvertBar:
         self._bar.__exit__(*exc)
 
     def begin(self, images: int, shards: int) -> None:
-        self.t0 = time.perf_counter()
-        self._shards = shards
-        self._bar.update(self._task, total=images, shards=f"0/{shards}")
+        """A new stretch of work (the shards to do, then perhaps a retry round): the bar restarts."""
+        self.t0, self.total, self._shards = time.perf_counter(), Step(), shards
+        self._bar.reset(self._task, total=images, rate=0.0, bpp=0.0, failures=0, shards=f"0/{shards}")
 
     def update(self, step: Step) -> None:
         t = self.total = self.total + step

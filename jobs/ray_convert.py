@@ -82,8 +82,6 @@ class ShardWorker:
         return convert_shard(task, self.codec, self.layout, self.options, report)
 
 
-def connect(opts: RayOptions) -> None:
-    ray_session.connect(opts.address)
 
 
 def _pool_size(opts: RayOptions, n_tasks: int) -> int:
@@ -112,7 +110,7 @@ class RayExecutor:
         if not count:
             return ExecutorRun({}, [])
         opts = self.opts
-        connect(opts)
+        ray_session.connect(opts.address)
         actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
                            max_restarts=-1, max_task_retries=opts.max_task_retries)(ShardWorker)
         board = ProgressBoard.remote()

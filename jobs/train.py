@@ -3,6 +3,7 @@ workers (DDP for the classifier, averaged gradients for the codec)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -60,6 +61,10 @@ def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None =
     from jobs.ray_session import connect
 
     connect(address)
+    # workers run in their own folders: every path they open must be absolute
+    cfg = dataclasses.replace(cfg, out=_absolute(cfg.out),
+                              input=dataclasses.replace(cfg.input, data=_absolute(cfg.input.data),
+                                                        cache=_absolute(cfg.input.cache)))
     storage = os.path.abspath(cfg.out or "runs/ray-train")
     trainer = TorchTrainer(
         _worker_loop, train_loop_config={"cfg": cfg, "trace_dir": trace_dir},
@@ -83,16 +88,14 @@ def _codec_worker(config: dict) -> None:
 def run_codec_ray(cfg, workers: int, gpus_per_worker: float = 0.0, address: str | None = None):
     """`train_codec` on ``workers`` Ray Train workers; rank 0 writes the checkpoint (CDF tables
     built once, there). ``cfg.out`` must be on storage every worker's node sees."""
-    import dataclasses
-
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from jobs.ray_session import connect
 
     connect(address)
-    cfg = dataclasses.replace(cfg, out=os.path.abspath(cfg.out),
-                              source=_absolute(cfg.source), task_source=_absolute(cfg.task_source))
+    cfg = dataclasses.replace(cfg, out=os.path.abspath(cfg.out), source=_absolute(cfg.source),
+                              task_source=_absolute(cfg.task_source), init_from=_absolute(cfg.init_from))
     resources = {"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     trainer = TorchTrainer(
         _codec_worker, train_loop_config={"cfg": cfg},
@@ -104,5 +107,5 @@ def run_codec_ray(cfg, workers: int, gpus_per_worker: float = 0.0, address: str 
 
 
 def _absolute(path: str | None) -> str | None:
-    """A local path made absolute (workers run elsewhere); URLs as they are."""
-    return path if path is None or "://" in path else os.path.abspath(path)
+    """A local path made absolute (workers run elsewhere); URLs and bundled:NAME as they are."""
+    return path if path is None or "://" in path or path.startswith("bundled:") else os.path.abspath(path)

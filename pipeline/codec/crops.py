@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, redact
 from pipeline.images import to_rgb
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri, read_bytes
@@ -42,16 +42,23 @@ class SourceCrops(IterableDataset):
         wid, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = random.Random(self.seed * 1_000_003 + wid)
         passes = 0
+        if not self.uris[wid::workers]:
+            return  # more workers than images: this one has no share
         while True:
             order = list(self.uris)
             random.Random(self.seed + passes).shuffle(order)
             passes += 1
+            yielded = False
             for uri in order[wid::workers]:
                 img = self._load(uri)
                 if img is None:
                     continue
+                yielded = True
                 for _ in range(self.per_image):
                     yield self._crop(img, rng)
+            if not yielded:
+                raise SourceError(f"none of this worker's {len(order[wid::workers])} image(s) could be read "
+                                  f"(first: {redact(order[wid])}); check the source and its credentials")
 
     def _load(self, uri: str) -> Image.Image | None:
         try:

@@ -88,9 +88,9 @@ def cli_command(cfg: CodecTrainConfig) -> str:
     return (f"latents train-codec {cfg.out} --arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
             f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
             f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
-            + (f" --init-from {cfg.init_from}" if cfg.init_from else "")
+            + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
-            + (f" --utility {cfg.utility} --task-source {cfg.task_source} --lmbda-t {cfg.lmbda_t} "
+            + (f" --utility {cfg.utility} --task-source {redact(cfg.task_source)} --lmbda-t {cfg.lmbda_t} "
                f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
                f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}" if cfg.utility else ""))
 
@@ -184,13 +184,6 @@ class LabelledCrops:
             crop = img[:, y : y + self.patch, x : x + self.patch]
             out[i], labels[i] = (crop.flip(-1) if self.rng.random() < 0.5 else crop), self.labels[k]
         return out, labels
-
-
-def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    n, _, h, w = x.shape
-    bpp = sum(torch.log(v).sum() for v in out["likelihoods"].values()) / (-math.log(2) * n * h * w)
-    mse = F.mse_loss(out["x_hat"], x)
-    return lmbda * 255**2 * mse + bpp, bpp, mse
 
 
 def _split_params(model: torch.nn.Module):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import fsspec
+import pyarrow as pa
 import torch
 
 from pipeline.codec import checkpoint
@@ -157,18 +158,21 @@ def prepare_codec(spec: CodecSpec, layout: Layout) -> tuple[Codec, str]:
     """
     ck = read_spec(spec)
     codec = codec_from_checkpoint(ck, spec.describe())
-    data = checkpoint.to_bytes(ck)
     if exists(layout.codec_identity):
-        old = json.loads(read_file(layout.codec_identity))["fingerprint"]
-        if old != codec.identity.fingerprint:
+        ident = json.loads(read_file(layout.codec_identity))
+        if ident["fingerprint"] != codec.identity.fingerprint:
             raise DatasetError(
-                f"{layout.root} already holds shards written by codec {old[:16]}…, not "
+                f"{layout.root} already holds shards written by codec {ident['fingerprint'][:16]}…, not "
                 f"{codec.identity.fingerprint[:16]}…; convert into a new OUT folder")
-        return codec, hashlib.sha256(data).hexdigest()
+        # the same codec, perhaps saved as other bytes: the manifest names the bytes in OUT
+        sha = ident.get("checkpoint_sha256") or hashlib.sha256(read_file(layout.codec_checkpoint)).hexdigest()
+        return codec, sha
+    data = checkpoint.to_bytes(ck)
+    sha = hashlib.sha256(data).hexdigest()
     atomic_write(layout.codec_checkpoint, data)
-    atomic_write(layout.codec_identity,
-                 (json.dumps(codec.identity.to_json(), indent=2, sort_keys=True) + "\n").encode())
-    return codec, hashlib.sha256(data).hexdigest()
+    atomic_write(layout.codec_identity, (json.dumps({**codec.identity.to_json(), "checkpoint_sha256": sha},
+                                                    indent=2, sort_keys=True) + "\n").encode())
+    return codec, sha
 
 
 def sweep_temp_files(layout: Layout) -> None:
@@ -211,13 +215,11 @@ def make_plan(job: ConvertJob) -> ShardPlan:
 
 def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
     """Keys whose latest row in the shard indices is a failure with a transient reason."""
-    latest: dict[str, dict] = {}
-    for n in names:
-        table = idx.read_table(layout.shard_index(n)).select(["key", "split", "status", "reason"])
-        for r in table.to_pylist():
-            latest[r["key"]] = r
+    cols = ["key", "split", "status", "reason"]
+    tables = [idx.read_table(layout.shard_index(n)).select(cols) for n in names]
+    table = idx.latest_rows(pa.concat_tables(tables))
     out: dict[str, list[str]] = {}
-    for r in latest.values():
+    for r in table.to_pylist():
         if r["status"] == idx.FAILED and r["reason"] in RETRYABLE:
             out.setdefault(r["split"], []).append(r["key"])
     return out

@@ -178,6 +178,8 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
             m = convert_dataset(ConvertJob(str(source), str(ds), codec=CodecSpec(checkpoint=ck),
                                            options=ConvertOptions(ImagePolicy(size=0), shard_size=256)))
             bpp = m.manifest["totals"]["mean_bpp"]
+            if bpp is None:
+                raise SourceError(f"{source}: no image converted with {ck}; see {ds}/failures.parquet")
             latent = InputSpec(str(ds), window=(cfg.window, cfg.window), batch_size=cfg.batch_size,
                                workers=cfg.workers)
             run(UtilityRow(f"{method} ŷ", ck, bpp), latent, cfg.latent_arch, f"{method}-{i}")

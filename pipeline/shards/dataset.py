@@ -49,6 +49,10 @@ class LatentDataset:
         return idx.read_table(self.layout.failures)
 
     @cached_property
+    def _tar_bytes(self) -> dict[str, int]:
+        return {s["name"]: s["tar_bytes"] for s in self.manifest["shards"]}
+
+    @cached_property
     def _positions(self) -> dict[str, int]:
         return {k: i for i, k in enumerate(self.index.column("key").to_pylist())}
 
@@ -61,7 +65,7 @@ class LatentDataset:
 
     def latent_bytes(self, key: str) -> bytes:
         r = self.row(key)
-        sizes = {sh["name"]: sh["tar_bytes"] for sh in self.manifest["shards"]}
+        sizes = self._tar_bytes
         if r["shard"] not in sizes:
             raise DatasetError(f"index.parquet puts {key!r} in shard {r['shard']!r}, which the manifest "
                                "does not list")

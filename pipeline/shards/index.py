@@ -93,6 +93,14 @@ def table_bytes(table: pa.Table, metadata: dict[str, dict] | None = None) -> byt
     return buf.getvalue()
 
 
+def latest_rows(table: pa.Table) -> pa.Table:
+    """``table`` with one row per key: the last (a key retried by `convert --retry-failed` in
+    a later shard keeps only its latest row); unchanged when every key is unique."""
+    keys = table["key"].to_pylist()
+    latest = {k: i for i, k in enumerate(keys)}
+    return table if len(latest) == len(keys) else table.take(sorted(latest.values()))
+
+
 def rows_sha256(table: pa.Table) -> str:
     """SHA-256 of an index's rows in canonical JSON: what the manifest pins for each shard.
 

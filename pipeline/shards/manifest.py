@@ -37,11 +37,7 @@ def merge_indices(layout: Layout, shard_names: list[str]) -> tuple[pa.Table, pa.
     failure that now converts leaves the ledger, one that failed again stays once.
     """
     tables = [idx.read_table(layout.shard_index(n)) for n in shard_names]
-    table = pa.concat_tables(tables) if tables else idx.to_table([])
-    keys = table["key"].to_pylist()
-    latest = {k: i for i, k in enumerate(keys)}
-    if len(latest) != len(keys):
-        table = table.take(sorted(latest.values()))
+    table = idx.latest_rows(pa.concat_tables(tables) if tables else idx.to_table([]))
     ok = table.filter(pc.equal(table["status"], idx.OK))
     failed = table.filter(pc.equal(table["status"], idx.FAILED))
     atomic_write(layout.index, idx.table_bytes(ok))

@@ -39,8 +39,7 @@ def _members(tar_bytes: bytes) -> tuple[dict[str, tuple[int, bytes]], list[str]]
     out, problems = {}, []
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tf:
         for m in tf.getmembers():
-            parts = m.name.split("/")
-            if m.name.startswith("/") or ".." in parts or "/" in m.name:
+            if "/" in m.name or m.name == "..":
                 problems.append(f"member {m.name!r} has a path, not a sample file name")
             elif not m.isreg():
                 kind = "a symlink" if m.issym() else "a hard link" if m.islnk() else f"of type {m.type!r}"
@@ -121,10 +120,7 @@ def _check_merged(rep: VerifyReport, ds: LatentDataset, shard_tables: list) -> N
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = pa.concat_tables(shard_tables) if shard_tables else idx.to_table([])
-    keys = table["key"].to_pylist()
-    latest = sorted({k: i for i, k in enumerate(keys)}.values())
-    table = table.take(latest) if len(latest) != len(keys) else table
+    table = idx.latest_rows(pa.concat_tables(shard_tables) if shard_tables else idx.to_table([]))
     for part, url, status in (("index.parquet", ds.layout.index, idx.OK),
                               ("failures.parquet", ds.layout.failures, idx.FAILED)):
         want = table.filter(pc.equal(table["status"], status))

@@ -63,7 +63,8 @@ def _open_batches(uri: str) -> Iterator[dict[str, list]]:
         else:
             types = {c: pa.string() for c in _COLUMNS}
             reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                                    convert_options=pacsv.ConvertOptions(column_types=types))
+                                    convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                         strings_can_be_null=True))
             names = reader.schema.names
             if "uri" not in names:
                 raise SourceError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")

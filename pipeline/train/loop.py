@@ -127,6 +127,9 @@ def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
     total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
     keep = torch.tensor(cfg.classes) if cfg.classes is not None else None
     step, history, batches_per_epoch, start, skip, sums = 0, [], [], 0, 0, (0, 0.0, 0)
+    if cfg.checkpoint_every and not hasattr(train_ds, "load_state_dict"):
+        raise ConfigError("--checkpoint-every needs an input that resumes mid-epoch (latent shards); "
+                          "pixel runs save last.pt at each epoch's end")
     last = _load_last(cfg)
     if last is not None:
         getattr(model, "module", model).load_state_dict(last["model"])

@@ -278,3 +278,23 @@ def test_eval_utility_writes_the_table_and_plot(tmp_path):
     assert all(len(r["top1"]) == 2 and 0 <= r["top1_mean"] <= 1 for r in out["rows"])
     assert out["step_cost"]["batch"] == 2 and "224-px" in res.output
     assert "original pixels" in res.output and Image.open(tmp_path / "u.png").format == "PNG"
+
+
+def test_source_crops_with_more_workers_than_images_and_unreadable_ones(tmp_path):
+    """A worker with no share stops instead of spinning; a share of unreadable images is a
+    clear SourceError, not a silent hang."""
+    import numpy as np
+    import torch
+
+    from pipeline.codec.crops import SourceCrops
+    from pipeline.errors import SourceError
+
+    (tmp_path / "one" / "c").mkdir(parents=True)
+    Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(tmp_path / "one" / "c" / "a.png")
+    ds = SourceCrops(str(tmp_path / "one"), 64, crops_per_image=1)
+    batches = iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2))
+    assert next(batches).shape == (2, 3, 64, 64)  # worker 1 has nothing and simply stops
+    (tmp_path / "bad" / "c").mkdir(parents=True)
+    (tmp_path / "bad" / "c" / "x.jpg").write_bytes(b"not an image")
+    with pytest.raises(SourceError, match="could be read"):
+        next(iter(SourceCrops(str(tmp_path / "bad"), 64)))
