@@ -60,9 +60,14 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(_ms_ssim(ta, tb, data_range=255.0))
 
 
-def _pil_curve(img: np.ndarray, fmt: str) -> list[tuple[float, float]]:
-    """(bpp, PSNR) over the quality range of a PIL codec, sorted by bpp."""
-    return sorted(_pil_point(img, fmt, q)[:2] for q in QUALITIES)
+def pil_sweep(img: np.ndarray) -> dict[str, list[tuple[float, float, float]]]:
+    """Pillow format → (bpp, PSNR, MS-SSIM) at each of ``QUALITIES``: one image's classical
+    curves, computed once and shared by every codec compared on it."""
+    return {fmt: [_pil_point(img, fmt, q) for q in QUALITIES] for fmt, _ in reference_formats()}
+
+
+def _by_bpp(points) -> list[tuple[float, float]]:
+    return sorted((b, q) for b, q, *_ in points)
 
 
 def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
@@ -72,12 +77,16 @@ def _interp(curve: list[tuple[float, float]], bpp: float) -> float:
     return float(np.interp(bpp, xs, ys))
 
 
-def evaluate_image(codec: Codec, name: str, img: np.ndarray) -> RDPoint:
-    """Real bitstream: encode → container bytes → reconstruct; JPEG/WebP through Pillow."""
+def evaluate_image(codec: Codec, name: str, img: np.ndarray,
+                   sweep: dict[str, list[tuple[float, float, float]]] | None = None) -> RDPoint:
+    """Real bitstream: encode → container bytes → reconstruct; JPEG/WebP through Pillow
+    (``sweep``: the image's `pil_sweep`, when the caller has it already)."""
     bpp, quality, msssim = codec_point(codec, img)
-    jpeg = _pil_curve(img, "JPEG")
-    return RDPoint(name, bpp, quality, _interp(jpeg, bpp),
-                   _interp(_pil_curve(img, "WEBP"), bpp), jpeg[0][0], msssim)
+    if sweep is None:  # PSNR alone is needed here
+        sweep = {fmt: [_pil_point(img, fmt, q, msssim=False) for q in QUALITIES] for fmt in ("JPEG", "WEBP")}
+    jpeg = _by_bpp(sweep["JPEG"])
+    return RDPoint(name, bpp, quality, _interp(jpeg, bpp), _interp(_by_bpp(sweep["WEBP"]), bpp),
+                   jpeg[0][0], msssim)
 
 
 def load_rgb(path) -> np.ndarray:
@@ -154,12 +163,12 @@ def codec_point(codec: Codec, img: np.ndarray) -> tuple[float, float, float]:
     return bits_per_pixel(len(blob), h * w), psnr(img, rec), ms_ssim(img, rec)
 
 
-def reference_curves(images: list[np.ndarray]) -> list[Curve]:
+def reference_curves(sweeps: list[dict[str, list[tuple[float, float, float]]]]) -> list[Curve]:
     """JPEG, WebP (and AVIF where Pillow has it) over ``QUALITIES``: mean bpp, PSNR and
-    MS-SSIM per quality."""
+    MS-SSIM per quality, from each image's `pil_sweep`."""
     out = []
     for fmt, name in reference_formats():
-        mean = np.array([[_pil_point(im, fmt, q) for q in QUALITIES] for im in images]).mean(axis=0)
+        mean = np.array([sw[fmt] for sw in sweeps]).mean(axis=0)
         out.append(Curve(name, *([float(v) for v in mean[:, k]] for k in range(3))))
     return out
 
@@ -197,13 +206,14 @@ def evaluate_codecs(codecs: dict[str, Codec], images: list[tuple[str, np.ndarray
                     baselines: dict[str, Codec] | None = None) -> CurveReport:
     """Every codec on every image (real bitstreams), the codecs as one curve, JPEG and WebP."""
     baselines = baselines or {}
-    points = {spec: [evaluate_image(c, n, im) for n, im in images]
+    sweeps = [pil_sweep(im) for _, im in images]  # once per image, whatever the number of codecs
+    points = {spec: [evaluate_image(c, n, im, sw) for (n, im), sw in zip(images, sweeps, strict=True)]
               for spec, c in {**codecs, **baselines}.items()}
     means = {spec: _mean_point(rows) for spec, rows in points.items()}
     members = sorted(codecs, key=lambda s: means[s]["codec_bpp"])
     curve = Curve(name, [means[s]["codec_bpp"] for s in members], [means[s]["codec_psnr"] for s in members],
                   [means[s]["codec_msssim"] for s in members])
-    refs = reference_curves([im for _, im in images])
+    refs = reference_curves(sweeps)
     bd = {r.name.split(" ")[0]: bd_rate(r.points(), curve.points()) for r in refs}
     base_curves, at = [], {}
     for spec in baselines:
@@ -214,13 +224,13 @@ def evaluate_codecs(codecs: dict[str, Codec], images: list[tuple[str, np.ndarray
     return CurveReport(points, means, curve, members, base_curves, refs, bd, at)
 
 
-def _pil_point(img: np.ndarray, fmt: str, quality: int) -> tuple[float, float, float]:
-    """(bpp, PSNR, MS-SSIM) of one image through Pillow's ``fmt`` at ``quality``."""
+def _pil_point(img: np.ndarray, fmt: str, quality: int, msssim: bool = True) -> tuple[float, float, float]:
+    """(bpp, PSNR, MS-SSIM or nan) of one image through Pillow's ``fmt`` at ``quality``."""
     h, w = img.shape[:2]
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, fmt, quality=quality)
     dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return bits_per_pixel(buf.tell(), h * w), psnr(img, dec), ms_ssim(img, dec)
+    return bits_per_pixel(buf.tell(), h * w), psnr(img, dec), ms_ssim(img, dec) if msssim else float("nan")
 
 
 def write_compressai_results(curves: list[Curve], folder) -> list:
