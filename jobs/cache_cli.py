@@ -8,8 +8,6 @@ import os
 import typer
 
 from jobs.console import App, console
-from jobs.console import fail as _fail
-from pipeline.errors import LatentShardsError
 
 cache_app = App(help="The warm decoded-latent cache: fill it ahead of training, show it, clear it.",
                         no_args_is_help=True)
@@ -36,16 +34,13 @@ def cache_warm(
     from pipeline.loader.warm import warm_cache
     from pipeline.shards.dataset import LatentDataset
 
-    try:
-        m = LatentDataset.open(data).manifest
-        total = sum(s["samples"] for s in m["shards"] if not split or s["split"] in split)
-        with Progress(TextColumn("[bold]warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
-            task = bar.add_task("warm", total=total)
-            res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
-                             on_shard=lambda _name, n: bar.update(task, advance=n))
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    m = LatentDataset.open(data).manifest
+    total = sum(s["samples"] for s in m["shards"] if not split or s["split"] in split)
+    with Progress(TextColumn("[bold]warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("warm", total=total)
+        res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
+                         on_shard=lambda _name, n: bar.update(task, advance=n))
     st = res.stats
     console.print(f"{res.samples} of {res.expected} samples cached from {res.shards} shard(s): "
                   f"{st['bytes'] / 2**20:.1f} MB in {st['path']}")
@@ -58,14 +53,11 @@ def cache_warm(
 def cache_info(data: str = typer.Argument(..., help="Latent dataset root."),
                cache: str = typer.Option(..., help="Cache directory.")):
     """Samples, shards and bytes the cache holds for this dataset and its codec."""
-    try:
-        c = _open_cache(data, cache)
-        if not c.path.exists():
-            console.print(f"no cache for {data} under {cache}")
-            return
-        st = c.stats()
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    c = _open_cache(data, cache)
+    if not c.path.exists():
+        console.print(f"no cache for {data} under {cache}")
+        return
+    st = c.stats()
     console.print_json(json.dumps(st))
 
 
@@ -75,10 +67,7 @@ def cache_clear(data: str = typer.Argument(..., help="Latent dataset root."),
     """Delete this dataset's cache file."""
     import shutil
 
-    try:
-        c = _open_cache(data, cache)
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    c = _open_cache(data, cache)
     existed = c.dir.exists()
     shutil.rmtree(c.dir, ignore_errors=True)
     console.print(f"removed {c.dir}" if existed else f"no cache for {data} under {cache}")

@@ -14,7 +14,6 @@ from jobs.console import App, console, err, print_summary
 from jobs.console import fail as _fail
 from jobs.convert import convert
 from jobs.eval_cli import eval_app
-from pipeline.errors import LatentShardsError
 
 app = App(add_completion=False, no_args_is_help=True,
                   help="Image corpora → learned-compression latent shards, and back.")
@@ -27,10 +26,7 @@ def inspect(root: str = typer.Argument(..., help="Latent dataset root."),
     """Samples, shards, bytes, bpp mean/p50/p95, storage ratio and failures by reason."""
     from pipeline.shards.dataset import LatentDataset, summarize
 
-    try:
-        s = summarize(LatentDataset.open(root))
-    except LatentShardsError as exc:
-        _fail(exc)
+    s = summarize(LatentDataset.open(root))
     if as_json:
         print(json.dumps(s, indent=2))
     else:
@@ -44,10 +40,7 @@ def verify(root: str = typer.Argument(..., help="Latent dataset root."),
     """Check shard checksums, the codec fingerprint and that every latent decodes."""
     from pipeline.shards.verify import verify as run_verify
 
-    try:
-        rep = run_verify(root, sample, seed)
-    except LatentShardsError as exc:
-        _fail(exc)
+    rep = run_verify(root, sample, seed)
     for f in rep.faults:
         err.print(f"[red]FAULT[/] shard={f.shard} key={f.key or '-'}: {f.problem}")
     console.print(f"{rep.shards} shard(s), {rep.decoded} latent(s) decoded, {len(rep.faults)} fault(s)")
@@ -64,11 +57,8 @@ def decode(root: str = typer.Argument(..., help="Latent dataset root."),
 
     from pipeline.shards.dataset import LatentDataset
 
-    try:
-        ds = LatentDataset.open(root)
-        x = ds.load_codec().reconstruct(ds.latent_bytes(key))
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    ds = LatentDataset.open(root)
+    x = ds.load_codec().reconstruct(ds.latent_bytes(key))
     arr = x.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr).save(output)
     console.print(f"wrote {output} ({arr.shape[1]}x{arr.shape[0]})")
@@ -85,14 +75,11 @@ def demo(out: Path = typer.Argument(Path("demo-out"), help="Folder for the demo'
     t0 = time.perf_counter()
     dataset = str(out / "dataset")
     opts = ConvertOptions(shard_size=8)
-    try:
-        src = materialize_photos(out / "source")
-        s = run_convert(ConvertJob(str(src), dataset, options=opts, command=("latents", "demo", str(out))),
-                        "local", console=console, progress=True)
-        print_summary(summarize(LatentDataset.open(dataset)))
-        png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    src = materialize_photos(out / "source")
+    s = run_convert(ConvertJob(str(src), dataset, options=opts, command=("latents", "demo", str(out))),
+                    "local", console=console, progress=True)
+    print_summary(summarize(LatentDataset.open(dataset)))
+    png = contact_sheet(dataset, out / "reconstructions.png", opts.policy)
     console.print(f"{s.images_per_s:.1f} images/s; originals above reconstructions: {png}")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
 
@@ -169,18 +156,15 @@ def integerize_cmd(
     )
     from pipeline.codec.load import codec_from_checkpoint
 
-    try:
-        ck = ckpt_io.read(src)
-        cfg = IntegerizeConfig(crops=crops, steps=steps, lr=lr, seed=seed, threads=threads)
-        train = [t for _, t in photo_tensors(holdout=False)]
-        ick = integerize(ck, train, cfg, on_log=lambda d: console.print(
-            f"step {d['step']}: validation {d['val_bits_per_y']:.4f} bits per y element"))
-        ckpt_io.save(ick, out)
-        fc = codec_from_checkpoint(strip_integer(ck))
-        ic = codec_from_checkpoint(ick)
-        costs = {held: rate_costs(fc, ic, photo_tensors(holdout=held)) for held in (True, False)}
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    ck = ckpt_io.read(src)
+    cfg = IntegerizeConfig(crops=crops, steps=steps, lr=lr, seed=seed, threads=threads)
+    train = [t for _, t in photo_tensors(holdout=False)]
+    ick = integerize(ck, train, cfg, on_log=lambda d: console.print(
+        f"step {d['step']}: validation {d['val_bits_per_y']:.4f} bits per y element"))
+    ckpt_io.save(ick, out)
+    fc = codec_from_checkpoint(strip_integer(ck))
+    ic = codec_from_checkpoint(ick)
+    costs = {held: rate_costs(fc, ic, photo_tensors(holdout=held)) for held in (True, False)}
     t = Table(title=f"rate of the integer h_s against the float64 h_s, same g_a ({ck.arch})")
     for c in ("photo", "set", "bytes float h_s", "bytes integer h_s", "rate cost"):
         t.add_column(c, justify="right" if c.startswith(("bytes", "rate")) else "left")
@@ -245,15 +229,12 @@ def train_classify(
                       f"val top-1 {r['val_top1']:.3f} top-5 {r['val_top5']:.3f} "
                       f"({r['samples_per_s']:.1f} samples/s)")
 
-    try:
-        if ray_workers:
-            res = run_ray(cfg, ray_workers, use_gpu, address)
-            if res.error:
-                raise OSError(f"Ray Train failed: {res.error}")
-        else:
-            run_local(cfg, show)
-    except (LatentShardsError, ValueError, OSError) as exc:
-        _fail(exc)
+    if ray_workers:
+        res = run_ray(cfg, ray_workers, use_gpu, address)
+        if res.error:
+            raise OSError(f"Ray Train failed: {res.error}")
+    else:
+        run_local(cfg, show)
     console.print(f"checkpoint and metrics in {out}/")
 
 
@@ -286,11 +267,8 @@ def fewshot(
                         novel_names, arch=arch, base_epochs=base_epochs, lr=lr,
                         shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
                         classifier=classifier)
-    try:
-        r = run_fewshot(cfg, log=lambda d: console.print(
-            f"base epoch {d['epoch']}: val top-1 (base classes) {d['val_top1']:.3f}"))
-    except (LatentShardsError, ValueError, OSError) as exc:
-        _fail(exc)
+    r = run_fewshot(cfg, log=lambda d: console.print(
+        f"base epoch {d['epoch']}: val top-1 (base classes) {d['val_top1']:.3f}"))
     t = Table(title=f"{arch} few-shot ({classifier} head), {len(cfg.seeds)} seeds: accuracy over all classes")
     for c in ("shots", "novel", "base"):
         t.add_column(c, justify="right")
@@ -349,12 +327,9 @@ def bench(
         if output:
             output.write_text(json.dumps(figures, indent=2))
         return
-    try:
-        figures = run_bench(CodecSpec(checkpoint=checkpoint, arch=arch), threads,
-                            images if pipeline_figures else 0, workers,
-                            source if pipeline_figures else None, epochs, batch_size, cache_dir)
-    except (LatentShardsError, OSError) as exc:
-        _fail(exc)
+    figures = run_bench(CodecSpec(checkpoint=checkpoint, arch=arch), threads,
+                        images if pipeline_figures else 0, workers,
+                        source if pipeline_figures else None, epochs, batch_size, cache_dir)
     for table in bench_tables(figures, threads, workers):
         console.print(table)
     if output:

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from jobs.console import console, fail, print_summary
-from pipeline.errors import LatentShardsError
+from jobs.console import console, print_summary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,20 +74,17 @@ def convert(
     from pipeline.images import ImagePolicy
     from pipeline.shards.dataset import LatentDataset, summarize
 
-    try:
-        policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
-        job = ConvertJob(src, out, fmt, split,
-                         CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained),
-                         ConvertOptions(policy, shard_size, batch_size, threads),
-                         torch_threads, device, tuple(["latents", *sys.argv[1:]]), retry_failed)
-        ray = None
-        if executor == "ray":
-            from jobs.ray_convert import RayOptions
+    policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
+    job = ConvertJob(src, out, fmt, split,
+                     CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained),
+                     ConvertOptions(policy, shard_size, batch_size, threads),
+                     torch_threads, device, tuple(["latents", *sys.argv[1:]]), retry_failed)
+    ray = None
+    if executor == "ray":
+        from jobs.ray_convert import RayOptions
 
-            ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker)
-        s = run_convert(job, executor, ray, console, progress)
-    except (LatentShardsError, ValueError, OSError) as exc:
-        fail(exc)
+        ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker)
+    s = run_convert(job, executor, ray, console, progress)
     console.print(f"converted {s.converted} shard(s), skipped {s.skipped} already done, "
                   f"{s.images_per_s:.1f} images/s over {s.seconds:.1f} s")
     if retry_failed:
