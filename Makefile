@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint default-codec mean-scale-codec clean
+.PHONY: help install test test-all demo bench lint default-codec mean-scale-codec eval-codecs eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,45 @@ runs/high-rate-float.pt:
 
 mean-scale-codec: $(STAMP) ## Re-derive the bundled mean-scale codec's integer h_s from its float weights
 	$(BIN)/latents integerize $(WEIGHTS)/mbt2018-mean.pt $(WEIGHTS)/mbt2018-mean.pt --threads 1
+
+# The grey-textures pair: the bundled low-rate and default codecs each fine-tuned for the same
+# steps on the same reconstruction crops, once for rate–distortion alone (rd) and once with
+# the classification loss on the task's train split (task, Eq. 6); then an integer h_s each.
+TASK := runs/grey-textures
+FINETUNE := --arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 1e-4 --seed 0 \
+	--threads 1 --steps 2000
+UTILITY := --utility classify --task-source $(TASK) --lmbda-t 1 --task-batch-size 8 --task-patch 128
+TEXTURE_CODECS := rd-low task-low rd-mid task-mid
+
+$(TASK)/fewshot.json: | $(STAMP)
+	$(BIN)/latents make-task $(TASK) --kind grey-textures
+
+eval-codecs: $(STAMP) $(TASK)/fewshot.json ## Retrain the grey-textures rd/task codec pairs (about 20 min with JOBS=2), ship them
+	$(MAKE) -j$${JOBS:-1} $(foreach c,$(TEXTURE_CODECS),runs/textures-$(c)-float.pt)
+	for c in $(TEXTURE_CODECS); do \
+	  $(BIN)/latents integerize runs/textures-$$c-float.pt $(WEIGHTS)/textures-$$c.pt --steps 0 --threads 1 || exit 1; done
+
+runs/textures-rd-low-float.pt:
+	$(BIN)/latents train-codec $@ $(FINETUNE) --init-from $(WEIGHTS)/low-rate.pt --lmbda 0.004
+
+runs/textures-task-low-float.pt:
+	$(BIN)/latents train-codec $@ $(FINETUNE) --init-from $(WEIGHTS)/low-rate.pt --lmbda 0.004 $(UTILITY)
+
+runs/textures-rd-mid-float.pt:
+	$(BIN)/latents train-codec $@ $(FINETUNE) --init-from $(WEIGHTS)/default.pt --lmbda 0.013
+
+runs/textures-task-mid-float.pt:
+	$(BIN)/latents train-codec $@ $(FINETUNE) --init-from $(WEIGHTS)/default.pt --lmbda 0.013 $(UTILITY)
+
+eval: $(STAMP) $(TASK)/fewshot.json ## Both evals from the shipped codecs: R-D on held-out photos, utility on grey-textures (< 30 min)
+	mkdir -p runs
+	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout \
+	  --baseline bundled:textures-rd-low --baseline bundled:textures-rd-mid \
+	  --baseline bundled:textures-task-low --baseline bundled:textures-task-mid
+	$(BIN)/latents eval utility --source $(TASK) --work runs/eval-utility --seeds 3 --epochs 10 \
+	  --codec rd=bundled:textures-rd-low --codec rd=bundled:textures-rd-mid \
+	  --codec task=bundled:textures-task-low --codec task=bundled:textures-task-mid \
+	  --plot runs/eval-utility.png --output runs/eval-utility.json
 
 clean: ## Remove .venv and demo output
 	rm -rf $(VENV) $(DEMO_OUT)

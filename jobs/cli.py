@@ -283,13 +283,18 @@ def fewshot(
 
 @app.command("make-task")
 def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs."),
-              train_per_class: int = typer.Option(40), val_per_class: int = typer.Option(10),
-              size: int = typer.Option(128), seed: int = typer.Option(0)):
-    """Build the CPU-sized photo-crops task (classes = bundled photos; base/novel split)."""
-    from pipeline.tasks import PhotoTask, make_photo_task
+              kind: str = typer.Option("photo-crops", help="photo-crops (12 colour photos) or "
+                                       "grey-textures (18 photos in grey, small turned crops: harder)."),
+              train_per_class: int = typer.Option(None, help="Train crops per class (default 40)."),
+              val_per_class: int = typer.Option(None, help="Val crops per class (default 10)."),
+              size: int = typer.Option(None, help="Crop side in px (default 128)."),
+              seed: int = typer.Option(0)):
+    """Build a CPU-sized labelled task from the bundled photos (classes = photos; base/novel split)."""
+    from pipeline.tasks import make_photo_task, task_recipe
 
-    meta = make_photo_task(out, PhotoTask(train_per_class, val_per_class, size, seed=seed))
-    console.print(f"{len(meta['classes'])} classes in {out}/train and {out}/val; "
+    meta = make_photo_task(out, task_recipe(kind, train_per_class=train_per_class,
+                                            val_per_class=val_per_class, size=size, seed=seed))
+    console.print(f"{kind}: {len(meta['classes'])} classes in {out}/train and {out}/val; "
                   f"few-shot novel classes: {', '.join(meta['novel'])}")
 
 

@@ -97,6 +97,8 @@ def eval_utility(
     lr: float = typer.Option(0.05), window: int = typer.Option(6, help="Latent crop; pixels use 16x."),
     workers: int = typer.Option(2, help="DataLoader workers."),
     cost_batch: int = typer.Option(32, help="Batch of the per-step training cost comparison."),
+    jpeg_match: str = typer.Option(None, help="The codec NAME whose rates JPEG is matched to (default: "
+                                   "the first --codec; 'all': every codec)."),
     plot: Path = typer.Option(None, help="Write the accuracy-vs-bpp plot (PNG) here."),
     output: Path = typer.Option(None, help="Write every figure as JSON here."),
 ):
@@ -111,7 +113,7 @@ def eval_utility(
             raise ValueError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
         groups.setdefault(name, []).append(ck)
     cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
-                        workers=workers, cost_batch=cost_batch)
+                        workers=workers, cost_batch=cost_batch, jpeg_match=jpeg_match)
     result = evaluate_utility(cfg, on_row=lambda r: console.print(
         f"{r.method} {r.checkpoint or ''}: bpp {r.bpp if r.bpp is not None else '-'} top-1 "
         f"{sum(r.top1) / len(r.top1):.3f}"))
@@ -127,10 +129,47 @@ def eval_utility(
                   f"{r['top5_mean']:.3f} ± {r['top5_std']:.3f}")
     console.print(t)
     c = result["step_cost"]
-    console.print(f"one SGD step, batch {c['batch']}: sResNet-18 on 14×14 ŷ {c['sresnet18_latent_ms']:.1f} "
-                  f"ms, ResNet-18 on 224-px pixels {c['resnet18_pixels_ms']:.1f} ms ({c['speedup']:.1f}x)")
+    t = Table(title=f"training cost: one SGD step at batch {c['batch']} (this CPU), forward GFLOPs per image")
+    for col in ("model", "input", "step ms", "GFLOPs", "of which stem"):
+        t.add_column(col)
+    for r in c["rows"]:
+        t.add_row(r["model"], r["input"], f"{r['ms']:.1f}", f"{r['gflops']:.3f}", f"{r['stem_gflops']:.3f}")
+    console.print(t)
     if plot:
         plot_utility(result, plot, f"{source.name}: val top-1 against bpp")
         console.print(f"wrote {plot}")
     if output:
         save(result, output)
+
+
+@eval_app.command("cost")
+def eval_cost(
+    sustained_tflops: float = typer.Option(40.0, help="TFLOP/s one GPU sustains in training (FP32/TF32)."),
+    joint_epochs: int = typer.Option(70, help="Epochs of the task set in joint codec training (seed: 70)."),
+    downstream_epochs: int = typer.Option(90, help="Epochs of the classifier trained on ŷ."),
+    N: int = typer.Option(128, "--N"), M: int = typer.Option(192, "--M"),
+    head: str = typer.Option("sresnet50", help="The classifier on ŷ (and the task head)."),
+    output: Path = typer.Option(None, help="Also write the figures as JSON here."),
+):
+    """The seed's setting (codec on Open Images jointly with ImageNet classification, then a
+    classifier on ŷ): FLOPs of each stage and GPU-hours at a stated sustained throughput."""
+    from pipeline.eval.cost import SeedSchedule, seed_cost
+
+    r = seed_cost(SeedSchedule(joint_epochs=joint_epochs, downstream_epochs=downstream_epochs, N=N, M=M,
+                               head=head, sustained_tflops=sustained_tflops))
+    t = Table(title=f"forward GFLOPs per image (bmshj2018-hyperprior N={N} M={M})")
+    t.add_column("what"), t.add_column("GFLOPs", justify="right")
+    for k, v in r["gflops_per_image"].items():
+        t.add_row(k, f"{v:.2f}")
+    console.print(t)
+    t = Table(title=f"stages: PFLOPs and GPU-hours at {sustained_tflops:g} TFLOP/s sustained "
+                    f"({r['joint_steps']:,} joint steps)")
+    for c in ("stage", "PFLOPs", "GPU-hours"):
+        t.add_column(c, justify="left" if c == "stage" else "right")
+    for k, v in r["pflops"].items():
+        t.add_row(k, f"{v:,.0f}", f"{r['gpu_hours'][k]:,.1f}")
+    console.print(t)
+    console.print("convolution and matrix FLOPs only (no element-wise work, no data loading): a floor "
+                  "for a well-fed GPU; entropy coding during conversion runs on CPUs")
+    if output:
+        output.write_text(json.dumps(r, indent=2))

@@ -1,19 +1,28 @@
-"""A CPU-sized real-image task built from the bundled photos (deterministic, rerunnable).
+"""CPU-sized real-image tasks built from the bundled photos (deterministic, rerunnable).
 
-Classes are the colour photos; samples are random square crops at varied scale and position,
-resized to ``size`` px: ``OUT/train/<photo>/NNNN.jpg`` and held-out crops (other draws) in
-``OUT/val/``. ``OUT/fewshot.json`` splits the classes into base and novel ones.
+Classes are photos; samples are random square crops of one photo, resized to ``size`` px:
+``OUT/train/<photo>/NNNN.jpg`` and held-out crops (other draws) in ``OUT/val/``.
+``OUT/fewshot.json`` splits the classes into base and novel ones and records the recipe.
+
+Two recipes (`TASKS`):
+
+- ``photo-crops``: the 12 colour photos, crops of 30–90 % of the shorter side. Colour alone
+  nearly separates the classes, so codecs that differ in what they keep barely differ here.
+- ``grey-textures``: all 18 photos (six are grey: brick, grass, gravel, …) in grey, crops of
+  64–160 px, a random quarter turn and mirror, brightness and contrast jittered. Only local
+  structure and texture tell the classes apart, which is what a low rate takes away.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import ConfigError
 from pipeline.photos import bundled_photos
 
 
@@ -26,22 +35,59 @@ class PhotoTask:
     max_scale: float = 0.9
     novel: int = 4  # the last classes are held out as "novel" for few-shot
     seed: int = 0
+    photos: str = "colour"  # "colour": the colour photos; "all": grey ones too
+    crop_px: tuple[int, int] | None = None  # crop side drawn in pixels instead of by scale
+    grey: bool = False  # every crop in grey (stored as RGB)
+    turns: bool = False  # a random quarter turn and mirror per crop
+    jitter: float = 0.0  # contrast × U(1 ± j), brightness + U(± j/2) · 255
+
+    def __post_init__(self):
+        if self.photos not in ("colour", "all"):
+            raise ConfigError(f"photos is 'colour' or 'all', not {self.photos!r}")
+        if self.train_per_class < 1 or self.val_per_class < 1 or self.size < 16:
+            raise ConfigError("a task needs at least one train and one val crop per class, of 16 px or more")
+
+
+TASKS = {
+    "photo-crops": PhotoTask(),
+    "grey-textures": PhotoTask(photos="all", crop_px=(64, 160), grey=True, turns=True, jitter=0.25),
+}
+
+
+def task_recipe(kind: str, **overrides) -> PhotoTask:
+    """The named recipe, with ``overrides`` (e.g. ``train_per_class``) applied."""
+    if kind not in TASKS:
+        raise ConfigError(f"unknown task {kind!r}; choose one of {', '.join(TASKS)}")
+    return replace(TASKS[kind], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _crops(img: Image.Image, n: int, task: PhotoTask, rng: np.random.Generator):
     w, h = img.size
     for _ in range(n):
-        side = int(min(w, h) * rng.uniform(task.min_scale, task.max_scale))
+        if task.crop_px:
+            side = min(int(rng.integers(task.crop_px[0], task.crop_px[1] + 1)), w, h)
+        else:
+            side = int(min(w, h) * rng.uniform(task.min_scale, task.max_scale))
         x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        yield img.crop((x, y, x + side, y + side)).resize((task.size, task.size), Image.Resampling.BICUBIC)
+        crop = img.crop((x, y, x + side, y + side)).resize((task.size, task.size), Image.Resampling.BICUBIC)
+        if task.turns:
+            a = np.rot90(np.asarray(crop), k=int(rng.integers(4)))
+            crop = Image.fromarray(np.ascontiguousarray(a[:, ::-1] if rng.random() < 0.5 else a))
+        if task.jitter:
+            a = np.asarray(crop, dtype=np.float32)
+            c = rng.uniform(1 - task.jitter, 1 + task.jitter)
+            b = rng.uniform(-task.jitter / 2, task.jitter / 2) * 255
+            a = (a - a.mean()) * c + a.mean() + b
+            crop = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        yield crop.convert("RGB")
 
 
 def make_photo_task(out: str | Path, task: PhotoTask = PhotoTask()) -> dict:
     out = Path(out)
-    photos = bundled_photos(colour_only=True)
+    photos = bundled_photos(colour_only=task.photos == "colour")
     names = [p.name for p in photos]
     for ci, p in enumerate(photos):
-        img = Image.open(p.path).convert("RGB")
+        img = Image.open(p.path).convert("L" if task.grey else "RGB")
         for split, n, salt in (("train", task.train_per_class, 0), ("val", task.val_per_class, 1)):
             rng = np.random.default_rng([task.seed, ci, salt])
             d = out / split / p.name
@@ -49,6 +95,7 @@ def make_photo_task(out: str | Path, task: PhotoTask = PhotoTask()) -> dict:
             for i, crop in enumerate(_crops(img, n, task, rng)):
                 crop.save(d / f"{i:04d}.jpg", quality=90)
     meta = {"classes": names, "base": names[: len(names) - task.novel],
-            "novel": names[len(names) - task.novel :], "task": task.__dict__}
+            "novel": names[len(names) - task.novel :],
+            "task": {**asdict(task), "crop_px": list(task.crop_px) if task.crop_px else None}}
     (out / "fewshot.json").write_text(json.dumps(meta, indent=2))
     return meta

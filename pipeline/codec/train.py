@@ -301,7 +301,7 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
         if world > 1:
             _average_grads(aux_params, world)
         aux_opt.step()
-        acc.append((loss.item(), bpp.item(), mse.item(), aux_loss.item(), float(terms.task)))
+        acc.append((loss.item(), bpp.item(), mse.item(), aux_loss.item(), terms.task.item()))
         if rank == 0 and (step % 50 == 0 or step == cfg.steps):
             a = np.mean(acc, axis=0)
             log = {"step": step, "loss": float(a[0]), "bpp": float(a[1]), "psnr": -10 * math.log10(a[2]),

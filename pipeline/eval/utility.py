@@ -4,13 +4,14 @@ The shape of the seed paper's Table 1 on any labelled source (a tree with ``trai
 ``val/`` class folders, e.g. `latents make-task`). For each codec checkpoint (a rate point):
 
 - its ŷ: the source converted with that codec, an sResNet trained on ŷ;
-- JPEG at the matched rate: every image re-encoded with the JPEG quality whose bpp comes
-  closest to that codec's bpp on that image, a pixel ResNet trained on the JPEGs;
+- JPEG at the matched rate (at the rates of one codec, by default the first named, as the
+  seed's Table 1 has one JPEG row per rate): every image re-encoded with the JPEG quality
+  whose bpp comes closest to that codec's bpp on that image, a pixel ResNet trained on them;
 
 and once, the ceiling: the same pixel ResNet on the original images. Every classifier gets
 the same epochs, batch size and learning rate, over several seeds (mean ± std of val top-1
-and top-5). Also measured: one training step of sResNet-18 on ŷ against ResNet-18 on 224-px
-pixels (the seed's efficiency claim).
+and top-5). Also measured: one training step of sResNet-18 and cResNet-18 on ŷ against
+ResNet-18 on 224-px pixels, and their forward FLOPs (the seed's efficiency claim).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class UtilityConfig:
     pixel_arch: str = "resnet18"
     workers: int = 2
     cost_batch: int = 32  # batch of the per-step training cost comparison
+    jpeg_match: str | None = None  # codec name JPEG is matched to at each of its rates (None: the
+    # first; "all": every codec)
 
     def __post_init__(self):
         if self.seeds < 1 or self.epochs < 1:
@@ -57,6 +60,9 @@ class UtilityConfig:
                               f"{self.epochs}")
         if not self.codecs or any(not v for v in self.codecs.values()):
             raise ConfigError("name at least one codec checkpoint (--codec NAME=CHECKPOINT)")
+        if self.jpeg_match not in (None, "all", *self.codecs):
+            raise ConfigError(f"--jpeg-match names a codec ({', '.join(self.codecs)}) or 'all', "
+                              f"not {self.jpeg_match!r}")
 
 
 @dataclass
@@ -88,12 +94,17 @@ def _images(source: Path, split: str) -> list[tuple[Path, str]]:
 
 
 def jpeg_at_bpp(img: Image.Image, bpp: float) -> tuple[bytes, float]:
-    """The JPEG of ``img`` whose bpp is closest to ``bpp`` (a binary search over quality)."""
+    """The JPEG of ``img`` whose bpp is closest to ``bpp`` (a binary search over quality), with
+    optimised Huffman tables, and one channel where the image is grey: the smallest JPEG
+    Pillow makes at each quality, so JPEG reaches as low a rate as it can."""
     w, h = img.size
+    a = np.asarray(img)
+    if img.mode == "RGB" and (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+        img = img.convert("L")
 
     def enc(q: int) -> bytes:
         buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=q)
+        img.save(buf, "JPEG", quality=q, optimize=True)
         return buf.getvalue()
 
     lo, hi = 0, len(JPEG_QUALITIES) - 1
@@ -130,10 +141,26 @@ def _train(cfg: UtilityConfig, spec: InputSpec, arch: str, out: Path, seed: int)
     return train_classifier(tc, log=lambda rec: None)["history"][-1]
 
 
+#: The per-step cost comparison: (name, model, input) for a 224-px image and its 14×14 ŷ.
+COST_MODELS = (("ResNet-18", "resnet18", "224-px pixels"), ("sResNet-18", "sresnet18", "14×14 ŷ"),
+               ("cResNet-18", "cresnet18", "14×14 ŷ"))
+
+
+def _stem(model: torch.nn.Module) -> torch.nn.Module:
+    """What a model runs before its ResNet stages: the pixel stem, or the ŷ entry."""
+    if hasattr(model, "entry"):
+        return model.entry
+    return torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+
+
 def step_cost(batch: int = 32, reps: int = 3, latent_channels: int = 96) -> dict:
-    """Milliseconds of one SGD step (forward, backward, update) of sResNet-18 on a 14×14 ŷ
-    batch and of ResNet-18 on a 224-px pixel batch, on this machine's CPU."""
-    from pipeline.models.registry import create_model
+    """One SGD step (forward, backward, update) of each of `COST_MODELS` on this machine's
+    CPU, in milliseconds, and its forward GFLOPs per image, split into the stem (pixel stem or
+    ŷ entry) and the rest. sResNet's stem ends where ResNet's does (64 channels at 56×56), so
+    the two share every stage after it: only the stems can make their costs differ."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.models.registry import MODELS, create_model
 
     def time_step(model, x) -> float:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -148,12 +175,24 @@ def step_cost(batch: int = 32, reps: int = 3, latent_channels: int = 96) -> dict
             times.append(time.perf_counter() - t)
         return 1e3 * float(np.median(times[1:]))
 
-    torch.manual_seed(0)
-    latent = time_step(create_model("sresnet18", latent_channels, 1000),
-                       torch.randn(batch, latent_channels, 14, 14))
-    pixels = time_step(create_model("resnet18", 3, 1000), torch.randn(batch, 3, 224, 224))
-    return {"batch": batch, "sresnet18_latent_ms": latent, "resnet18_pixels_ms": pixels,
-            "speedup": pixels / latent}
+    def gflops(module, x) -> float:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            module(x)
+        return fc.get_total_flops() / 1e9
+
+    rows = []
+    for name, arch, what in COST_MODELS:
+        torch.manual_seed(0)
+        latent = MODELS[arch].input == "latent"
+        model = create_model(arch, latent_channels if latent else 3, 1000)
+        shape = (latent_channels, 14, 14) if latent else (3, 224, 224)
+        one = torch.randn(1, *shape)
+        model.eval()
+        total, stem = gflops(model, one), gflops(_stem(model), one)
+        model.train()
+        rows.append({"model": name, "arch": arch, "input": what, "gflops": total, "stem_gflops": stem,
+                     "ms": time_step(model, torch.randn(batch, *shape))})
+    return {"batch": batch, "rows": rows}
 
 
 def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
@@ -172,6 +211,7 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
         rows.append(row)
         on_row(row)
 
+    jpeg_for = cfg.jpeg_match or next(iter(cfg.codecs))
     for method, checkpoints in cfg.codecs.items():
         for i, ck in enumerate(checkpoints):
             ds = work / "latents" / f"{method}-{i}"
@@ -183,6 +223,8 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
             latent = InputSpec(str(ds), window=(cfg.window, cfg.window), batch_size=cfg.batch_size,
                                workers=cfg.workers)
             run(UtilityRow(f"{method} ŷ", ck, bpp), latent, cfg.latent_arch, f"{method}-{i}")
+            if jpeg_for not in ("all", method):
+                continue
             jpegs = work / "jpeg" / f"{method}-{i}"
             reached = write_jpeg_copy(source, jpegs, bpp)
             run(UtilityRow("JPEG pixels", f"matched to {method} ŷ", reached, target_bpp=bpp),
