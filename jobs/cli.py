@@ -288,9 +288,24 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
               train_per_class: int = typer.Option(None, help="Train crops per class (default 40)."),
               val_per_class: int = typer.Option(None, help="Val crops per class (default 10)."),
               size: int = typer.Option(None, help="Crop side in px (default 128)."),
-              seed: int = typer.Option(0)):
+              seed: int = typer.Option(0),
+              detection: bool = typer.Option(False, "--detection", help="VOC-layout detection and "
+                                             "segmentation scenes instead (objects cut from the colour "
+                                             "photos pasted on grey textures; exact boxes and masks)."),
+              train_scenes: int = typer.Option(160, help="With --detection: train scenes."),
+              val_scenes: int = typer.Option(40, help="With --detection: val scenes.")):
     """Build a CPU-sized labelled task from the bundled photos (classes = photos; base/novel split)."""
     from pipeline.tasks import make_photo_task, task_recipe
+
+    if detection:
+        from pipeline.scenes import SceneTask, make_scene_task
+
+        meta = make_scene_task(out, SceneTask(train=train_scenes, val=val_scenes, seed=seed))
+        c = meta["counts"]
+        console.print(f"{train_scenes} train and {val_scenes} val scenes in {out}/VOC2007: {c['objects']} "
+                      f"objects ({c['difficult']} difficult, {c['truncated']} truncated), {c['empty']} "
+                      f"empty scenes, {len(meta['classes'])} classes; novel: {', '.join(meta['novel'])}")
+        return
 
     meta = make_photo_task(out, task_recipe(kind, train_per_class=train_per_class,
                                             val_per_class=val_per_class, size=size, seed=seed))

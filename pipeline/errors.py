@@ -23,6 +23,7 @@ class Reason(StrEnum):
     MISSING = "missing"  # a listed file that is not there or not readable by this user
     READ_ERROR = "read-error"  # storage kept failing through the retries (I/O, time-out)
     ENCODE_ERROR = "encode-error"  # the codec raised on this image
+    BAD_ANNOTATION = "bad-annotation"  # its annotation (boxes, mask) cannot be read or used
 
     @property
     def retryable(self) -> bool:

@@ -184,3 +184,59 @@ def _orientation(im: Image.Image) -> int:
         return int(im.getexif().get(0x0112, 0) or 0)
     except Exception:  # noqa: BLE001
         return 0
+
+
+IGNORE_INDEX = 255  # a class mask's "void": pixels no loss or metric counts
+
+
+def voc_palette() -> list[int]:
+    """VOC's colour map (index → RGB, bit-interleaved), 256 entries, flattened for putpalette."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def prepare_mask(data: bytes, policy: ImagePolicy, orig_hw: tuple[int, int]) -> np.ndarray:
+    """A class mask (palette or grey PNG of class indices, 255 = ignore) taken through the same
+    resize and crop as its image, nearest-neighbour so no index is invented: uint8 [enc H, W].
+
+    The mask must have the size of the image as decoded (after EXIF orientation); anything
+    else is an ImageError(bad-annotation) naming both sizes."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()
+    except Exception as exc:  # noqa: BLE001 - any undecodable mask is this sample's failure
+        raise ImageError(Reason.BAD_ANNOTATION, f"the mask is not a readable image ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if im.mode not in ("P", "L"):
+        raise ImageError(Reason.BAD_ANNOTATION, f"the mask is a {im.mode} image; a class mask is a palette "
+                         "(P) or grey (L) PNG of class indices")
+    if (im.height, im.width) != tuple(orig_hw):
+        raise ImageError(Reason.BAD_ANNOTATION, f"the mask is {im.width}x{im.height} px, the image "
+                         f"{orig_hw[1]}x{orig_hw[0]}: a mask must cover its image pixel for pixel")
+    m = Image.fromarray(np.asarray(im, dtype=np.uint8), "L")
+    if policy.size:
+        nw, nh = target_size(m.width, m.height, policy)
+        if (nw, nh) != m.size:
+            m = m.resize((nw, nh), Image.Resampling.NEAREST)
+        if policy.crop:
+            left, top = (nw - policy.size) // 2, (nh - policy.size) // 2
+            m = m.crop((left, top, left + policy.size, top + policy.size))
+    return np.asarray(m, dtype=np.uint8)
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A class mask as the palette PNG a sample stores (VOC's colours, so viewers show it)."""
+    im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), "P")
+    im.putpalette(voc_palette())
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()

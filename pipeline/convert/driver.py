@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import fsspec
-import pyarrow as pa
 import torch
 
 from pipeline.codec import checkpoint
@@ -217,7 +216,7 @@ def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
     """Keys whose latest row in the shard indices is a failure with a transient reason."""
     cols = ["key", "split", "status", "reason"]
     tables = [idx.read_table(layout.shard_index(n)).select(cols) for n in names]
-    table = idx.latest_rows(pa.concat_tables(tables))
+    table = idx.latest_rows(idx.concat(tables))
     out: dict[str, list[str]] = {}
     for r in table.to_pylist():
         if r["status"] == idx.FAILED and r["reason"] in RETRYABLE:

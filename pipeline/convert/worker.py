@@ -21,7 +21,7 @@ import torch
 from pipeline.codec.codec import Codec, EncodedLatent
 from pipeline.convert.plan import Entry, ShardTask
 from pipeline.errors import ConfigError, ImageError, Reason, redact
-from pipeline.images import DECODE, ImagePolicy, PreparedImage, prepare_image
+from pipeline.images import DECODE, ImagePolicy, PreparedImage, mask_png, prepare_image, prepare_mask
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write
 from pipeline.shards.tar import TarBuilder
@@ -110,19 +110,44 @@ class Progress:
         return idx.bits_per_pixel(self.latent_bytes, self.pixels)
 
 
-def _load(item: SourceItem, policy: ImagePolicy) -> tuple[bytes | None, PreparedImage | ImageError]:
+def _read(uri: str, what: str = "") -> bytes | ImageError:
     try:
-        data = read_bytes(item.uri)
+        return read_bytes(uri)
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        return None, ImageError(MISSING, f"{type(exc).__name__}: {exc}")
+        return ImageError(MISSING, f"{what}{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - any other filesystem error is this sample's failure
-        return None, ImageError(READ_ERROR, f"{type(exc).__name__}: {exc}")
+        return ImageError(READ_ERROR, f"{what}{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One source item read and made ready: its bytes, the prepared image (or why not), and
+    the PNG of its class mask where it has one."""
+
+    data: bytes | None
+    image: PreparedImage | ImageError
+    mask: bytes | None = None
+
+
+def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
+    data = _read(item.uri)
+    if isinstance(data, ImageError):
+        return Loaded(None, data)
     try:
-        return data, prepare_image(data, policy)
+        img = prepare_image(data, policy)
     except ImageError as exc:
-        return data, exc
+        return Loaded(data, exc)
     except Exception as exc:  # noqa: BLE001 - an unforeseen decoder bug is still one sample's failure
-        return data, ImageError(DECODE, f"{type(exc).__name__}: {exc}")
+        return Loaded(data, ImageError(DECODE, f"{type(exc).__name__}: {exc}"))
+    if item.mask is None:
+        return Loaded(data, img)
+    raw = _read(item.mask, f"its mask {redact(item.mask)}: ")
+    if isinstance(raw, ImageError):  # a missing mask fails the sample: nothing is dropped silently
+        return Loaded(data, raw)
+    try:
+        return Loaded(data, img, mask_png(prepare_mask(raw, policy, img.orig_hw)))
+    except ImageError as exc:
+        return Loaded(data, exc)
 
 
 def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[EncodedLatent | Exception]:
@@ -178,7 +203,7 @@ def _failure_row(task: ShardTask, e: Entry, reason: str, etype: str, detail: str
         source_bytes=len(data) if data is not None else None,
         source_sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
         label=getattr(e, "label", None), label_name=getattr(e, "label_name", None),
-        targets=getattr(e, "targets", None))
+        targets=getattr(e, "targets", None), num_boxes=_num_boxes(getattr(e, "targets", None)))
 
 
 def _chunks(seq: tuple, n: int) -> Iterable[tuple]:
@@ -197,7 +222,7 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
             items = [e for e in chunk if isinstance(e, SourceItem)]
             loaded = dict(zip((i.key for i in items),
                               pool.map(lambda it: _load(it, opts.policy), items), strict=True))
-            prepared = [loaded[i.key][1] if isinstance(loaded[i.key][1], PreparedImage) else None
+            prepared = [loaded[i.key].image if isinstance(loaded[i.key].image, PreparedImage) else None
                         for i in items]
             latents = dict(zip((i.key for i in items),
                                _encode_chunk(codec, prepared, opts.batch_size), strict=True))
@@ -223,7 +248,7 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
 def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) -> idx.IndexRow:
     if isinstance(e, ListingFailure):
         return _failure_row(task, e, e.reason, "ListingError", e.detail)
-    data, img = loaded[e.key]
+    data, img = loaded[e.key].data, loaded[e.key].image
     if isinstance(img, ImageError):
         return _failure_row(task, e, img.reason, "ImageError", img.detail, data)
     encoded = latents[e.key]
@@ -235,7 +260,7 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     row = idx.IndexRow(
         key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=redact(e.uri),
         source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest(),
-        label=e.label, label_name=e.label_name, targets=e.targets,
+        label=e.label, label_name=e.label_name, targets=e.targets, num_boxes=_num_boxes(e.targets),
         orig_h=img.orig_hw[0], orig_w=img.orig_hw[1],
         enc_h=img.enc_hw[0], enc_w=img.enc_hw[1], padded_h=img.padded_hw[0],
         padded_w=img.padded_hw[1], latent_c=c, latent_h=lh, latent_w=lw, valid_h=vh, valid_w=vw,
@@ -244,6 +269,17 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
         codec_fingerprint=fp, source_mode=img.source_mode, exif_transposed=img.exif_transposed)
     m_json = tar.add(f"{e.key}.json", _sample_json(e, img, latent, row))
     m_cls = tar.add(f"{e.key}.cls", str(e.label).encode()) if e.label is not None else None
+    mask = loaded[e.key].mask
+    m_mask = tar.add(f"{e.key}.mask.png", mask) if mask is not None else None
     return dataclasses.replace(
         row, json_offset=m_json.offset, json_size=m_json.size,
-        cls_offset=m_cls.offset if m_cls else None, cls_size=m_cls.size if m_cls else None)
+        cls_offset=m_cls.offset if m_cls else None, cls_size=m_cls.size if m_cls else None,
+        mask_offset=m_mask.offset if m_mask else None, mask_size=m_mask.size if m_mask else None)
+
+
+def _num_boxes(targets: str | None) -> int | None:
+    """How many boxes a sample's targets hold (None where the source has no boxes)."""
+    if not targets:
+        return None
+    boxes = json.loads(targets).get("boxes")
+    return None if boxes is None else len(boxes)

@@ -56,6 +56,10 @@ class IndexRow:
     codec_fingerprint: str | None = None
     source_mode: str | None = None
     exif_transposed: bool | None = None
+    # added with detection and segmentation sources; indices written before lack them
+    num_boxes: int | None = None  # boxes in ``targets`` (None: the source has no boxes)
+    mask_offset: int | None = None  # KEY.mask.png, where the source has a class mask
+    mask_size: int | None = None
 
 
 # Field annotations are strings ("int | None"): their first word names the Arrow type.
@@ -91,6 +95,11 @@ def table_bytes(table: pa.Table, metadata: dict[str, dict] | None = None) -> byt
             w.add_key_value_metadata(
                 {k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in metadata.items()})
     return buf.getvalue()
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    """Index tables as one, in order; one written before a column was added reads it as null."""
+    return pa.concat_tables(tables, promote_options="default") if tables else to_table([])
 
 
 def latest_rows(table: pa.Table) -> pa.Table:

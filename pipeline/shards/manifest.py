@@ -37,7 +37,7 @@ def merge_indices(layout: Layout, shard_names: list[str]) -> tuple[pa.Table, pa.
     failure that now converts leaves the ledger, one that failed again stays once.
     """
     tables = [idx.read_table(layout.shard_index(n)) for n in shard_names]
-    table = idx.latest_rows(pa.concat_tables(tables) if tables else idx.to_table([]))
+    table = idx.latest_rows(idx.concat(tables))
     ok = table.filter(pc.equal(table["status"], idx.OK))
     failed = table.filter(pc.equal(table["status"], idx.FAILED))
     atomic_write(layout.index, idx.table_bytes(ok))

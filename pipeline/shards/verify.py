@@ -117,10 +117,9 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
 def _check_merged(rep: VerifyReport, ds: LatentDataset, shard_tables: list) -> None:
     """index.parquet and failures.parquet hold exactly the per-shard indices' rows, merged
     (a retried key keeps its latest row): what `decode` and `inspect` read is what was checked."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = idx.latest_rows(pa.concat_tables(shard_tables) if shard_tables else idx.to_table([]))
+    table = idx.latest_rows(idx.concat(shard_tables))
     for part, url, status in (("index.parquet", ds.layout.index, idx.OK),
                               ("failures.parquet", ds.layout.failures, idx.FAILED)):
         want = table.filter(pc.equal(table["status"], status))
@@ -156,9 +155,9 @@ def _check_rows(rep, name, rows, members, data, codec, chosen, fingerprint) -> N
             rep.faults.append(Fault(name, key, "latent member missing from tar"))
             continue
         blob = member[1]
-        for ext in ("latent", "json", "cls"):
-            if r[f"{ext}_offset"] is not None and not _points_at(
-                    data, members, f"{key}.{ext}", r[f"{ext}_offset"], r[f"{ext}_size"]):
+        for ext, col in (("latent", "latent"), ("json", "json"), ("cls", "cls"), ("mask.png", "mask")):
+            if r.get(f"{col}_offset") is not None and not _points_at(
+                    data, members, f"{key}.{ext}", r[f"{col}_offset"], r[f"{col}_size"]):
                 rep.faults.append(Fault(name, key, f"index offset/size do not point at {key}.{ext}"))
         if r["codec_fingerprint"] != fingerprint:
             rep.faults.append(Fault(name, key, "index row names another codec fingerprint"))

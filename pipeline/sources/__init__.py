@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from pipeline.errors import SourceError
 from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
 from pipeline.sources.imagefolder import list_imagefolder
 from pipeline.sources.imagenet import list_imagenet
 from pipeline.sources.openimages import list_openimages
 from pipeline.sources.uris import list_uris
+from pipeline.sources.voc import find_voc_root, list_voc
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -19,6 +21,7 @@ READERS: dict[str, Callable[..., Listing]] = {
     "imagenet": list_imagenet,
     "openimages": list_openimages,
     "uris": list_uris,
+    "voc": list_voc,
 }
 
 
@@ -35,6 +38,11 @@ def detect_format(root: str) -> str:
         return "openimages"
     if fs.glob(f"{base}/**/LOC_synset_mapping.txt"):
         return "imagenet"
+    try:
+        find_voc_root(fs, base)
+        return "voc"
+    except SourceError:
+        pass
     top = fs.ls(base, detail=True) if fs.isdir(base) else []
     if top and all(e["type"] == "file" and e["name"].lower().endswith((".parquet", ".csv")) for e in top) \
             and any(e["name"].lower().endswith(".parquet") for e in top):

@@ -28,6 +28,7 @@ class SourceItem:
     label: int | None = None
     label_name: str | None = None
     targets: str | None = None  # canonical JSON of richer targets (multi-label, boxes), if any
+    mask: str | None = None  # URI of a segmentation class mask (palette PNG, 255 = ignore)
 
 
 def targets_json(obj: dict) -> str:
