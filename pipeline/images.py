@@ -219,10 +219,15 @@ def prepare_mask(data: bytes, policy: ImagePolicy, orig_hw: tuple[int, int]) -> 
     if im.mode not in ("P", "L"):
         raise ImageError(Reason.BAD_ANNOTATION, f"the mask is a {im.mode} image; a class mask is a palette "
                          "(P) or grey (L) PNG of class indices")
-    if (im.height, im.width) != tuple(orig_hw):
-        raise ImageError(Reason.BAD_ANNOTATION, f"the mask is {im.width}x{im.height} px, the image "
-                         f"{orig_hw[1]}x{orig_hw[0]}: a mask must cover its image pixel for pixel")
-    m = Image.fromarray(np.asarray(im, dtype=np.uint8), "L")
+    return fit_mask(np.asarray(im, dtype=np.uint8), policy, orig_hw)
+
+
+def fit_mask(mask: np.ndarray, policy: ImagePolicy, orig_hw: tuple[int, int]) -> np.ndarray:
+    """A class mask of the decoded image's size through that image's resize and crop."""
+    if mask.shape != tuple(orig_hw):
+        raise ImageError(Reason.BAD_ANNOTATION, f"the mask is {mask.shape[1]}x{mask.shape[0]} px, the "
+                         f"image {orig_hw[1]}x{orig_hw[0]}: a mask must cover its image pixel for pixel")
+    m = Image.fromarray(mask, "L")
     if policy.size:
         nw, nh = target_size(m.width, m.height, policy)
         if (nw, nh) != m.size:

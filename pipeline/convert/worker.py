@@ -21,11 +21,20 @@ import torch
 from pipeline.codec.codec import Codec, EncodedLatent
 from pipeline.convert.plan import Entry, ShardTask
 from pipeline.errors import ConfigError, ImageError, Reason, redact
-from pipeline.images import DECODE, ImagePolicy, PreparedImage, mask_png, prepare_image, prepare_mask
+from pipeline.images import (
+    DECODE,
+    ImagePolicy,
+    PreparedImage,
+    fit_mask,
+    mask_png,
+    prepare_image,
+    prepare_mask,
+)
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
+from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
 
 READ_ERROR, MISSING, ENCODE_ERROR = Reason.READ_ERROR, Reason.MISSING, Reason.ENCODE_ERROR
 #: reasons `convert --retry-failed` tries again: the storage may answer now
@@ -141,13 +150,20 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
         return Loaded(data, ImageError(DECODE, f"{type(exc).__name__}: {exc}"))
     if item.mask is None:
         return Loaded(data, img)
-    raw = _read(item.mask, f"its mask {redact(item.mask)}: ")
-    if isinstance(raw, ImageError):  # a missing mask fails the sample: nothing is dropped silently
-        return Loaded(data, raw)
     try:
-        return Loaded(data, img, mask_png(prepare_mask(raw, policy, img.orig_hw)))
+        if item.mask == MASK_FROM_TARGETS:  # COCO: drawn from the polygons / RLE in the targets
+            mask = fit_mask(render_class_mask(json.loads(item.targets)), policy, img.orig_hw)
+        else:
+            raw = _read(item.mask, f"its mask {redact(item.mask)}: ")
+            if isinstance(raw, ImageError):  # a missing mask fails the sample: nothing dropped silently
+                return Loaded(data, raw)
+            mask = prepare_mask(raw, policy, img.orig_hw)
+        return Loaded(data, img, mask_png(mask))
     except ImageError as exc:
         return Loaded(data, exc)
+    except Exception as exc:  # noqa: BLE001 - malformed polygons / RLE: this sample's failure
+        return Loaded(data, ImageError(Reason.BAD_ANNOTATION, f"its segmentation cannot be drawn "
+                                       f"({type(exc).__name__}: {exc})"))
 
 
 def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[EncodedLatent | Exception]:

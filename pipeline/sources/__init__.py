@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pipeline.errors import SourceError
 from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
+from pipeline.sources.coco import list_coco
 from pipeline.sources.imagefolder import list_imagefolder
 from pipeline.sources.imagenet import list_imagenet
 from pipeline.sources.openimages import list_openimages
@@ -17,6 +18,7 @@ _WNID = re.compile(r"n\d{8}")
 
 #: format name → reader(root, split) -> Listing. ``split=None``: every split the layout has.
 READERS: dict[str, Callable[..., Listing]] = {
+    "coco": list_coco,
     "imagefolder": list_imagefolder,
     "imagenet": list_imagenet,
     "openimages": list_openimages,
@@ -36,6 +38,8 @@ def detect_format(root: str) -> str:
     if fs.glob(f"{base}/**/*annotations-human-imagelabels*.csv") or fs.glob(
             f"{base}/**/*class-descriptions*.csv"):
         return "openimages"
+    if fs.glob(f"{base}/annotations/instances_*.json"):
+        return "coco"
     if fs.glob(f"{base}/**/LOC_synset_mapping.txt"):
         return "imagenet"
     try:
