@@ -105,7 +105,7 @@ def _shuffle(a: np.ndarray) -> bytes:
 class CachedSample:
     pos: int
     key: str
-    target: int
+    target: int | bytes  # the class index, or a detection/segmentation payload (loader.targets)
     y_hat: torch.Tensor
 
 
@@ -125,11 +125,14 @@ class LatentCache:
         self._full_logged = False
 
     @classmethod
-    def for_dataset(cls, root: str | os.PathLike, data, max_bytes: int = 20 * 2**30) -> LatentCache:
+    def for_dataset(cls, root: str | os.PathLike, data, max_bytes: int = 20 * 2**30,
+                    target: str = "class") -> LatentCache:
         """The cache under ``root`` of an opened ``LatentDataset``: keyed by its location (local
-        paths made absolute) and its codec fingerprint."""
+        paths made absolute), its codec fingerprint and the kind of target it keeps beside ŷ
+        (class indices, or detection / segmentation payloads: one cache file each)."""
         url = data.layout.root
-        return cls(root, url if "://" in url else os.path.abspath(url), data.fingerprint, max_bytes)
+        url = url if "://" in url else os.path.abspath(url)
+        return cls(root, url if target == "class" else f"{url}#{target}", data.fingerprint, max_bytes)
 
     # -- connection (one per process: DataLoader workers are forked) --------------------------
     @property

@@ -19,6 +19,7 @@ from pipeline.codec.codec import Codec
 from pipeline.errors import ConfigError, LatentShardsError
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
+from pipeline.loader.targets import TARGETS, build_target, choose_crop, crop_latent, pack_payload
 from pipeline.shards.dataset import LatentDataset
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ class LatentLoaderConfig:
     strict: bool = False  # raise on a corrupt sample instead of skipping it
     cache: str | None = None  # local directory of the warm decoded-latent cache; None: no cache
     cache_max_bytes: int = 20 * 2**30  # evict least-recently-used shards beyond this
+    target: str = "class"  # "class": the class index; "detection" / "segmentation": a dict
+    min_visible: float = 0.3  # detection: a cropped box keeps at least this share of its area
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ConfigError(f"target is one of {', '.join(TARGETS)}, not {self.target!r}")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -59,7 +66,7 @@ class LatentShardDataset(IterableDataset):
         self._shard_bytes = {s["name"]: s["tar_bytes"] for s in shards}
         self.cache = None
         if cfg.cache:
-            self.cache = LatentCache.for_dataset(cfg.cache, self.data, cfg.cache_max_bytes)
+            self.cache = LatentCache.for_dataset(cfg.cache, self.data, cfg.cache_max_bytes, cfg.target)
             # before any worker starts (they then find the file ready); evicts shards that left the dataset
             # (every split's shards: the train and val loaders share one cache file)
             self.cache.prepare(s["tar_sha256"] for s in self.data.manifest["shards"])
@@ -142,8 +149,12 @@ class LatentShardDataset(IterableDataset):
             self._codec = self.data.load_codec()
         return self._codec
 
-    def _target(self, sample: dict) -> int:
-        """The class index, or -1 for an unlabelled sample (ignored by the training loss)."""
+    def _target(self, sample: dict) -> int | bytes:
+        """The class index (-1 for an unlabelled sample, ignored by the training loss), or for
+        detection and segmentation the sample's JSON and mask (`targets.pack_payload`), turned
+        into a target dict once the crop is known."""
+        if self.cfg.target != "class":
+            return pack_payload(sample["json"], sample.get("mask.png"))
         cls = sample.get("cls")
         return int(cls) if cls is not None else -1
 
@@ -188,7 +199,10 @@ class LatentShardDataset(IterableDataset):
         expected, yielded = sum(s.stop - s.start for s in slices), 0
         for y_hat, target in items:
             yielded += 1
-            yield stages.crop_and_flip(y_hat, self.cfg.window, rng), target
+            crop = choose_crop((y_hat.shape[1], y_hat.shape[2]), self.cfg.window, rng)
+            if self.cfg.target != "class":
+                target = build_target(self.cfg.target, target, crop, self.cfg.min_visible)
+            yield crop_latent(y_hat, crop), target
         if yielded < expected:
             log.warning("epoch %d, rank %d, worker %d: %d sample(s) skipped as corrupt or unreadable",
                         epoch, rank, wid, expected - yielded)
@@ -197,7 +211,17 @@ class LatentShardDataset(IterableDataset):
                 # so DDP never waits forever for a rank that lost samples.
                 filler = torch.zeros(self.data.manifest["codec"]["M"], *self.cfg.window)
                 for _ in range(expected - yielded):
-                    yield filler, -1
+                    yield filler, self._filler_target()
+
+    def _filler_target(self):
+        """What a placeholder carries: nothing a loss counts."""
+        if self.cfg.target == "class":
+            return -1
+        h, w = (16 * v for v in self.cfg.window)
+        if self.cfg.target == "segmentation":
+            return {"mask": torch.full((h, w), 255, dtype=torch.int64)}
+        return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                "difficult": torch.zeros(0, dtype=torch.bool), "iscrowd": torch.zeros(0, dtype=torch.bool)}
 
     #: decoded samples held before they are written to the cache together
     CACHE_WRITE_BATCH = 64

@@ -95,17 +95,9 @@ def shuffle(samples: Iterable, buffer: int, rng: random.Random) -> Iterator:
 def crop_and_flip(y: torch.Tensor, window: tuple[int, int] | None, rng: random.Random | None) -> torch.Tensor:
     """Random (``rng``) or centre (``rng=None``) crop of a fixed latent window, random h-flip.
 
-    A grid smaller than the window is zero-padded on the right/bottom first.
+    A grid smaller than the window is zero-padded on the right/bottom first. (With targets
+    that move with the crop, see `pipeline.loader.targets`.)
     """
-    if window is not None:
-        wh, ww = window
-        ph, pw = max(0, wh - y.shape[1]), max(0, ww - y.shape[2])
-        if ph or pw:
-            y = torch.nn.functional.pad(y, (0, pw, 0, ph))
-        h, w = y.shape[1:]
-        top = rng.randint(0, h - wh) if rng else (h - wh) // 2
-        left = rng.randint(0, w - ww) if rng else (w - ww) // 2
-        y = y[:, top : top + wh, left : left + ww]
-    if rng is not None and rng.random() < 0.5:
-        y = y.flip(-1)
-    return y.contiguous()
+    from pipeline.loader.targets import choose_crop, crop_latent
+
+    return crop_latent(y, choose_crop((y.shape[1], y.shape[2]), window, rng))

@@ -1,0 +1,145 @@
+"""Detection and segmentation targets, transformed exactly with the latent crop and flip.
+
+Coordinates: a latent cell covers 16×16 pixels of the encoded image (the image the codec
+saw, after the converter's resize). Boxes come out in **pixels of the latent window**:
+``(x, y)`` in ``[0, 16·w] × [0, 16·h]`` for a window of ``h × w`` cells, xyxy, the
+origin at the window's top-left corner; divide by 16 for latent-grid units. Masks come out
+at 16× the window (one label per pixel of the window), 255 where nothing is known (outside
+the image, on VOC's void band, crowd regions).
+
+Rules, applied in this order:
+
+1. crop: the window ``[16·left, 16·(left + w)) × [16·top, 16·(top + h))`` of the encoded
+   image; a box is clipped to the window and to the image, and kept only if what remains is
+   at least ``min_visible`` of its area (default 0.3) and at least one pixel on each side;
+2. flip (horizontal): ``x → 16·w − x`` for boxes (xmin and xmax swap), the mask mirrored.
+
+A grid smaller than the window is zero-padded on the right and bottom (the loader's rule for
+ŷ); boxes are untouched by it and the mask is 255 there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.errors import ConfigError
+
+CELL = 16  # pixels per latent cell along each side
+IGNORE = 255
+TARGETS = ("class", "detection", "segmentation")
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where a latent window sits in its grid (cells), and whether it is mirrored."""
+
+    top: int
+    left: int
+    height: int  # window, cells
+    width: int
+    flip: bool
+
+
+def choose_crop(grid_hw: tuple[int, int], window: tuple[int, int] | None, rng: random.Random | None) -> Crop:
+    """A random (``rng``) or centre (``rng=None``) window and a random flip. The random
+    draws are the loader's since its first version: top, left, then the flip."""
+    h, w = grid_hw
+    if window is None:
+        wh, ww, top, left = h, w, 0, 0
+    else:
+        wh, ww = window
+        ph, pw = max(h, wh), max(w, ww)  # after padding a small grid
+        top = rng.randint(0, ph - wh) if rng else (ph - wh) // 2
+        left = rng.randint(0, pw - ww) if rng else (pw - ww) // 2
+    flip = rng is not None and rng.random() < 0.5
+    return Crop(top, left, wh, ww, flip)
+
+
+def crop_latent(y: torch.Tensor, crop: Crop) -> torch.Tensor:
+    ph, pw = max(0, crop.top + crop.height - y.shape[1]), max(0, crop.left + crop.width - y.shape[2])
+    if ph or pw:
+        y = torch.nn.functional.pad(y, (0, pw, 0, ph))
+    y = y[:, crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]
+    return (y.flip(-1) if crop.flip else y).contiguous()
+
+
+def crop_boxes(boxes: np.ndarray, image_hw: tuple[int, int], crop: Crop,
+               min_visible: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``[K, 4]`` (xyxy, encoded-image pixels) in window pixels, and which were kept."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0 = crop.left * CELL, crop.top * CELL
+    W, H = crop.width * CELL, crop.height * CELL
+    ih, iw = image_hw
+    lo = np.array([max(x0, 0), max(y0, 0)] * 2, dtype=np.float64)
+    hi = np.array([min(x0 + W, iw), min(y0 + H, ih)] * 2, dtype=np.float64)
+    clipped = np.clip(boxes, lo, hi)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    keep = (cw >= 1) & (ch >= 1) & (cw * ch >= min_visible * np.maximum(area, 1e-12))
+    out = clipped[keep] - np.array([x0, y0, x0, y0], dtype=np.float64)
+    if crop.flip:
+        out = np.stack([W - out[:, 2], out[:, 1], W - out[:, 0], out[:, 3]], axis=1)
+    return out.reshape(-1, 4), keep
+
+
+def crop_mask(mask: np.ndarray, crop: Crop) -> np.ndarray:
+    """The window's part of an encoded-size class mask, at 16× the window; 255 outside the image."""
+    H, W = crop.height * CELL, crop.width * CELL
+    y0, x0 = crop.top * CELL, crop.left * CELL
+    out = np.full((H, W), IGNORE, dtype=np.uint8)
+    sub = mask[y0 : y0 + H, x0 : x0 + W]
+    out[: sub.shape[0], : sub.shape[1]] = sub
+    return out[:, ::-1].copy() if crop.flip else out
+
+
+# -- a sample's target payload: its JSON and its mask PNG, one blob (what the warm cache keeps) --
+def pack_payload(sample_json: bytes, mask_png: bytes | None) -> bytes:
+    return struct.pack("<I", len(sample_json)) + sample_json + (mask_png or b"")
+
+
+def unpack_payload(blob: bytes) -> tuple[dict, np.ndarray | None]:
+    n = struct.unpack_from("<I", blob)[0]
+    meta = json.loads(blob[4 : 4 + n])
+    rest = blob[4 + n :]
+    return meta, (np.asarray(Image.open(io.BytesIO(rest))) if rest else None)
+
+
+def build_target(kind: str, blob: bytes, crop: Crop, min_visible: float = 0.3) -> dict:
+    """The target dict of one sample under ``crop``: for ``detection`` ``boxes`` (float32
+    [K, 4], window pixels), ``labels`` (int64), ``difficult`` and ``iscrowd`` (bool), and
+    ``masks`` where the sample has one; for ``segmentation`` ``mask`` (int64 [16h, 16w])."""
+    meta, mask = unpack_payload(blob)
+    if kind == "segmentation":
+        if mask is None:
+            raise ConfigError(f"sample {meta.get('key')} has no class mask: a segmentation loader needs "
+                              "a dataset converted from a source with masks (VOC SegmentationClass, COCO)")
+        return {"mask": torch.from_numpy(crop_mask(mask, crop).astype(np.int64))}
+    eh, ew = meta["enc_hw"]
+    boxes = (meta.get("targets") or {}).get("boxes") or []
+    xyxy = np.array([b["xyxy"] for b in boxes], dtype=np.float64).reshape(-1, 4) * np.array([ew, eh, ew, eh])
+    kept, keep = crop_boxes(xyxy, (eh, ew), crop, min_visible)
+    flags = [b.get("flags", {}) for b in boxes]
+    kept_rows = torch.from_numpy(keep)
+    target = {
+        "boxes": torch.from_numpy(kept.astype(np.float32)),
+        "labels": torch.tensor([b["label"] for b in boxes], dtype=torch.int64)[kept_rows],
+        "difficult": torch.tensor([bool(f.get("difficult")) for f in flags], dtype=torch.bool)[kept_rows],
+        "iscrowd": torch.tensor([bool(f.get("crowd")) for f in flags], dtype=torch.bool)[kept_rows],
+    }
+    if mask is not None:
+        target["mask"] = torch.from_numpy(crop_mask(mask, crop).astype(np.int64))
+    return target
+
+
+def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
+    """ŷ windows stacked (the loader's windows are equal), targets kept as a list of dicts
+    (their box counts differ): what torchvision's detection models take."""
+    return torch.stack([y for y, _ in batch]), [t for _, t in batch]

@@ -1,0 +1,120 @@
+"""Boxes and masks through the latent crop and flip: hand-made cases, a raster reference, and
+the loader end to end on converted detection scenes (cold and warm)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.loader.targets import Crop, choose_crop, crop_boxes, crop_latent, crop_mask
+
+
+def test_hand_made_boxes_under_crop_and_flip():
+    # encoded image 64 x 96 px (a 4 x 6 grid); window 2 x 3 cells at top 1, left 2:
+    # pixels x in [32, 80), y in [16, 48)
+    boxes = np.array([[40, 20, 60, 40],    # inside: moves by (-32, -16)
+                      [0, 0, 36, 30],      # 4 x 14 px of 36 x 30 left: under 30 %, dropped
+                      [70, 40, 96, 64]])   # 10 x 8 of 26 x 24 (13 %): dropped at 0.3, kept at 0.1
+    crop = Crop(top=1, left=2, height=2, width=3, flip=False)
+    out, keep = crop_boxes(boxes, (64, 96), crop)
+    assert keep.tolist() == [True, False, False] and out.tolist() == [[8, 4, 28, 24]]
+    out, keep = crop_boxes(boxes, (64, 96), crop, min_visible=0.1)
+    assert out.tolist() == [[8, 4, 28, 24], [38, 24, 48, 32]]
+    flipped, _ = crop_boxes(boxes, (64, 96), Crop(1, 2, 2, 3, True), min_visible=0.1)
+    assert flipped.tolist() == [[20, 4, 40, 24], [0, 24, 10, 32]]  # x -> 48 - x, ends swapped
+
+
+def test_hand_made_mask_under_crop_flip_and_padding():
+    mask = np.arange(32 * 48, dtype=np.int64).reshape(32, 48) % 7  # a 2 x 3 grid's image
+    m = crop_mask(mask.astype(np.uint8), Crop(1, 1, 2, 2, False))  # half off the bottom edge
+    assert m.shape == (32, 32)
+    assert (m[:16, :] == mask[16:32, 16:48]).all() and (m[16:, :] == 255).all()
+    f = crop_mask(mask.astype(np.uint8), Crop(0, 1, 2, 2, True))
+    assert (f == mask[:, 16:48][:, ::-1]).all()
+
+
+def test_boxes_agree_with_a_raster_reference():
+    """Random integer boxes and crops: each kept box is the tight box of its pixels after
+    cropping and mirroring a painted canvas; each dropped one kept under 30 % of its pixels."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        gh, gw = rng.integers(2, 6, 2)
+        ih, iw = gh * 16 - rng.integers(0, 16), gw * 16 - rng.integers(0, 16)
+        wh, ww = rng.integers(1, gh + 1), rng.integers(1, gw + 1)
+        crop = Crop(int(rng.integers(0, gh - wh + 1)), int(rng.integers(0, gw - ww + 1)), int(wh), int(ww),
+                    bool(rng.random() < 0.5))
+        x0, y0 = rng.integers(0, iw - 1), rng.integers(0, ih - 1)
+        box = np.array([[x0, y0, rng.integers(x0 + 1, iw + 1), rng.integers(y0 + 1, ih + 1)]])
+        canvas = np.zeros((gh * 16, gw * 16), bool)
+        canvas[box[0, 1] : box[0, 3], box[0, 0] : box[0, 2]] = True
+        win = canvas[crop.top * 16 : (crop.top + wh) * 16, crop.left * 16 : (crop.left + ww) * 16]
+        win = win[:, ::-1] if crop.flip else win
+        out, keep = crop_boxes(box, (ih, iw), crop)
+        if keep[0]:
+            ys, xs = np.nonzero(win)
+            assert out[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        else:
+            assert win.sum() < 0.3 * canvas.sum() or not win.any()
+
+
+def test_choose_crop_keeps_the_loaders_draws_and_pads_small_grids():
+    y = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    a = choose_crop((3, 4), (2, 2), random.Random(5))
+    r = random.Random(5)
+    assert (a.top, a.left, a.flip) == (r.randint(0, 1), r.randint(0, 2), r.random() < 0.5)
+    big = crop_latent(y, choose_crop((3, 4), (5, 4), None))
+    assert big.shape == (2, 5, 4) and (big[:, :3] == y).all() and (big[:, 3:] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def scenes_dataset(tmp_path_factory):
+    from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
+    from pipeline.images import ImagePolicy
+    from pipeline.scenes import SceneTask, make_scene_task
+
+    root = tmp_path_factory.mktemp("scenes")
+    make_scene_task(root / "voc", SceneTask(train=6, val=2, size=128, min_side=24, max_side=60))
+    convert_dataset(ConvertJob(str(root / "voc"), str(root / "ds"),
+                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
+    return root / "ds"
+
+
+def test_loader_yields_detection_and_segmentation_targets_cold_and_warm(scenes_dataset, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+    from pipeline.loader.targets import detection_collate
+
+    index = pd.read_parquet(scenes_dataset / "index.parquet").set_index("key")
+    cfg = LatentLoaderConfig(str(scenes_dataset), train=False, window=(6, 6), target="detection",
+                             min_visible=0.0001)
+    got = list(LatentShardDataset(cfg))
+    assert len(got) == 6
+    keys = list(index[index["split"] == "train"].index)
+    for (y, t), key in zip(got, keys, strict=True):
+        assert y.shape == (index.loc[key, "latent_c"], 6, 6) and t["mask"].shape == (96, 96)
+        # centre crop of an 8 x 8 grid: cells 1..7, pixels 16..112; boxes move by -16
+        boxes = json.loads(index.loc[key, "targets"])["boxes"]
+        px = np.array([b["xyxy"] for b in boxes]).reshape(-1, 4) * 128
+        want = np.clip(px, 16, 112) - 16
+        want = want[(want[:, 2] - want[:, 0] >= 1) & (want[:, 3] - want[:, 1] >= 1)]
+        np.testing.assert_allclose(t["boxes"].numpy().reshape(-1, 4), want, atol=1e-4)
+        assert t["labels"].dtype == torch.int64 and len(t["labels"]) == len(want)
+        # every kept box's class is painted inside it in the mask
+        for b, label in zip(t["boxes"].round().long().tolist(), t["labels"].tolist(), strict=True):
+            assert (t["mask"][b[1] : b[3], b[0] : b[2]] == label + 1).any()
+    ys, targets = detection_collate(got[:3])
+    assert ys.shape[0] == 3 and len(targets) == 3
+    # warm: the second pass reads ŷ and the payloads from the cache, and gives the same targets
+    wcfg = LatentLoaderConfig(str(scenes_dataset), window=(6, 6), target="detection", seed=3,
+                              cache=str(tmp_path / "cache"))
+    cold, warm = list(LatentShardDataset(wcfg)), list(LatentShardDataset(wcfg))
+    for (y1, t1), (y2, t2) in zip(cold, warm, strict=True):
+        assert torch.equal(y1, y2) and all(torch.equal(t1[k], t2[k]) for k in t1)
+    seg = list(LatentShardDataset(LatentLoaderConfig(str(scenes_dataset), split="val", train=False,
+                                                     window=(8, 8), target="segmentation")))
+    assert [tuple(t["mask"].shape) for _, t in seg] == [(128, 128)] * 2
+    assert all(set(t["mask"].unique().tolist()) >= {0} for _, t in seg)
