@@ -13,6 +13,7 @@ from jobs.cache_cli import cache_app
 from jobs.console import App, console, err, print_summary
 from jobs.console import fail as _fail
 from jobs.convert import convert
+from jobs.detect_cli import add_commands as add_detect_commands
 from jobs.eval_cli import eval_app
 
 app = App(add_completion=False, no_args_is_help=True,
@@ -106,6 +107,9 @@ def train_codec_cmd(
     task_patch: int = typer.Option(64, help="Task crop side (a multiple of 64)."),
     task_arch: str = typer.Option("sresnet18", help="The head on ŷ (sresnet*, cresnet*)."),
     task_quantise: str = typer.Option("noise", help="ŷ for the task while training: noise or ste."),
+    task_workers: int = typer.Option(0, help="> 0: stream the task crops with this many DataLoader "
+                                     "workers (ImageNet-sized task sources); 0: hold the task tree in "
+                                     "memory."),
     ray_workers: int = typer.Option(0, help="> 0: train on this many Ray Train workers (gradients "
                                     "averaged every step; rank 0 writes the checkpoint)."),
     gpus_per_worker: float = typer.Option(0.0, help="With --ray-workers: GPUs per worker."),
@@ -120,7 +124,7 @@ def train_codec_cmd(
                            init_from=init_from, source=source, workers=workers, utility=utility,
                            task_source=task_source, lmbda_t=lmbda_t,
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
-                           task_quantise=task_quantise)
+                           task_quantise=task_quantise, task_workers=task_workers)
     if ray_workers:
         from jobs.train import run_codec_ray
 
@@ -189,6 +193,7 @@ app.add_typer(eval_app, name="eval")
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 app.add_typer(train_app, name="train")
+add_detect_commands(train_app)
 
 
 @train_app.command("classify")

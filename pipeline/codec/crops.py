@@ -3,7 +3,9 @@
 `SourceCrops` is an endless ``IterableDataset``: each worker takes its share of the source's
 images (in a seeded order, new every pass), decodes each one (EXIF, colour, as the
 converter does) and yields a few random crops at random scales, flipped half the time.
-Nothing but the listing is held in memory, so a corpus of any size trains a codec.
+Nothing but the listing is held in memory, so a corpus of any size trains a codec. With
+``labelled=True`` each crop comes with its image's class index (the task batches of Eq. 6
+from a corpus as large as ImageNet); unlabelled images are then left out.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pipeline.sources.base import canonical_uri, read_bytes
 
 class SourceCrops(IterableDataset):
     def __init__(self, src: str, patch: int, scales=(1.0, 0.75, 0.5), split: str | None = "train",
-                 crops_per_image: int = 4, seed: int = 0):
+                 crops_per_image: int = 4, seed: int = 0, labelled: bool = False):
         super().__init__()
         src = canonical_uri(src)
         fmt = detect_format(src)
@@ -32,9 +34,16 @@ class SourceCrops(IterableDataset):
             listing = list_source(fmt, src, split=split)
         except SourceError:
             listing = list_source(fmt, src)  # a layout without that split: every image
-        self.uris = [i.uri for i in listing.items]
+        items = [i for i in listing.items if i.label is not None or not labelled]
+        self.uris = [i.uri for i in items]
+        self.labels = {i.uri: i.label for i in items}
+        self.classes, self.labelled = tuple(listing.classes), labelled
         if not self.uris:
-            raise SourceError(f"no image found under {src} to train a codec on")
+            raise SourceError(f"no {'labelled ' if labelled else ''}image found under {src} to train a "
+                              "codec on")
+        if labelled and len(self.classes) < 2:
+            raise SourceError(f"{src} has {len(self.classes)} class(es); a classification task needs "
+                              "2 or more")
         self.patch, self.scales, self.per_image, self.seed = patch, tuple(scales), crops_per_image, seed
 
     def __iter__(self):
@@ -55,7 +64,8 @@ class SourceCrops(IterableDataset):
                     continue
                 yielded = True
                 for _ in range(self.per_image):
-                    yield self._crop(img, rng)
+                    crop = self._crop(img, rng)
+                    yield (crop, self.labels[uri]) if self.labelled else crop
             if not yielded:
                 raise SourceError(f"none of this worker's {len(order[wid::workers])} image(s) could be read "
                                   f"(first: {redact(order[wid])}); check the source and its credentials")
@@ -85,3 +95,11 @@ def crop_batches(src: str, patch: int, batch_size: int, workers: int, scales, se
     loader = DataLoader(SourceCrops(src, patch, scales, seed=seed), batch_size=batch_size,
                         num_workers=workers, persistent_workers=workers > 0)
     return iter(loader)
+
+
+def labelled_batches(src: str, patch: int, batch_size: int, workers: int, seed: int,
+                     scales=(1.0, 0.75, 0.5)):
+    """(classes, an endless iterator of ``(crops, class indices)`` batches) from a labelled ``src``."""
+    ds = SourceCrops(src, patch, scales, seed=seed, labelled=True)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    return ds.classes, iter(loader)

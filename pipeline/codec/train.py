@@ -61,6 +61,8 @@ class CodecTrainConfig:
     task_patch: int = 64  # task crops (ŷ of 64 px is 4×4)
     task_arch: str = "sresnet18"
     task_quantise: str = "noise"  # or "ste": straight-through rounding
+    task_workers: int = 0  # > 0: task crops streamed by this many DataLoader workers (any corpus
+    # size); 0: the task tree's train images held in memory (small trees; what the shipped run used)
 
     def __post_init__(self):
         for name, v in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--patch", self.patch),
@@ -92,7 +94,8 @@ def cli_command(cfg: CodecTrainConfig) -> str:
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
             + (f" --utility {cfg.utility} --task-source {redact(cfg.task_source)} --lmbda-t {cfg.lmbda_t} "
                f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
-               f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}" if cfg.utility else ""))
+               f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}"
+               + (f" --task-workers {cfg.task_workers}" if cfg.task_workers else "") if cfg.utility else ""))
 
 
 def warm_start(model: torch.nn.Module, url: str) -> list[str]:
@@ -256,7 +259,14 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     main_params, aux_params = _split_params(model)
     head, task_crops = None, None
     if cfg.utility:
-        task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed + rank)
+        if cfg.task_workers:
+            from pipeline.codec.crops import labelled_batches
+
+            classes, labelled = labelled_batches(cfg.task_source, cfg.task_patch, cfg.task_batch_size,
+                                                 cfg.task_workers, cfg.seed + rank + 1)
+            task_crops = types.SimpleNamespace(classes=classes, batch=lambda n: next(labelled), rng=None)
+        else:
+            task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed + rank)
         head = ClassifyHead(cfg.M, task_crops.classes, cfg.task_arch).train().to(device)
         main_params = main_params + list(head.parameters())
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -268,7 +278,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
         model.load_state_dict(st["model"], strict=False)
         if head is not None:
             head.load_state_dict(st["head"])
-            task_crops.rng = st["task_rng"]
+            if task_crops.rng is not None:  # streamed task crops start afresh, like --source's
+                task_crops.rng = st["task_rng"]
         opt.load_state_dict(st["opt"])
         aux_opt.load_state_dict(st["aux_opt"])
         if not cfg.source:  # a streamed source starts its crops afresh on resume

@@ -125,6 +125,42 @@ def test_train_codec_with_a_classification_utility(tmp_path):
     assert verify(str(tmp_path / "ds")).ok
 
 
+def test_streamed_task_crops_carry_their_class_and_train_a_codec(tmp_path):
+    """--task-workers: the task batches stream from the labelled source (nothing held but the
+    listing); each crop's label is its image's class folder."""
+    import itertools
+
+    import numpy as np
+
+    from pipeline.codec import checkpoint
+    from pipeline.codec.crops import SourceCrops
+    from pipeline.tasks import make_photo_task, task_recipe
+
+    meta = make_photo_task(tmp_path / "task", task_recipe("photo-crops", train_per_class=2, val_per_class=1,
+                                                          size=64))
+    ds = SourceCrops(str(tmp_path / "task"), 64, labelled=True, crops_per_image=1)
+    assert ds.classes == tuple(sorted(meta["classes"]))  # a class tree: sorted folder names
+    train = tmp_path / "task" / "train"
+    means = {name: [float(np.asarray(Image.open(f), dtype=np.float64).mean())
+                    for f in sorted((train / name).iterdir())] for name in meta["classes"]}
+    labels = set()
+    for crop, label in itertools.islice(iter(ds), 2 * len(meta["classes"])):
+        # a 64-px crop of a 64-px image is the image (maybe mirrored): its mean is one of its class's
+        assert min(abs(float(crop.mean()) * 255 - m) for m in means[ds.classes[label]]) < 0.5
+        labels.add(label)
+    assert labels == set(range(len(meta["classes"])))
+    out = tmp_path / "c.pt"
+    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+                              "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64",
+                              "--threads", "1", "--utility", "classify", "--task-source",
+                              str(tmp_path / "task"), "--task-batch-size", "4", "--task-workers", "1"],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    ck = checkpoint.read(str(out))
+    assert ck.metadata["utility"]["classes"] == list(ds.classes)
+    assert "--task-workers 1" in ck.metadata["command"]
+
+
 def test_train_codec_then_integerize_warm_started(tmp_path):
     """A scale-only codec warm-started from another, then given an exact integer h_s."""
     from pipeline.codec import checkpoint

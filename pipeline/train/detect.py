@@ -1,0 +1,152 @@
+"""Training detection (Faster R-CNN) and segmentation (DeepLabV3) models straight from ŷ.
+
+The loader yields latent windows with their targets moved exactly with the crop and flip
+(`pipeline.loader.targets`); evaluation runs on each val image's whole grid (batch 1) with
+pycocotools' COCOeval (mAP@[.5:.95], AP50) or a confusion matrix (mIoU).
+
+Training targets leave out ``difficult`` and crowd boxes (they cannot be learnt as
+instances); evaluation ignores them instead of counting them (`pipeline.eval.detection`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pipeline.errors import ConfigError
+from pipeline.eval.detection import ConfusionMatrix, detection_metrics
+from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+from pipeline.loader.targets import IGNORE, detection_collate
+from pipeline.models.registry import MODELS, create_model
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    data: str  # a latent dataset converted from a detection source (voc, coco, openimages boxes)
+    task: str = "detect"  # or "segment"
+    arch: str = "fasterrcnn-sresnet18"
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 0.02
+    weight_decay: float = 1e-4
+    window: int = 12  # latent cells (12 → 192 px)
+    workers: int = 2
+    seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    cache: str | None = None
+    out: str | None = None
+    classes: tuple[int, ...] | None = None  # train on these classes only (others' boxes dropped)
+    eval_every: int = 1  # evaluate after every this many epochs (and after the last)
+
+    def __post_init__(self):
+        if self.task not in ("detect", "segment"):
+            raise ConfigError(f"task is detect or segment, not {self.task!r}")
+        spec = MODELS.get(self.arch)
+        if spec is None or spec.task != self.task or spec.input != "latent":
+            choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == "latent"]
+            raise ConfigError(f"--arch for {self.task} from ŷ is one of {', '.join(choices)}, "
+                              f"not {self.arch!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
+            raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
+
+
+def _loader(cfg: DetectConfig, split: str, train: bool) -> tuple[LatentShardDataset, DataLoader]:
+    target = "detection" if cfg.task == "detect" else "segmentation"
+    ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
+                                               window=(cfg.window, cfg.window) if train else None,
+                                               target=target, cache=cfg.cache))
+    return ds, DataLoader(ds, batch_size=cfg.batch_size if train else 1, num_workers=cfg.workers,
+                          collate_fn=detection_collate, persistent_workers=False)
+
+
+def trainable(target: dict, classes: tuple[int, ...] | None) -> dict:
+    """A detection target without difficult / crowd boxes (and classes outside ``classes``)."""
+    keep = ~(target["difficult"] | target["iscrowd"])
+    if classes is not None:
+        keep &= torch.isin(target["labels"], torch.tensor(classes))
+    return {"boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+
+
+def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
+    extra = {"window_px": 16 * cfg.window} if cfg.task == "detect" else {}
+    # segmentation: background (0) and one class per name (mask value = class + 1)
+    return create_model(cfg.arch, latent_channels, num_classes + (cfg.task == "segment"), **extra)
+
+
+@torch.no_grad()
+def evaluate(model, loader: DataLoader, task: str, num_classes: int) -> dict:
+    model.eval()
+    if task == "detect":
+        preds, targets = [], []
+        for y, ts in loader:
+            preds += [{k: v.cpu() for k, v in p.items()} for p in model(y)]
+            targets += ts
+        return detection_metrics(preds, targets, num_classes)
+    cm = ConfusionMatrix(num_classes + 1, IGNORE)
+    for y, ts in loader:
+        cm.update(model(y).argmax(1), torch.stack([t["mask"] for t in ts]))
+    miou, per_class = cm.miou()
+    return {"miou": miou, "iou_per_class": per_class}
+
+
+def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
+                    model: torch.nn.Module | None = None,
+                    on_batch: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train ``cfg.epochs`` epochs, evaluating after each; with ``out``: ``model.pt`` (weights,
+    arch, classes), ``metrics.jsonl``. ``model`` continues from given weights (few-shot)."""
+    torch.manual_seed(cfg.seed)
+    train_ds, train_loader = _loader(cfg, cfg.train_split, True)
+    _, val_loader = _loader(cfg, cfg.val_split, False)
+    classes = train_ds.classes
+    M = train_ds.data.manifest["codec"]["M"]
+    model = model or build_model(cfg, M, len(classes))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    steps_per_epoch = train_ds.num_batches(cfg.batch_size, cfg.workers)
+    total, warm, step = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch), 0
+    out = Path(cfg.out) if cfg.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    history = []
+    for epoch in range(cfg.epochs):
+        train_ds.set_epoch(epoch)
+        model.train()
+        t0, loss_sum, n = time.perf_counter(), 0.0, 0
+        for y, targets in train_loader:
+            lr = cfg.lr * (min(1.0, (step + 1) / warm)) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if cfg.task == "detect":
+                losses = model(y, [trainable(t, cfg.classes) for t in targets])
+                loss = sum(losses.values())
+            else:
+                masks = torch.stack([t["mask"] for t in targets])
+                loss = F.cross_entropy(model(y), masks, ignore_index=IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, n, loss_sum = step + 1, n + 1, loss_sum + loss.item()
+            if on_batch:
+                on_batch(epoch, n, loss_sum / n)
+        rec = {"epoch": epoch, "loss": loss_sum / max(n, 1), "seconds": time.perf_counter() - t0}
+        if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
+            continue
+        rec.update(evaluate(model, val_loader, cfg.task, len(classes)))
+        history.append(rec)
+        log(rec)
+        if out:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+    if out:
+        torch.save({"arch": cfg.arch, "classes": classes, "latent_channels": M, "config": asdict(cfg),
+                    "state_dict": model.state_dict()}, out / "model.pt")
+    return {"history": history, "classes": classes, "model": model}
