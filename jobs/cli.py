@@ -11,9 +11,9 @@ from rich.table import Table
 
 from jobs.cache_cli import cache_app
 from jobs.console import App, console, err, print_summary
-from jobs.console import fail as _fail
 from jobs.convert import convert
 from jobs.detect_cli import add_commands as add_detect_commands
+from jobs.detect_cli import add_fewshot_detect
 from jobs.eval_cli import eval_app
 
 app = App(add_completion=False, no_args_is_help=True,
@@ -246,7 +246,21 @@ def train_classify(
 app.add_typer(cache_app, name="cache")
 
 
-@app.command()
+fewshot_app = App(no_args_is_help=True, help="TFA two-stage few-shot learning from ŷ: classify or detect.")
+app.add_typer(fewshot_app, name="fewshot")
+add_fewshot_detect(fewshot_app)
+
+
+def novel_names(novel: str | None, split_file: Path | None) -> tuple[str, ...]:
+    """The novel classes from --novel (comma-separated) or --split-file (a fewshot.json)."""
+    if split_file:
+        return tuple(json.loads(split_file.read_text())["novel"])
+    if novel:
+        return tuple(n.strip() for n in novel.split(",") if n.strip())
+    raise ValueError("name the novel classes with --novel or --split-file")
+
+
+@fewshot_app.command("classify")
 def fewshot(
     data: str = typer.Option(..., help="Latent dataset root with train and val splits."),
     novel: str = typer.Option(None, help="Comma-separated novel class names."),
@@ -262,14 +276,8 @@ def fewshot(
     from pipeline.train.data import InputSpec
     from pipeline.train.fewshot import FewShotConfig, run_fewshot
 
-    if split_file:
-        novel_names = tuple(json.loads(split_file.read_text())["novel"])
-    elif novel:
-        novel_names = tuple(n.strip() for n in novel.split(",") if n.strip())
-    else:
-        _fail(ValueError("name the novel classes with --novel or --split-file"))
     cfg = FewShotConfig(InputSpec(data, window=(window, window), batch_size=batch_size, workers=workers),
-                        novel_names, arch=arch, base_epochs=base_epochs, lr=lr,
+                        novel_names(novel, split_file), arch=arch, base_epochs=base_epochs, lr=lr,
                         shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
                         classifier=classifier)
     r = run_fewshot(cfg, log=lambda d: console.print(

@@ -64,13 +64,26 @@ class LatentDataset:
         return self.index.slice(pos, 1).to_pylist()[0]
 
     def latent_bytes(self, key: str) -> bytes:
+        return self.member_bytes(key, "latent")
+
+    #: member name suffix → the index columns (offset, size) that locate it
+    MEMBERS = {"latent": "latent", "json": "json", "cls": "cls", "mask.png": "mask"}
+
+    def member_bytes(self, key: str, ext: str) -> bytes:
+        """One member of a sample (``latent``, ``json``, ``cls``, ``mask.png``) by its index
+        offsets: a ranged read, no scan; the tar header before it is checked."""
+        if ext not in self.MEMBERS:
+            raise DatasetError(f"no member kind {ext!r}; one of {', '.join(self.MEMBERS)}")
         r = self.row(key)
+        col = self.MEMBERS[ext]
+        if r.get(f"{col}_offset") is None:
+            raise DatasetError(f"sample {key!r} has no {ext} member")
         sizes = self._tar_bytes
         if r["shard"] not in sizes:
             raise DatasetError(f"index.parquet puts {key!r} in shard {r['shard']!r}, which the manifest "
                                "does not list")
-        return read_member(self.layout.shard_tar(r["shard"]), r["latent_offset"], r["latent_size"],
-                           f"{key}.latent", sizes[r["shard"]])
+        return read_member(self.layout.shard_tar(r["shard"]), r[f"{col}_offset"], r[f"{col}_size"],
+                           f"{key}.{ext}", sizes[r["shard"]])
 
 
 def summarize(ds: LatentDataset) -> dict:

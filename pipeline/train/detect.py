@@ -72,8 +72,15 @@ def trainable(target: dict, classes: tuple[int, ...] | None) -> dict:
     """A detection target without difficult / crowd boxes (and classes outside ``classes``)."""
     keep = ~(target["difficult"] | target["iscrowd"])
     if classes is not None:
-        keep &= torch.isin(target["labels"], torch.tensor(classes))
+        keep &= torch.isin(target["labels"], torch.tensor(classes, dtype=torch.int64))
     return {"boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+
+
+def relabel(target: dict, label_map: torch.Tensor) -> dict:
+    """``target`` with labels mapped through ``label_map`` (class → new index, −1: dropped)."""
+    new = label_map[target["labels"]]
+    keep = new >= 0
+    return {**{k: v[keep] for k, v in target.items() if k != "mask"}, "labels": new[keep]}
 
 
 def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
@@ -83,13 +90,14 @@ def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> to
 
 
 @torch.no_grad()
-def evaluate(model, loader: DataLoader, task: str, num_classes: int) -> dict:
+def evaluate(model, loader: DataLoader, task: str, num_classes: int,
+             label_map: torch.Tensor | None = None) -> dict:
     model.eval()
     if task == "detect":
         preds, targets = [], []
         for y, ts in loader:
             preds += [{k: v.cpu() for k, v in p.items()} for p in model(y)]
-            targets += ts
+            targets += ts if label_map is None else [relabel(t, label_map) for t in ts]
         return detection_metrics(preds, targets, num_classes)
     cm = ConfusionMatrix(num_classes + 1, IGNORE)
     for y, ts in loader:
@@ -100,15 +108,19 @@ def evaluate(model, loader: DataLoader, task: str, num_classes: int) -> dict:
 
 def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
                     model: torch.nn.Module | None = None,
-                    on_batch: Callable[[int, int, float], None] | None = None) -> dict:
+                    on_batch: Callable[[int, int, float], None] | None = None,
+                    label_map: torch.Tensor | None = None) -> dict:
     """Train ``cfg.epochs`` epochs, evaluating after each; with ``out``: ``model.pt`` (weights,
-    arch, classes), ``metrics.jsonl``. ``model`` continues from given weights (few-shot)."""
+    arch, classes), ``metrics.jsonl``. ``model`` continues from given weights; ``label_map``
+    (detection) trains and evaluates on a subset of the classes, renumbered (class → new
+    index, −1: boxes dropped), as few-shot base training does."""
     torch.manual_seed(cfg.seed)
     train_ds, train_loader = _loader(cfg, cfg.train_split, True)
     _, val_loader = _loader(cfg, cfg.val_split, False)
     classes = train_ds.classes
     M = train_ds.data.manifest["codec"]["M"]
-    model = model or build_model(cfg, M, len(classes))
+    n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())
+    model = model or build_model(cfg, M, n_classes)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     steps_per_epoch = train_ds.num_batches(cfg.batch_size, cfg.workers)
@@ -126,6 +138,8 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
             for g in opt.param_groups:
                 g["lr"] = lr
             if cfg.task == "detect":
+                if label_map is not None:
+                    targets = [relabel(t, label_map) for t in targets]
                 losses = model(y, [trainable(t, cfg.classes) for t in targets])
                 loss = sum(losses.values())
             else:
@@ -140,7 +154,7 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
         rec = {"epoch": epoch, "loss": loss_sum / max(n, 1), "seconds": time.perf_counter() - t0}
         if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
             continue
-        rec.update(evaluate(model, val_loader, cfg.task, len(classes)))
+        rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
         history.append(rec)
         log(rec)
         if out:

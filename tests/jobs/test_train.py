@@ -89,7 +89,8 @@ def test_fewshot_cli_writes_table(task, tmp_path):
     root, meta = task
     out = tmp_path / "fs.json"
     res = CliRunner().invoke(app, [
-        "fewshot", "--data", str(root / "latent"), "--split-file", str(root / "jpeg" / "fewshot.json"),
+        "fewshot", "classify", "--data", str(root / "latent"),
+        "--split-file", str(root / "jpeg" / "fewshot.json"),
         "--base-epochs", "2", "--shots", "1,5", "--seeds", "2", "--window", "6", "--batch-size", "16",
         "--output", str(out)])
     assert res.exit_code == 0, res.output

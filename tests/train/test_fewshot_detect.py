@@ -1,0 +1,83 @@
+"""TFA few-shot detection: k-shot draws, only the last layers move, the command's table."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from pipeline.errors import ConfigError
+from pipeline.shards.dataset import LatentDataset
+from pipeline.train.detect import DetectConfig, build_model
+from pipeline.train.fewshot_detect import (
+    CosineBoxPredictor,
+    FewShotDetectConfig,
+    _grow_predictor,
+    _support,
+    finetune,
+    novel_indices,
+    sample_shots,
+)
+from tests.train.test_detect import _scenes
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return _scenes(tmp_path_factory.mktemp("fsd"), train=10, val=2)
+
+
+def test_k_shot_draws_hold_their_class_and_reach_k(scenes):
+    data = LatentDataset.open(str(scenes))
+    rows = [r for r in data.index.to_pylist() if r["split"] == "train"]
+    classes = data.manifest["classes"]
+    for k, seed in ((1, 0), (2, 1)):
+        chosen = sample_shots(rows, len(classes), k, seed)
+        assert chosen == sample_shots(rows, len(classes), k, seed)  # seeded
+        by_key = {r["key"]: json.loads(r["targets"])["boxes"] for r in rows}
+        for c in range(len(classes)):
+            held = sum(1 for b in by_key.values() for x in b if x["label"] == c)
+            got = sum(sum(x["label"] == c for x in by_key[key]) for key, cs in chosen.items() if c in cs)
+            assert got >= min(k, held)
+            assert all(any(x["label"] == c for x in by_key[key]) for key, cs in chosen.items() if c in cs)
+    with pytest.raises(ConfigError, match="novel classes unicorn"):
+        novel_indices(classes, ("unicorn",))
+
+
+def test_fine_tuning_changes_only_the_box_classifier_and_regressor(scenes):
+    data = LatentDataset.open(str(scenes))
+    classes = data.manifest["classes"]
+    base = list(range(len(classes) - 3))
+    cfg = FewShotDetectConfig(DetectConfig(str(scenes), "detect", batch_size=2, window=6, workers=0),
+                              tuple(classes[-3:]), finetune_steps=3)
+    model = build_model(cfg.base, data.manifest["codec"]["M"], len(base))
+    old = model.roi_heads.box_predictor
+    model.roi_heads.box_predictor = _grow_predictor(old, len(classes), base, 20.0)
+    new = model.roi_heads.box_predictor
+    assert isinstance(new, CosineBoxPredictor) and new.cls_score.out_features == len(classes) + 1
+    # the base rows (and background) are stage 1's
+    assert torch.equal(new.cls_score.weight[[0] + [c + 1 for c in base]], old.cls_score.weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [r for r in data.index.to_pylist() if r["split"] == "train"]
+    finetune(model, _support(data, sample_shots(rows, len(classes), 1, 0)), cfg, seed=0)
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("roi_heads.box_predictor.") for k in moved)
+    assert {k for k in before if k.startswith("roi_heads.box_predictor.")} <= moved | {
+        k for k in before if k.endswith("num_batches_tracked")}
+
+
+@pytest.mark.slow
+def test_fewshot_detect_command_writes_the_table(scenes, tmp_path):
+    out = tmp_path / "fsd.json"
+    novel = ",".join(LatentDataset.open(str(scenes)).manifest["classes"][-2:])
+    res = CliRunner().invoke(app, ["fewshot", "detect", "--data", str(scenes), "--novel", novel,
+                                   "--base-epochs", "1", "--batch-size", "4", "--window", "6",
+                                   "--workers", "0",
+                                   "--shots", "1,2", "--seeds", "2", "--finetune-steps", "2",
+                                   "--output", str(out)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert [row["k"] for row in r["table"]] == [1, 2] and len(r["runs"]) == 4
+    assert all(0 <= run["novel_ap50"] <= 1 or run["novel_ap50"] != run["novel_ap50"] for run in r["runs"])
+    assert "novel" in res.output and r["novel"] == novel.split(",")
