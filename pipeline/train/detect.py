@@ -59,7 +59,7 @@ class DetectConfig:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
 
-def _loader(cfg: DetectConfig, split: str, train: bool) -> tuple[LatentShardDataset, DataLoader]:
+def detection_loader(cfg: DetectConfig, split: str, train: bool) -> tuple[LatentShardDataset, DataLoader]:
     target = "detection" if cfg.task == "detect" else "segmentation"
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=(cfg.window, cfg.window) if train else None,
@@ -115,8 +115,8 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
     (detection) trains and evaluates on a subset of the classes, renumbered (class → new
     index, −1: boxes dropped), as few-shot base training does."""
     torch.manual_seed(cfg.seed)
-    train_ds, train_loader = _loader(cfg, cfg.train_split, True)
-    _, val_loader = _loader(cfg, cfg.val_split, False)
+    train_ds, train_loader = detection_loader(cfg, cfg.train_split, True)
+    _, val_loader = detection_loader(cfg, cfg.val_split, False)
     classes = train_ds.classes
     M = train_ds.data.manifest["codec"]["M"]
     n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())

@@ -32,7 +32,14 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.loader.targets import build_target, choose_crop, crop_latent, detection_collate, pack_payload
 from pipeline.shards.dataset import LatentDataset
-from pipeline.train.detect import DetectConfig, _loader, build_model, evaluate, train_detection, trainable
+from pipeline.train.detect import (
+    DetectConfig,
+    build_model,
+    detection_loader,
+    evaluate,
+    train_detection,
+    trainable,
+)
 
 #: TFA's three PASCAL VOC base / novel splits (novel classes; the other 15 are base).
 VOC_SPLITS = {
@@ -171,7 +178,7 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
     # stage 1 trains on base classes renumbered 0..B-1 (novel boxes removed)
     base_model = _base_training(cfg, base_model, base, len(classes), log)
     rows = [r for r in data.index.to_pylist() if r["split"] == cfg.base.train_split]
-    _, val_loader = _loader(cfg.base, cfg.base.val_split, False)
+    _, val_loader = detection_loader(cfg.base, cfg.base.val_split, False)
     runs, table = [], []
     for k in cfg.shots:
         novel_ap, base_ap = [], []

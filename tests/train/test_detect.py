@@ -8,23 +8,13 @@ import torch
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import ConfigError
-from pipeline.images import ImagePolicy
-from pipeline.scenes import SceneTask, make_scene_task
 from pipeline.train.detect import DetectConfig, train_detection
-
-
-def _scenes(root, train=4, val=2):
-    make_scene_task(root / "voc", SceneTask(train=train, val=val, size=128, max_objects=2, min_side=40,
-                                            max_side=70, truncate_p=0, empty_p=0, difficult_below=0))
-    convert_dataset(ConvertJob(str(root / "voc"), str(root / "ds"),
-                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
-    return root / "ds"
+from tests.train.scenes import scenes_dataset
 
 
 def test_train_detect_and_segment_commands_write_model_and_metrics(tmp_path):
-    ds = _scenes(tmp_path)
+    ds = scenes_dataset(tmp_path)
     for task, key in (("detect", "ap50"), ("segment", "miou")):
         out = tmp_path / task
         res = CliRunner().invoke(app, ["train", task, "--data", str(ds), "--epochs", "1", "--batch-size", "2",
@@ -40,8 +30,8 @@ def test_train_detect_and_segment_commands_write_model_and_metrics(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_detector_on_y_hat_overfits_a_handful_of_scenes(tmp_path):
-    ds = _scenes(tmp_path, train=4, val=1)
+def test_a_detector_on_y_hat_overfits_a_handful_ofscenes_dataset(tmp_path):
+    ds = scenes_dataset(tmp_path, train=4, val=1)
     cfg = DetectConfig(str(ds), "detect", epochs=50, batch_size=4, lr=0.02, window=8, workers=0,
                        val_split="train", eval_every=50)
     result = train_detection(cfg, log=lambda r: None)

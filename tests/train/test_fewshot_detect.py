@@ -19,12 +19,12 @@ from pipeline.train.fewshot_detect import (
     novel_indices,
     sample_shots,
 )
-from tests.train.test_detect import _scenes
+from tests.train.scenes import scenes_dataset
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    return _scenes(tmp_path_factory.mktemp("fsd"), train=10, val=2)
+    return scenes_dataset(tmp_path_factory.mktemp("fsd"), train=10, val=2)
 
 
 def test_k_shot_draws_hold_their_class_and_reach_k(scenes):

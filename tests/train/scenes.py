@@ -1,0 +1,16 @@
+"""A small converted detection dataset: VOC-layout scenes from the bundled photos, as ŷ."""
+
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
+from pipeline.images import ImagePolicy
+from pipeline.scenes import SceneTask, make_scene_task
+
+
+def scenes_dataset(root, train=4, val=2):
+    """``train`` + ``val`` 128-px scenes of up to two large objects, converted at their size."""
+    make_scene_task(root / "voc", SceneTask(train=train, val=val, size=128, max_objects=2, min_side=40,
+                                            max_side=70, truncate_p=0, empty_p=0, difficult_below=0))
+    convert_dataset(ConvertJob(str(root / "voc"), str(root / "ds"),
+                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
+    return root / "ds"
+
+
