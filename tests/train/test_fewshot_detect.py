@@ -4,9 +4,7 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from jobs.cli import app
 from pipeline.errors import ConfigError
 from pipeline.shards.dataset import LatentDataset
 from pipeline.train.detect import DetectConfig, build_model
@@ -65,19 +63,3 @@ def test_fine_tuning_changes_only_the_box_classifier_and_regressor(scenes):
     assert moved and all(k.startswith("roi_heads.box_predictor.") for k in moved)
     assert {k for k in before if k.startswith("roi_heads.box_predictor.")} <= moved | {
         k for k in before if k.endswith("num_batches_tracked")}
-
-
-@pytest.mark.slow
-def test_fewshot_detect_command_writes_the_table(scenes, tmp_path):
-    out = tmp_path / "fsd.json"
-    novel = ",".join(LatentDataset.open(str(scenes)).manifest["classes"][-2:])
-    res = CliRunner().invoke(app, ["fewshot", "detect", "--data", str(scenes), "--novel", novel,
-                                   "--base-epochs", "1", "--batch-size", "4", "--window", "6",
-                                   "--workers", "0",
-                                   "--shots", "1,2", "--seeds", "2", "--finetune-steps", "2",
-                                   "--output", str(out)], terminal_width=200)
-    assert res.exit_code == 0, res.output
-    r = json.loads(out.read_text())
-    assert [row["k"] for row in r["table"]] == [1, 2] and len(r["runs"]) == 4
-    assert all(0 <= run["novel_ap50"] <= 1 or run["novel_ap50"] != run["novel_ap50"] for run in r["runs"])
-    assert "novel" in res.output and r["novel"] == novel.split(",")
