@@ -145,3 +145,13 @@ def test_detection_scenes_have_exact_boxes_and_masks_and_rebuild_byte_for_byte(t
                 assert min(x1 - x0, y1 - y0) < 28
         assert set(np.unique(mask)) <= {0, 255, *(b["label"] + 1 for b in t["boxes"])}
     assert seen == {k: meta["counts"][k] for k in seen} and all(seen.values())
+
+
+def test_an_annotation_for_another_image_size_fails_its_sample(tmp_path):
+    voc, _ = make_voc(tmp_path, ["a", "c"], ["b"])
+    (voc / "Annotations" / "c.xml").write_text(_xml(100, 60, [("person", (10, 5, 20, 25), 0, 0)]))
+    out = tmp_path / "out"
+    convert_dataset(ConvertJob(str(tmp_path), str(out), options=ConvertOptions(shard_size=4)))
+    failures = pd.read_parquet(out / "failures.parquet").set_index("key")
+    assert failures.loc["c", "reason"] == "bad-annotation"
+    assert "annotation is for a 100x60 image, the image decodes to 80x60" in failures.loc["c", "detail"]

@@ -148,6 +148,11 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
         return Loaded(data, exc)
     except Exception as exc:  # noqa: BLE001 - an unforeseen decoder bug is still one sample's failure
         return Loaded(data, ImageError(DECODE, f"{type(exc).__name__}: {exc}"))
+    size = json.loads(item.targets).get("size") if item.targets else None
+    if size is not None and tuple(size) != (img.orig_hw[1], img.orig_hw[0]):
+        return Loaded(data, ImageError(Reason.BAD_ANNOTATION, f"the annotation is for a {size[0]}x{size[1]} "
+                                       f"image, the image decodes to {img.orig_hw[1]}x{img.orig_hw[0]} (EXIF "
+                                       "orientation applied): its boxes and mask would not fit it"))
     if item.mask is None:
         return Loaded(data, img)
     try:

@@ -1,10 +1,12 @@
 """Detection and segmentation metrics: pycocotools' COCOeval (mAP@[.5:.95], AP50, per-class
-AP50) and mIoU from a confusion matrix. Not a hand-written AP: predictions and ground truth
-are handed to COCOeval as COCO records.
+AP50, COCO's 101-point interpolated precision) and mIoU from a confusion matrix. Not a
+hand-written AP: predictions and ground truth are handed to COCOeval as COCO records.
 
-Ground truth marked ``difficult`` (VOC) or ``iscrowd`` (COCO) goes to COCOeval as crowd: a
-detection that matches it is neither a true nor a false positive, and missing it costs
-nothing (VOC's rule for difficult objects; COCO's for crowds).
+Ground truth marked ``difficult`` (VOC) or ``iscrowd`` (COCO) goes to COCOeval as crowd:
+missing it costs nothing, and a detection matching it is neither a true nor a false positive.
+COCOeval matches a crowd by the share of the *detection* inside it (intersection over the
+detection's area), so a small detection inside a difficult box is ignored too: close to
+VOC's rule for difficult objects, a little looser.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def coco_records(predictions: list[dict], targets: list[dict], num_classes: int)
                                strict=True):
             dets.append({"image_id": i + 1, "category_id": int(label) + 1,
                          "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)})
-    gt = {"images": images, "annotations": anns,
+    gt = {"info": {}, "images": images, "annotations": anns,  # pycocotools 2.0.9/10's loadRes reads info
           "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
     return gt, dets
 
@@ -51,8 +53,10 @@ def detection_metrics(predictions: list[dict], targets: list[dict], num_classes:
         gt = COCO()
         gt.dataset = gt_dict
         gt.createIndex()
-        if not dets:
-            return {"map": 0.0, "ap50": 0.0, "ap50_per_class": [0.0] * num_classes}
+        if not dets:  # nothing found: AP 0 where there was something to find, nan elsewhere
+            held = {a["category_id"] - 1 for a in gt_dict["annotations"] if not a["iscrowd"]}
+            return {"map": 0.0, "ap50": 0.0,
+                    "ap50_per_class": [0.0 if c in held else float("nan") for c in range(num_classes)]}
         ev = COCOeval(gt, gt.loadRes(dets), "bbox")
         ev.params.maxDets = [1, 10, 100]
         ev.evaluate()

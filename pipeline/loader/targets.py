@@ -30,8 +30,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import ConfigError
-
 CELL = 16  # pixels per latent cell along each side
 IGNORE = 255
 TARGETS = ("class", "detection", "segmentation")
@@ -118,13 +116,14 @@ def build_target(kind: str, blob: bytes, crop: Crop, min_visible: float = 0.3) -
     ``masks`` where the sample has one; for ``segmentation`` ``mask`` (int64 [16h, 16w])."""
     meta, mask = unpack_payload(blob)
     if kind == "segmentation":
-        if mask is None:
-            raise ConfigError(f"sample {meta.get('key')} has no class mask: a segmentation loader needs "
-                              "a dataset converted from a source with masks (VOC SegmentationClass, COCO)")
+        if mask is None:  # e.g. a VOC image outside the Segmentation subset: nothing counted, like
+            # an unlabelled sample in classification
+            return {"mask": torch.full((crop.height * CELL, crop.width * CELL), IGNORE, dtype=torch.int64)}
         return {"mask": torch.from_numpy(crop_mask(mask, crop).astype(np.int64))}
     eh, ew = meta["enc_hw"]
     boxes = (meta.get("targets") or {}).get("boxes") or []
-    xyxy = np.array([b["xyxy"] for b in boxes], dtype=np.float64).reshape(-1, 4) * np.array([ew, eh, ew, eh])
+    xyxy = encoded_boxes(np.array([b["xyxy"] for b in boxes], dtype=np.float64).reshape(-1, 4),
+                         meta["orig_hw"], (eh, ew))
     kept, keep = crop_boxes(xyxy, (eh, ew), crop, min_visible)
     flags = [b.get("flags", {}) for b in boxes]
     kept_rows = torch.from_numpy(keep)
@@ -132,11 +131,26 @@ def build_target(kind: str, blob: bytes, crop: Crop, min_visible: float = 0.3) -
         "boxes": torch.from_numpy(kept.astype(np.float32)),
         "labels": torch.tensor([b["label"] for b in boxes], dtype=torch.int64)[kept_rows],
         "difficult": torch.tensor([bool(f.get("difficult")) for f in flags], dtype=torch.bool)[kept_rows],
-        "iscrowd": torch.tensor([bool(f.get("crowd")) for f in flags], dtype=torch.bool)[kept_rows],
+        # Open Images' group-of boxes are crowds: one box over many instances
+        "iscrowd": torch.tensor([bool(f.get("crowd") or f.get("IsGroupOf")) for f in flags],
+                                dtype=torch.bool)[kept_rows],
     }
     if mask is not None:
         target["mask"] = torch.from_numpy(crop_mask(mask, crop).astype(np.int64))
     return target
+
+
+def encoded_boxes(xyxy: np.ndarray, orig_hw, enc_hw) -> np.ndarray:
+    """Normalised boxes (fractions of the source image) in pixels of the encoded image: through
+    the converter's resize (shorter side, aspect kept) and, where it cropped, its centre crop.
+
+    Both are read off the sample's own sizes: the resize scale is the encoded shorter side over
+    the original's; an encoded image smaller than the resized one was centre-cropped."""
+    (oh, ow), (eh, ew) = orig_hw, enc_hw
+    s = min(eh, ew) / min(oh, ow)
+    rw, rh = (max(1, round(ow * s)), max(1, round(oh * s))) if s != 1 else (ow, oh)
+    left, top = (rw - ew) // 2, (rh - eh) // 2
+    return xyxy * np.array([rw, rh, rw, rh]) - np.array([left, top, left, top])
 
 
 def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:

@@ -61,7 +61,7 @@ def _coco_targets(img: dict, anns: list[dict], index: dict[int, int]) -> dict:
     boxes, dropped = [], 0
     for a in anns:
         x, y, bw, bh = a["bbox"]
-        if bw < 1 or bh < 1:
+        if (bw < 1 or bh < 1) and not a.get("iscrowd"):  # a crowd stays: its region is "ignore"
             dropped += 1
             continue
         seg = a.get("segmentation")

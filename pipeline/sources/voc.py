@@ -14,9 +14,9 @@ with ``xyxy`` normalised to [0, 1] from VOC's 1-based inclusive pixel indices:
 VOC names and survives any resize. Where ``SegmentationClass/ID.png`` exists it becomes the
 sample's ``KEY.mask.png`` (class index + 1 per pixel, 0 background, 255 = ignore).
 
-Classes are VOC's 20 in VOC's order when every name found is one of them, else the names
-of ``classes.txt`` beside ``Annotations/`` (mask value = line number), else the sorted
-names found. An id whose annotation is missing or unreadable, or whose box is empty or
+Classes are the names of ``classes.txt`` beside ``Annotations/`` where it exists (mask
+value = line number), else VOC's 20 in VOC's order when every name found is one of them,
+else the sorted names found. An id whose annotation is missing or unreadable, or whose box is empty or
 outside the image, is a failures row (``missing`` / ``bad-annotation``), never a crash.
 """
 
@@ -54,8 +54,9 @@ def find_voc_root(fs, base: str) -> str:
     if is_voc(base):
         return base
     found = []
-    for depth in ("*", "*/*"):
-        found = sorted(p.rstrip("/") for p in fs.glob(f"{base}/{depth}") if fs.isdir(p) and is_voc(p))
+    for depth in ("*", "*/*"):  # globbing for Annotations/ only: no isdir on every entry of a big tree
+        found = sorted(p.rstrip("/").rsplit("/", 1)[0] for p in fs.glob(f"{base}/{depth}/Annotations"))
+        found = [p for p in found if is_voc(p)]
         if found:
             break
     if not found:
@@ -159,11 +160,11 @@ def list_voc(root: str, split: str | None = None) -> Listing:
                 except AnnotationError as exc:
                     parsed[i] = exc
     names = {o["name"] for v in parsed.values() if isinstance(v, tuple) for o in v[1]}
-    if names <= set(VOC_CLASSES):
-        classes = VOC_CLASSES
-    elif fs.isfile(f"{voc}/classes.txt"):
+    if fs.isfile(f"{voc}/classes.txt"):  # first: the masks' values follow its lines
         with fs.open(f"{voc}/classes.txt", "rb") as f:
             classes = tuple(n for n in f.read().decode("utf-8").splitlines() if n.strip())
+    elif names <= set(VOC_CLASSES):
+        classes = VOC_CLASSES
     else:
         classes = tuple(sorted(names))
     index = {n: k for k, n in enumerate(classes)}

@@ -64,16 +64,19 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool) -> tuple[Latent
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=(cfg.window, cfg.window) if train else None,
                                                target=target, cache=cfg.cache))
+    # training drops each worker's last partial batch: DeepLabV3's ASPP pooling normalises a
+    # 1x1 map, which a batch of one cannot
     return ds, DataLoader(ds, batch_size=cfg.batch_size if train else 1, num_workers=cfg.workers,
-                          collate_fn=detection_collate, persistent_workers=False)
+                          collate_fn=detection_collate, persistent_workers=False, drop_last=train)
 
 
-def trainable(target: dict, classes: tuple[int, ...] | None) -> dict:
-    """A detection target without difficult / crowd boxes (and classes outside ``classes``)."""
+def trainable(target: dict, classes: tuple[int, ...] | None, device="cpu") -> dict:
+    """What Faster R-CNN trains on: the boxes without difficult / crowd ones (and classes
+    outside ``classes``), labels shifted by one (torchvision's class 0 is the background)."""
     keep = ~(target["difficult"] | target["iscrowd"])
     if classes is not None:
         keep &= torch.isin(target["labels"], torch.tensor(classes, dtype=torch.int64))
-    return {"boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+    return {"boxes": target["boxes"][keep].to(device), "labels": (target["labels"][keep] + 1).to(device)}
 
 
 def relabel(target: dict, label_map: torch.Tensor) -> dict:
@@ -81,6 +84,16 @@ def relabel(target: dict, label_map: torch.Tensor) -> dict:
     new = label_map[target["labels"]]
     keep = new >= 0
     return {**{k: v[keep] for k, v in target.items() if k != "mask"}, "labels": new[keep]}
+
+
+def check_targets(data, cfg: DetectConfig) -> None:
+    """Refuse a dataset that has nothing to learn for the task: no boxes, or no masks."""
+    names = set(data.index.column_names)
+    col = "num_boxes" if cfg.task == "detect" else "mask_offset"
+    if col not in names or data.index.column(col).null_count == data.index.num_rows:
+        what = "boxes" if cfg.task == "detect" else "class masks"
+        raise ConfigError(f"{cfg.data} holds no {what}: convert a source that has them (voc, coco"
+                          f"{', openimages' if cfg.task == 'detect' else ''}) to train {cfg.task}")
 
 
 def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
@@ -93,15 +106,18 @@ def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> to
 def evaluate(model, loader: DataLoader, task: str, num_classes: int,
              label_map: torch.Tensor | None = None) -> dict:
     model.eval()
+    device = next(model.parameters()).device
     if task == "detect":
         preds, targets = [], []
         for y, ts in loader:
-            preds += [{k: v.cpu() for k, v in p.items()} for p in model(y)]
+            # the model's labels count the background as 0: back to the dataset's classes
+            preds += [{"boxes": p["boxes"].cpu(), "scores": p["scores"].cpu(),
+                       "labels": p["labels"].cpu() - 1} for p in model(y.to(device))]
             targets += ts if label_map is None else [relabel(t, label_map) for t in ts]
         return detection_metrics(preds, targets, num_classes)
     cm = ConfusionMatrix(num_classes + 1, IGNORE)
     for y, ts in loader:
-        cm.update(model(y).argmax(1), torch.stack([t["mask"] for t in ts]))
+        cm.update(model(y.to(device)).argmax(1).cpu(), torch.stack([t["mask"] for t in ts]))
     miou, per_class = cm.miou()
     return {"miou": miou, "iou_per_class": per_class}
 
@@ -118,9 +134,11 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
     train_ds, train_loader = detection_loader(cfg, cfg.train_split, True)
     _, val_loader = detection_loader(cfg, cfg.val_split, False)
     classes = train_ds.classes
+    check_targets(train_ds.data, cfg)
     M = train_ds.data.manifest["codec"]["M"]
     n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())
-    model = model or build_model(cfg, M, n_classes)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = (model or build_model(cfg, M, n_classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     steps_per_epoch = train_ds.num_batches(cfg.batch_size, cfg.workers)
@@ -140,11 +158,11 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
             if cfg.task == "detect":
                 if label_map is not None:
                     targets = [relabel(t, label_map) for t in targets]
-                losses = model(y, [trainable(t, cfg.classes) for t in targets])
+                losses = model(y.to(device), [trainable(t, cfg.classes, device) for t in targets])
                 loss = sum(losses.values())
             else:
-                masks = torch.stack([t["mask"] for t in targets])
-                loss = F.cross_entropy(model(y), masks, ignore_index=IGNORE)
+                masks = torch.stack([t["mask"] for t in targets]).to(device)
+                loss = F.cross_entropy(model(y.to(device)), masks, ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

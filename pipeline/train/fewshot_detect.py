@@ -145,6 +145,7 @@ def finetune(model, support, cfg: FewShotDetectConfig, seed: int) -> nn.Module:
         p.requires_grad_(True)
     opt = torch.optim.SGD(head.parameters(), lr=cfg.finetune_lr, momentum=0.9, weight_decay=1e-4)
     rng = random.Random(seed)
+    device = next(model.parameters()).device
     window = (cfg.base.window, cfg.base.window)
     bs = min(cfg.base.batch_size, len(support))
     for step in range(cfg.finetune_steps):
@@ -156,10 +157,10 @@ def finetune(model, support, cfg: FewShotDetectConfig, seed: int) -> nn.Module:
         batch = []
         for y, blob, keep in rng.sample(support, bs):
             crop = choose_crop((y.shape[1], y.shape[2]), window, rng)
-            t = trainable(build_target("detection", blob, crop), tuple(keep))
+            t = trainable(build_target("detection", blob, crop), tuple(keep), device)
             batch.append((crop_latent(y, crop), t))
         ys, targets = detection_collate(batch)
-        loss = sum(model(ys, targets).values())
+        loss = sum(model(ys.to(device), targets).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,6 +175,7 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
     classes = list(data.manifest["classes"])
     novel = novel_indices(classes, cfg.novel)
     base = [c for c in range(len(classes)) if c not in novel]
+    torch.manual_seed(cfg.base.seed)  # every (k, seed) run below is seeded on its own too
     base_model = build_model(cfg.base, data.manifest["codec"]["M"], len(base))
     # stage 1 trains on base classes renumbered 0..B-1 (novel boxes removed)
     base_model = _base_training(cfg, base_model, base, len(classes), log)
@@ -184,6 +186,7 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
         novel_ap, base_ap = [], []
         for seed in cfg.seeds:
             model = copy.deepcopy(base_model)
+            torch.manual_seed(1_000_003 * k + seed)  # the fresh novel rows: the same for this (k, seed)
             model.roi_heads.box_predictor = _grow_predictor(model.roi_heads.box_predictor, len(classes), base,
                                                             cfg.cosine_scale)
             support = _support(data, sample_shots(rows, len(classes), k, seed))

@@ -118,3 +118,25 @@ def test_loader_yields_detection_and_segmentation_targets_cold_and_warm(scenes_d
                                                      window=(8, 8), target="segmentation")))
     assert [tuple(t["mask"].shape) for _, t in seg] == [(128, 128)] * 2
     assert all(set(t["mask"].unique().tolist()) >= {0} for _, t in seg)
+
+
+def test_boxes_follow_the_converters_resize_and_centre_crop():
+    from pipeline.loader.targets import encoded_boxes
+
+    box = np.array([[0.0, 0.0, 0.5, 0.5]])  # the top-left quarter of an 80 x 60 image
+    # --size 30: 40 x 30, no crop
+    assert encoded_boxes(box, (60, 80), (30, 40)).tolist() == [[0, 0, 20, 15]]
+    # --size 32 --crop: resized to 43 x 32, then 5 px cut on the left
+    np.testing.assert_allclose(encoded_boxes(box, (60, 80), (32, 32)), [[-5, 0, 43 / 2 - 5, 16]])
+    # --size 0: the image as it is
+    assert encoded_boxes(box, (60, 80), (60, 80)).tolist() == [[0, 0, 40, 30]]
+
+
+def test_a_sample_without_a_mask_counts_nothing_in_segmentation():
+    import json
+
+    from pipeline.loader.targets import build_target, pack_payload
+
+    blob = pack_payload(json.dumps({"key": "k", "enc_hw": [32, 32], "orig_hw": [32, 32]}).encode(), None)
+    t = build_target("segmentation", blob, Crop(0, 0, 2, 2, False))
+    assert t["mask"].shape == (32, 32) and (t["mask"] == 255).all()
