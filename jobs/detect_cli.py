@@ -7,12 +7,14 @@ import typer
 from jobs.console import console
 
 
-def _run(task: str, data: str, arch: str, epochs: int, batch_size: int, lr: float, window: int,
-         workers: int, out: str, seed: int, cache: str | None) -> None:
+def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
+         workers: int, out: str, seed: int, cache: str | None, pixels: bool) -> None:
     from pipeline.train.detect import DetectConfig, train_detection
 
+    model = "fasterrcnn" if task == "detect" else "deeplabv3"
+    arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
-                       cache=cache, out=out)
+                       cache=cache, out=out, pixels=pixels)
 
     def show(r: dict) -> None:
         figures = (f"mAP {r['map']:.3f} AP50 {r['ap50']:.3f}" if task == "detect"
@@ -27,30 +29,36 @@ def add_commands(train_app: typer.Typer) -> None:
     @train_app.command("detect")
     def train_detect(
         data: str = typer.Option(..., help="Latent dataset converted from a detection source (voc, coco)."),
-        arch: str = typer.Option("fasterrcnn-sresnet18", help="fasterrcnn-sresnet18/34/50/101."),
+        arch: str = typer.Option(None, help="fasterrcnn-sresnet18/34/50/101 (default 18); with --pixels "
+                                 "fasterrcnn-resnet*."),
         epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
         window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
         workers: int = typer.Option(2, help="DataLoader worker processes."),
         out: str = typer.Option("runs/detect", help="Folder for model.pt and metrics.jsonl."),
         seed: int = typer.Option(0),
         cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
+        pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
+                                    "made ready as the converter does, cut by the same window rule."),
     ):
         """Faster R-CNN (FPN) on ŷ: mAP@[.5:.95] and AP50 (pycocotools' COCOeval) on the val split."""
-        _run("detect", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache)
+        _run("detect", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
 
     @train_app.command("segment")
     def train_segment(
         data: str = typer.Option(..., help="Latent dataset with class masks (VOC SegmentationClass, COCO)."),
-        arch: str = typer.Option("deeplabv3-sresnet18", help="deeplabv3-sresnet18/34/50/101."),
+        arch: str = typer.Option(None, help="deeplabv3-sresnet18/34/50/101 (default 18); with --pixels "
+                                 "deeplabv3-resnet*."),
         epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
         window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
         workers: int = typer.Option(2, help="DataLoader worker processes."),
         out: str = typer.Option("runs/segment", help="Folder for model.pt and metrics.jsonl."),
         seed: int = typer.Option(0),
         cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
+        pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
+                                    "made ready as the converter does, cut by the same window rule."),
     ):
         """DeepLabV3 (ASPP) on ŷ: mIoU on the val split (255 = ignore)."""
-        _run("segment", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache)
+        _run("segment", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
 
 
 def add_fewshot_detect(fewshot_app: typer.Typer) -> None:

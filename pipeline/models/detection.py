@@ -11,8 +11,8 @@ torchvision's 800-px pixel defaults:
   strides from the input tensor, which for ŷ is 16× smaller than the image);
 - anchor sizes default to 16–256 px, the objects of a 128–256 px window at native scale.
 
-The pixel baselines keep torchvision's transform with ``min_size = max_size =`` the window
-side, so they see the same pixels at the same scale, with the same anchors.
+The pixel baselines keep torchvision's normalisation but not its resize
+(`FixedSizeTransform`), so they see the same pixels at the same scale, with the same anchors.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from pipeline.loader.targets import CELL
@@ -63,6 +64,14 @@ class LatentTransform(nn.Module):
         return result
 
 
+class FixedSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's transform for the pixel baselines, without its resize: the images are
+    seen at the size the converter made them, as their ŷ is."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
 class LatentAnchorGenerator(AnchorGenerator):
     """Anchors for ŷ input: strides taken against the 16× image, not the latent tensor."""
 
@@ -82,8 +91,8 @@ def faster_rcnn(depth: int, num_classes: int, latent_channels: int | None = None
     anchors = gen(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     model = FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=anchors,
                        min_size=window_px, max_size=window_px, box_detections_per_img=50)
-    if latent_channels is not None:
-        model.transform = LatentTransform()
+    model.transform = LatentTransform() if latent_channels is not None else FixedSizeTransform(
+        window_px, window_px, model.transform.image_mean, model.transform.image_std)
     model.input_kind = "latent" if latent_channels is not None else "pixels"
     return model
 

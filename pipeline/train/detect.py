@@ -46,28 +46,38 @@ class DetectConfig:
     out: str | None = None
     classes: tuple[int, ...] | None = None  # train on these classes only (others' boxes dropped)
     eval_every: int = 1  # evaluate after every this many epochs (and after the last)
+    pixels: bool = False  # baseline: ``data`` is the detection source (voc, coco), cut like ŷ
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
             raise ConfigError(f"task is detect or segment, not {self.task!r}")
         spec = MODELS.get(self.arch)
-        if spec is None or spec.task != self.task or spec.input != "latent":
-            choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == "latent"]
-            raise ConfigError(f"--arch for {self.task} from ŷ is one of {', '.join(choices)}, "
-                              f"not {self.arch!r}")
+        kind = "pixels" if self.pixels else "latent"
+        if spec is None or spec.task != self.task or spec.input != kind:
+            choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
+            raise ConfigError(f"--arch for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
+                              f"{', '.join(choices)}, not {self.arch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
 
-def detection_loader(cfg: DetectConfig, split: str, train: bool) -> tuple[LatentShardDataset, DataLoader]:
+def detection_loader(cfg: DetectConfig, split: str, train: bool):
+    """(dataset, DataLoader) of ``split``: latent windows, or with ``cfg.pixels`` the source's
+    pixels cut by the same rule (`pipeline.train.pixel_detect`)."""
     target = "detection" if cfg.task == "detect" else "segmentation"
-    ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
-                                               window=(cfg.window, cfg.window) if train else None,
-                                               target=target, cache=cfg.cache))
+    window = (cfg.window, cfg.window) if train else None
     # training drops each worker's last partial batch: DeepLabV3's ASPP pooling normalises a
     # 1x1 map, which a batch of one cannot
-    return ds, DataLoader(ds, batch_size=cfg.batch_size if train else 1, num_workers=cfg.workers,
-                          collate_fn=detection_collate, persistent_workers=False, drop_last=train)
+    common = {"batch_size": cfg.batch_size if train else 1, "num_workers": cfg.workers,
+              "collate_fn": detection_collate, "drop_last": train}
+    if cfg.pixels:
+        from pipeline.train.pixel_detect import PixelDetectionDataset
+
+        ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed)
+        return ds, DataLoader(ds, shuffle=train, generator=torch.Generator().manual_seed(cfg.seed), **common)
+    ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
+                                               window=window, target=target, cache=cfg.cache))
+    return ds, DataLoader(ds, persistent_workers=False, **common)
 
 
 def trainable(target: dict, classes: tuple[int, ...] | None, device="cpu") -> dict:
@@ -98,6 +108,7 @@ def check_targets(data, cfg: DetectConfig) -> None:
 
 def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
     extra = {"window_px": 16 * cfg.window} if cfg.task == "detect" else {}
+    # (pixels: ``latent_channels`` is 3, the RGB input)
     # segmentation: background (0) and one class per name (mask value = class + 1)
     return create_model(cfg.arch, latent_channels, num_classes + (cfg.task == "segment"), **extra)
 
@@ -134,14 +145,16 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
     train_ds, train_loader = detection_loader(cfg, cfg.train_split, True)
     _, val_loader = detection_loader(cfg, cfg.val_split, False)
     classes = train_ds.classes
-    check_targets(train_ds.data, cfg)
-    M = train_ds.data.manifest["codec"]["M"]
+    if not cfg.pixels:
+        check_targets(train_ds.data, cfg)
+    M = 3 if cfg.pixels else train_ds.data.manifest["codec"]["M"]
     n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (model or build_model(cfg, M, n_classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    steps_per_epoch = train_ds.num_batches(cfg.batch_size, cfg.workers)
+    steps_per_epoch = (len(train_ds) // cfg.batch_size if cfg.pixels
+                       else train_ds.num_batches(cfg.batch_size, cfg.workers))
     total, warm, step = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch), 0
     out = Path(cfg.out) if cfg.out else None
     if out:

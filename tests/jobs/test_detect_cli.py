@@ -32,6 +32,13 @@ def test_train_detect_and_segment_commands_write_model_and_metrics(scenes, tmp_p
         assert saved["classes"] == json.loads((scenes.parent / "voc" / "fewshot.json").read_text())["classes"]
     with pytest.raises(ConfigError, match="fasterrcnn-sresnet18"):
         DetectConfig(str(ds), "detect", arch="sresnet18")
+    # the pixel baseline, from the source scenes
+    out = tmp_path / "pixels"
+    res = CliRunner().invoke(app, ["train", "detect", "--pixels", "--data", str(scenes.parent / "voc"),
+                                   "--epochs", "1", "--batch-size", "2", "--window", "4", "--workers", "0",
+                                   "--out", str(out)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert torch.load(out / "model.pt", weights_only=False)["arch"] == "fasterrcnn-resnet18"
 
 
 @pytest.mark.slow

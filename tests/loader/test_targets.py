@@ -140,3 +140,25 @@ def test_a_sample_without_a_mask_counts_nothing_in_segmentation():
     blob = pack_payload(json.dumps({"key": "k", "enc_hw": [32, 32], "orig_hw": [32, 32]}).encode(), None)
     t = build_target("segmentation", blob, Crop(0, 0, 2, 2, False))
     assert t["mask"].shape == (32, 32) and (t["mask"] == 255).all()
+
+
+def test_pixel_baseline_windows_carry_the_same_targets_as_the_latent_ones(scenes_dataset):
+    """The pixel baselines' input: the source scenes made ready like the converter and cut by
+    the same rule give, image by image, the boxes and masks the ŷ loader gives."""
+    from pipeline.images import ImagePolicy
+    from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+    from pipeline.train.pixel_detect import PixelDetectionDataset
+
+    latent = list(LatentShardDataset(LatentLoaderConfig(str(scenes_dataset), train=False, window=None,
+                                                        target="detection")))
+    pixels = PixelDetectionDataset(str(scenes_dataset.parent / "voc"), "train", None, "detection",
+                                   policy=ImagePolicy(size=0))
+    assert len(pixels) == len(latent) == 6
+    for i, (y, t) in enumerate(latent):
+        x, p = pixels[i]
+        assert x.shape[1:] == (16 * y.shape[1], 16 * y.shape[2])
+        assert torch.equal(p["boxes"], t["boxes"]) and torch.equal(p["labels"], t["labels"])
+        assert torch.equal(p["mask"], t["mask"])
+    train = PixelDetectionDataset(str(scenes_dataset.parent / "voc"), "train", (4, 4), "segmentation")
+    x, t = train[0]
+    assert x.shape == (3, 64, 64) and t["mask"].shape == (64, 64)

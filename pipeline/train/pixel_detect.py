@@ -1,0 +1,66 @@
+"""The pixel baselines' input for detection and segmentation: the source images (voc, coco),
+made ready exactly as the converter makes them (resize, pad), then cut with the latent
+loader's own rule on the 16-px grid (`pipeline.loader.targets`), so a pixel model sees the
+same window, at the same scale, with the same boxes and masks, as a model on ŷ does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.errors import SourceError
+from pipeline.images import ImagePolicy, fit_mask, mask_png, prepare_image, prepare_mask
+from pipeline.loader.targets import CELL, build_target, choose_crop, pack_payload
+from pipeline.sources import list_source, read_bytes
+from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
+
+
+class PixelDetectionDataset(Dataset):
+    """``(pixels float [3, 16h, 16w] in [0, 1], target dict)`` per source image of ``split``.
+
+    Training draws a random window of ``window`` cells and a flip (seeded by the seed, the
+    epoch and the image); evaluation (``window=None``) takes the whole padded image. Images
+    the converter would reject are left out (they are failures rows there)."""
+
+    def __init__(self, source: str, split: str, window: tuple[int, int] | None, target: str = "detection",
+                 seed: int = 0, policy: ImagePolicy = ImagePolicy()):
+        listing = list_source("auto", source, split=split)
+        if not listing.items:
+            raise SourceError(f"{source} has no images in split {split!r}")
+        self.items, self.classes = list(listing.items), list(listing.classes)
+        self.window, self.target, self.seed, self.policy = window, target, seed, policy
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        img = prepare_image(read_bytes(item.uri), self.policy)
+        mask = None
+        if item.mask == MASK_FROM_TARGETS:
+            mask = fit_mask(render_class_mask(json.loads(item.targets)), self.policy, img.orig_hw)
+        elif item.mask is not None:
+            mask = prepare_mask(read_bytes(item.mask), self.policy, img.orig_hw)
+        meta = {"key": item.key, "enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
+                "targets": json.loads(item.targets) if item.targets else None}
+        blob = pack_payload(json.dumps(meta).encode(), mask_png(mask) if mask is not None else None)
+        ph, pw = img.padded_hw
+        rng = random.Random(hash((self.seed, self.epoch, i))) if self.window is not None else None
+        crop = choose_crop((ph // CELL, pw // CELL), self.window, rng)
+        h, w = crop.height * CELL, crop.width * CELL
+        out = np.zeros((h, w, 3), np.uint8)
+        sub = img.pixels[crop.top * CELL : crop.top * CELL + h, crop.left * CELL : crop.left * CELL + w]
+        out[: sub.shape[0], : sub.shape[1]] = sub
+        if crop.flip:
+            out = out[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255)
+        return x, build_target(self.target, blob, crop)
