@@ -27,6 +27,8 @@ def cache_warm(
     cache_gb: float = typer.Option(20.0, help="Size limit; once full, further samples are not cached."),
     split: list[str] = typer.Option(None, help="Only these splits (repeatable); default: all."),
     workers: int = typer.Option(os.cpu_count() or 1, help="Decoding processes."),
+    target: str = typer.Option("class", help="The loaders it serves: class, detection or segmentation "
+                               "(each kind has its own cache file: it keeps their targets beside ŷ)."),
 ):
     """Decode every ŷ of the dataset into the cache with all cores, before training starts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,7 +42,7 @@ def cache_warm(
                   console=console) as bar:
         task = bar.add_task("warm", total=total)
         res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
-                         on_shard=lambda _name, n: bar.update(task, advance=n))
+                         on_shard=lambda _name, n: bar.update(task, advance=n), target=target)
     st = res.stats
     console.print(f"{res.samples} of {res.expected} samples cached from {res.shards} shard(s): "
                   f"{st['bytes'] / 2**20:.1f} MB in {st['path']}")

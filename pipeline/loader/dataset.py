@@ -144,6 +144,10 @@ class LatentShardDataset(IterableDataset):
         return role, consumed[role]
 
     # -- decoding ---------------------------------------------------------------------------
+    def shard_sha256(self, name: str) -> str:
+        """The manifest's sha256 of shard ``name``: what the warm cache keys it by."""
+        return self._shard_sha[name]
+
     def codec(self) -> Codec:
         if self._codec is None:
             self._codec = self.data.load_codec()
@@ -193,7 +197,7 @@ class LatentShardDataset(IterableDataset):
     def _stream(self, slices: list[stages.ShardSlice], epoch: int, rank: int, wid: int):
         """This worker's samples of the epoch, in order: decoded, shuffled, cropped, padded."""
         rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None
-        items = self._decoded(slices, self.codec())
+        items = self.decoded(slices, self.codec())
         if rng is not None:
             items = stages.shuffle(items, self.cfg.shuffle_buffer, rng)
         expected, yielded = sum(s.stop - s.start for s in slices), 0
@@ -226,9 +230,10 @@ class LatentShardDataset(IterableDataset):
     #: decoded samples held before they are written to the cache together
     CACHE_WRITE_BATCH = 64
 
-    def _decoded(self, slices: list[stages.ShardSlice], codec: Codec):
-        """``(ŷ, target)`` of each slice's samples: from the warm cache where it holds them,
-        else entropy-decoded from the tar (and then cached). Corrupt samples are skipped (logged)."""
+    def decoded(self, slices: list[stages.ShardSlice], codec: Codec):
+        """The cached-decode stage: ``(ŷ, target)`` of each slice's samples, from the warm cache
+        where it holds them, else entropy-decoded from the tar (and then cached). Corrupt samples
+        are skipped (logged). `pipeline.loader.warm` runs this stage alone to fill the cache."""
         for sl in slices:
             sha = self._shard_sha[sl.name]
             held = self.cache.positions(sha, sl.start, sl.stop) if self.cache else set()

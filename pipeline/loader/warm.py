@@ -38,15 +38,17 @@ def _init(datasets: dict[str, LatentShardDataset]) -> None:
 def _warm_shard(job: tuple[str, str, str, int]) -> tuple[str, int]:
     split, url, name, n = job
     ds = _state["datasets"][split]
-    if len(ds.cache.positions(ds._shard_sha[name], 0, n)) == n:
+    if len(ds.cache.positions(ds.shard_sha256(name), 0, n)) == n:
         return name, n  # already warm
-    got = sum(1 for _ in ds._decoded([stages.ShardSlice(url, name, 0, n)], ds.codec()))
+    got = sum(1 for _ in ds.decoded([stages.ShardSlice(url, name, 0, n)], ds.codec()))
     return name, got
 
 
 def warm_cache(root: str, cache: str, max_bytes: int = 20 * 2**30, splits: list[str] | None = None,
-               workers: int = 1, on_shard: Callable[[str, int], None] | None = None) -> WarmResult:
-    """Decode every sample of ``splits`` (default: all) of the dataset at ``root`` into the cache."""
+               workers: int = 1, on_shard: Callable[[str, int], None] | None = None,
+               target: str = "class") -> WarmResult:
+    """Decode every sample of ``splits`` (default: all) of the dataset at ``root`` into the cache
+    that loaders of ``target`` ("class", "detection", "segmentation") read."""
     manifest = LatentDataset.open(root).manifest
     names = splits or [s for s in manifest["splits"] if manifest["splits"][s]["samples"]]
     unknown = [s for s in names if s not in manifest["splits"]]
@@ -54,7 +56,8 @@ def warm_cache(root: str, cache: str, max_bytes: int = 20 * 2**30, splits: list[
         raise LatentShardsError(f"{root} has no split {', '.join(map(repr, unknown))}; "
                                 f"splits: {', '.join(manifest['splits'])}")
     datasets = {s: LatentShardDataset(LatentLoaderConfig(root, split=s, train=False, window=None,
-                                                         cache=cache, cache_max_bytes=max_bytes))
+                                                         cache=cache, cache_max_bytes=max_bytes,
+                                                         target=target))
                 for s in names}
     for ds in datasets.values():
         ds.codec()  # loaded once here, inherited by the forked workers
@@ -71,6 +74,6 @@ def warm_cache(root: str, cache: str, max_bytes: int = 20 * 2**30, splits: list[
             if on_shard:
                 on_shard(name, got)
     any_ds = next(iter(datasets.values()))
-    held = sum(len(any_ds.cache.positions(ds._shard_sha[name], 0, n))
+    held = sum(len(any_ds.cache.positions(ds.shard_sha256(name), 0, n))
                for ds in datasets.values() for _, name, n in ds.shards)
     return WarmResult(len(jobs), held, sum(ds.total for ds in datasets.values()), any_ds.cache.stats())

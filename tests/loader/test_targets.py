@@ -162,3 +162,19 @@ def test_pixel_baseline_windows_carry_the_same_targets_as_the_latent_ones(scenes
     train = PixelDetectionDataset(str(scenes_dataset.parent / "voc"), "train", (4, 4), "segmentation")
     x, t = train[0]
     assert x.shape == (3, 64, 64) and t["mask"].shape == (64, 64)
+
+
+def test_warming_a_detection_cache_runs_the_loaders_own_decode_stage(scenes_dataset, tmp_path):
+    from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+    from pipeline.loader.warm import warm_cache
+
+    res = warm_cache(str(scenes_dataset), str(tmp_path / "c"), target="detection")
+    assert res.samples == res.expected == 8
+    cfg = LatentLoaderConfig(str(scenes_dataset), train=False, window=(6, 6), target="detection",
+                             cache=str(tmp_path / "c"))
+    ds = LatentShardDataset(cfg)
+    assert all(len(ds.cache.positions(ds.shard_sha256(name), 0, n)) == n for _, name, n in ds.shards)
+    cold = list(LatentShardDataset(LatentLoaderConfig(str(scenes_dataset), train=False, window=(6, 6),
+                                                      target="detection")))
+    for (y1, t1), (y2, t2) in zip(cold, ds, strict=True):
+        assert torch.equal(y1, y2) and all(torch.equal(t1[k], t2[k]) for k in t1)

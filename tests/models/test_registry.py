@@ -5,8 +5,10 @@ import torch
 
 from pipeline.models.registry import MODELS, create_model
 
+CLASSIFIERS = sorted(n for n, s in MODELS.items() if s.task == "classify")
 
-@pytest.mark.parametrize("name", sorted(n for n in MODELS if n.endswith(("18", "50"))))
+
+@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if n.endswith(("18", "50"))])
 def test_forward_backward(name):
     torch.manual_seed(0)
     model = create_model(name, in_channels=24, num_classes=5)
@@ -19,7 +21,7 @@ def test_forward_backward(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(n for n in MODELS if n.endswith(("34", "101"))))
+@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if n.endswith(("34", "101"))])
 def test_forward_backward_deep(name):
     test_forward_backward(name)
 
@@ -40,3 +42,28 @@ def test_unknown_model_and_bad_stem():
         create_model("vgg", 8, 2)
     with pytest.raises(ValueError, match="activation"):
         create_model("sresnet18", 8, 2, activation="tanh")
+
+
+TASK_MODELS = sorted(n for n, s in MODELS.items() if s.task != "classify")
+
+
+@pytest.mark.parametrize("name", [n for n in TASK_MODELS if n.endswith("18")])
+def test_detection_and_segmentation_entries_train(name):
+    """Faster R-CNN: its losses on a batch with a box and one without; DeepLabV3: per-pixel
+    cross-entropy. Every trainable parameter that the loss reaches gets a finite gradient."""
+    torch.manual_seed(0)
+    latent = MODELS[name].input == "latent"
+    x = torch.randn(2, 24, 6, 6) if latent else torch.rand(2, 3, 96, 96)
+    kw = {"window_px": 96} if MODELS[name].task == "detect" else {}
+    model = create_model(name, in_channels=24 if latent else 3, num_classes=3, **kw).train()
+    if MODELS[name].task == "detect":
+        targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1])},
+                   {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+        loss = sum(model(x, targets).values())
+    else:
+        out = model(x)
+        assert out.shape == (2, 3, 96, 96)
+        loss = torch.nn.functional.cross_entropy(out, torch.randint(0, 3, (2, 96, 96)))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
