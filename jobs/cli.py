@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from jobs.cache_cli import cache_app
-from jobs.console import App, console, err, print_summary
+from jobs.console import App, console, err, print_fewshot, print_summary
 from jobs.convert import convert
 from jobs.detect_cli import add_commands as add_detect_commands
 from jobs.detect_cli import add_fewshot_detect
@@ -282,16 +282,10 @@ def fewshot(
                         classifier=classifier)
     r = run_fewshot(cfg, log=lambda d: console.print(
         f"base epoch {d['epoch']}: val top-1 (base classes) {d['val_top1']:.3f}"))
-    t = Table(title=f"{arch} few-shot ({classifier} head), {len(cfg.seeds)} seeds: accuracy over all classes")
-    for c in ("shots", "novel", "base"):
-        t.add_column(c, justify="right")
-    for row in r["rows"]:
-        t.add_row(str(row["shots"]), f"{row['novel_mean']:.3f} ± {row['novel_std']:.3f}",
-                  f"{row['base_mean']:.3f} ± {row['base_std']:.3f}")
-    console.print(t)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(r, indent=2, default=float))
-    console.print(f"wrote {output}")
+    rows = [(row["shots"], row["novel_mean"], row["novel_std"], row["base_mean"], row["base_std"])
+            for row in r["rows"]]
+    print_fewshot(f"{arch} few-shot ({classifier} head), {len(cfg.seeds)} seeds: accuracy over all classes",
+                  rows, r, output)
 
 
 @app.command("make-task")

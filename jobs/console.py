@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import click
 import typer
@@ -92,3 +93,18 @@ class App(typer.Typer):
             return fn
 
         return deco
+
+
+def print_fewshot(title: str, rows: list[tuple], result: dict, output: Path) -> None:
+    """A few-shot table (k, novel mean ± std, base mean ± std per row), then ``result`` as JSON."""
+    import json
+
+    t = Table(title=title)
+    for c in ("shots", "novel", "base"):
+        t.add_column(c, justify="right")
+    for k, nm, ns, bm, bs in rows:
+        t.add_row(str(k), f"{nm:.3f} ± {ns:.3f}", f"{bm:.3f} ± {bs:.3f}")
+    console.print(t)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=float))
+    console.print(f"wrote {output}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs.console import console
+from jobs.console import console, print_fewshot
 
 
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
@@ -25,40 +25,34 @@ def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, l
     console.print(f"model.pt and metrics.jsonl in {out}/")
 
 
-def add_commands(train_app: typer.Typer) -> None:
-    @train_app.command("detect")
-    def train_detect(
-        data: str = typer.Option(..., help="Latent dataset converted from a detection source (voc, coco)."),
-        arch: str = typer.Option(None, help="fasterrcnn-sresnet18/34/50/101 (default 18); with --pixels "
-                                 "fasterrcnn-resnet*."),
+def _task_command(task: str, model: str, data_help: str, doc: str):
+    """The `train detect` / `train segment` command: the same options, its own defaults."""
+    def command(
+        data: str = typer.Option(..., help=data_help),
+        arch: str = typer.Option(None, help=f"{model}-sresnet18/34/50/101 (default 18); with --pixels "
+                                 f"{model}-resnet*."),
         epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
         window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
         workers: int = typer.Option(2, help="DataLoader worker processes."),
-        out: str = typer.Option("runs/detect", help="Folder for model.pt and metrics.jsonl."),
+        out: str = typer.Option(f"runs/{task}", help="Folder for model.pt and metrics.jsonl."),
         seed: int = typer.Option(0),
         cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
         pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
                                     "made ready as the converter does, cut by the same window rule."),
     ):
-        """Faster R-CNN (FPN) on ŷ: mAP@[.5:.95] and AP50 (pycocotools' COCOeval) on the val split."""
-        _run("detect", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
+        _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
 
-    @train_app.command("segment")
-    def train_segment(
-        data: str = typer.Option(..., help="Latent dataset with class masks (VOC SegmentationClass, COCO)."),
-        arch: str = typer.Option(None, help="deeplabv3-sresnet18/34/50/101 (default 18); with --pixels "
-                                 "deeplabv3-resnet*."),
-        epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
-        window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
-        workers: int = typer.Option(2, help="DataLoader worker processes."),
-        out: str = typer.Option("runs/segment", help="Folder for model.pt and metrics.jsonl."),
-        seed: int = typer.Option(0),
-        cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
-        pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
-                                    "made ready as the converter does, cut by the same window rule."),
-    ):
-        """DeepLabV3 (ASPP) on ŷ: mIoU on the val split (255 = ignore)."""
-        _run("segment", data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
+    command.__doc__ = doc
+    return command
+
+
+def add_commands(train_app: typer.Typer) -> None:
+    train_app.command("detect")(_task_command(
+        "detect", "fasterrcnn", "Latent dataset converted from a detection source (voc, coco).",
+        "Faster R-CNN (FPN) on ŷ: mAP@[.5:.95] and AP50 (pycocotools' COCOeval) on the val split."))
+    train_app.command("segment")(_task_command(
+        "segment", "deeplabv3", "Latent dataset with class masks (VOC SegmentationClass, COCO).",
+        "DeepLabV3 (ASPP) on ŷ: mIoU on the val split (255 = ignore)."))
 
 
 def add_fewshot_detect(fewshot_app: typer.Typer) -> None:
@@ -79,8 +73,6 @@ def add_fewshot_detect(fewshot_app: typer.Typer) -> None:
         and box regressor fine-tuned on k shots per class; novel and base AP50, mean ± std."""
         import json
         from pathlib import Path
-
-        from rich.table import Table
 
         from pipeline.train.detect import DetectConfig
         from pipeline.train.fewshot_detect import VOC_SPLITS, FewShotDetectConfig, run_fewshot_detection
@@ -103,13 +95,7 @@ def add_fewshot_detect(fewshot_app: typer.Typer) -> None:
         r = run_fewshot_detection(cfg, log=lambda d: console.print(
             f"k={d['k']} seed {d['seed']}: novel AP50 {d['novel_ap50']:.3f} base AP50 {d['base_ap50']:.3f}"
             if "k" in d else f"base epoch {d['epoch']}: loss {d['loss']:.3f}"))
-        t = Table(title=f"{arch} few-shot detection (TFA, cosine scale 20), {seeds} seeds: AP50")
-        for c in ("shots", "novel", "base"):
-            t.add_column(c, justify="right")
-        for row in r["table"]:
-            t.add_row(str(row["k"]), f"{row['novel_ap50_mean']:.3f} ± {row['novel_ap50_std']:.3f}",
-                      f"{row['base_ap50_mean']:.3f} ± {row['base_ap50_std']:.3f}")
-        console.print(t)
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(r, indent=2, default=float))
-        console.print(f"wrote {output}")
+        rows = [(row["k"], row["novel_ap50_mean"], row["novel_ap50_std"], row["base_ap50_mean"],
+                 row["base_ap50_std"]) for row in r["table"]]
+        print_fewshot(f"{arch} few-shot detection (TFA, cosine scale 20), {seeds} seeds: AP50", rows, r,
+                      Path(output))
