@@ -8,7 +8,8 @@ from jobs.console import console, print_fewshot
 
 
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
-         workers: int, out: str, seed: int, cache: str | None, pixels: bool) -> None:
+         workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
+         use_gpu: bool = False, address: str | None = None) -> None:
     from pipeline.train.detect import DetectConfig, train_detection
 
     model = "fasterrcnn" if task == "detect" else "deeplabv3"
@@ -21,7 +22,16 @@ def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, l
                    else f"mIoU {r['miou']:.3f}")
         console.print(f"epoch {r['epoch']}: loss {r['loss']:.3f} val {figures} ({r['seconds']:.0f} s)")
 
-    train_detection(cfg, show)
+    if ray_workers:
+        from jobs.train import run_detect_ray
+
+        res = run_detect_ray(cfg, ray_workers, use_gpu, address)
+        if res.error:
+            raise OSError(f"Ray Train failed: {res.error}")
+        for rec in res.metrics_dataframe.to_dict("records") if res.metrics_dataframe is not None else []:
+            show(rec)
+    else:
+        train_detection(cfg, show)
     console.print(f"model.pt and metrics.jsonl in {out}/")
 
 
@@ -39,8 +49,12 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
         pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
                                     "made ready as the converter does, cut by the same window rule."),
+        ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
+        use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
+        address: str = typer.Option(None, help="Ray cluster address (default: embedded)."),
     ):
-        _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels)
+        _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
+             ray_workers, use_gpu, address)
 
     command.__doc__ = doc
     return command

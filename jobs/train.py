@@ -106,6 +106,39 @@ def run_codec_ray(cfg, workers: int, gpus_per_worker: float = 0.0, address: str 
     return trainer.fit()
 
 
+def _detect_worker(config: dict) -> None:
+    """Runs in each Ray Train worker: DDP (unused parameters allowed: an RoI head may see no
+    box of a class in a step); rank 0 evaluates and saves."""
+    import ray.train
+    import torch.distributed as dist
+    from ray.train.torch import prepare_model
+
+    from pipeline.train.detect import train_detection
+
+    def wrap(m):
+        return prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    train_detection(config["cfg"], log=lambda rec: ray.train.report(rec), wrap_model=wrap,
+                    rank=dist.get_rank())
+
+
+def run_detect_ray(cfg, workers: int, use_gpu: bool, address: str | None = None):
+    """`train_detection` (detect or segment) on ``workers`` Ray Train DDP workers."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from jobs.ray_session import connect
+
+    connect(address)
+    cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out),
+                              cache=_absolute(cfg.cache))
+    trainer = TorchTrainer(
+        _detect_worker, train_loop_config={"cfg": cfg},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=os.path.abspath(cfg.out or "runs/ray-train"), name=cfg.task))
+    return trainer.fit()
+
+
 def _absolute(path: str | None) -> str | None:
     """A local path made absolute (workers run elsewhere); URLs and bundled:NAME as they are."""
     return path if path is None or "://" in path or path.startswith("bundled:") else os.path.abspath(path)

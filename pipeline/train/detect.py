@@ -74,7 +74,12 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
         from pipeline.train.pixel_detect import PixelDetectionDataset
 
         ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed)
-        return ds, DataLoader(ds, shuffle=train, generator=torch.Generator().manual_seed(cfg.seed), **common)
+        sampler = None
+        if train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
+            ds.set_epoch = sampler.set_epoch  # the loop calls set_epoch on the dataset
+        return ds, DataLoader(ds, shuffle=train and sampler is None, sampler=sampler,
+                              generator=torch.Generator().manual_seed(cfg.seed), **common)
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=window, target=target, cache=cfg.cache))
     return ds, DataLoader(ds, persistent_workers=False, **common)
@@ -136,11 +141,15 @@ def evaluate(model, loader: DataLoader, task: str, num_classes: int,
 def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
                     model: torch.nn.Module | None = None,
                     on_batch: Callable[[int, int, float], None] | None = None,
-                    label_map: torch.Tensor | None = None) -> dict:
+                    label_map: torch.Tensor | None = None, wrap_model: Callable = lambda m: m,
+                    rank: int = 0) -> dict:
     """Train ``cfg.epochs`` epochs, evaluating after each; with ``out``: ``model.pt`` (weights,
     arch, classes), ``metrics.jsonl``. ``model`` continues from given weights; ``label_map``
     (detection) trains and evaluates on a subset of the classes, renumbered (class → new
-    index, −1: boxes dropped), as few-shot base training does."""
+    index, −1: boxes dropped), as few-shot base training does.
+
+    Under torch.distributed (Ray Train), ``wrap_model`` makes the training module (DDP) and
+    each rank reads its own share of the shards; rank 0 alone evaluates, logs and saves."""
     torch.manual_seed(cfg.seed)
     train_ds, train_loader = detection_loader(cfg, cfg.train_split, True)
     _, val_loader = detection_loader(cfg, cfg.val_split, False)
@@ -151,18 +160,19 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
     n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (model or build_model(cfg, M, n_classes)).to(device)
+    net = wrap_model(model)  # what trains (DDP under Ray); ``model`` is evaluated and saved
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     steps_per_epoch = (len(train_ds) // cfg.batch_size if cfg.pixels
                        else train_ds.num_batches(cfg.batch_size, cfg.workers))
     total, warm, step = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch), 0
-    out = Path(cfg.out) if cfg.out else None
+    out = Path(cfg.out) if cfg.out and rank == 0 else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
     history = []
     for epoch in range(cfg.epochs):
         train_ds.set_epoch(epoch)
-        model.train()
+        net.train()
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
         for y, targets in train_loader:
             lr = cfg.lr * (min(1.0, (step + 1) / warm)) * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -171,11 +181,11 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
             if cfg.task == "detect":
                 if label_map is not None:
                     targets = [relabel(t, label_map) for t in targets]
-                losses = model(y.to(device), [trainable(t, cfg.classes, device) for t in targets])
+                losses = net(y.to(device), [trainable(t, cfg.classes, device) for t in targets])
                 loss = sum(losses.values())
             else:
                 masks = torch.stack([t["mask"] for t in targets]).to(device)
-                loss = F.cross_entropy(model(y.to(device)), masks, ignore_index=IGNORE)
+                loss = F.cross_entropy(net(y.to(device)), masks, ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -185,7 +195,8 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
         rec = {"epoch": epoch, "loss": loss_sum / max(n, 1), "seconds": time.perf_counter() - t0}
         if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
             continue
-        rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
+        if rank == 0:  # every rank reports (Ray Train's report is collective); rank 0 evaluates
+            rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
         history.append(rec)
         log(rec)
         if out:

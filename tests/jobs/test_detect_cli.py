@@ -65,3 +65,20 @@ def test_eval_cost_prints_and_writes_the_stages(tmp_path):
     assert set(out["gpu_hours"]) == {"joint codec + task training (Eq. 6)", "convert the dataset",
                                      "train sresnet18 on ŷ", "(baseline) train resnet50 on pixels"}
     assert "GPU-hours" in res.output and all(v > 0 for v in out["gpu_hours"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_detection_on_two_ray_train_workers(ray_cluster, scenes, tmp_path):
+    """DDP over 2 CPU workers (gloo): each rank reads its share of the shards, rank 0
+    evaluates and writes model.pt."""
+    from jobs.train import run_detect_ray
+
+    cfg = DetectConfig(str(scenes), "detect", epochs=1, batch_size=2, window=6, workers=0,
+                       out=str(tmp_path / "ray"))
+    res = run_detect_ray(cfg, workers=2, use_gpu=False)
+    assert res.error is None
+    saved = torch.load(tmp_path / "ray" / "model.pt", weights_only=False)
+    assert saved["arch"] == "fasterrcnn-sresnet18"
+    rec = json.loads((tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= rec["ap50"] <= 1
