@@ -113,15 +113,21 @@ class SplitRoot:
         return f"{self.uri.split('://', 1)[0]}://{path}" if "://" in self.uri else path
 
 
-def open_split_root(root: str, split: str | None, known: tuple[str, ...], layout: str) -> SplitRoot:
-    """``split`` alone, or every folder of ``known`` present; an error naming the layout if none."""
+def open_root(root: str) -> SplitRoot:
+    """``root`` opened through fsspec, without split folders (for layouts that list their splits
+    in files: VOC's ImageSets, COCO's instance files)."""
     uri = canonical_uri(root)
     fs, base = fsspec.core.url_to_fs(uri)
-    base = base.rstrip("/")
-    splits = (split,) if split else tuple(s for s in known if fs.isdir(f"{base}/{s}"))
+    return SplitRoot(uri, fs, base.rstrip("/"), ())
+
+
+def open_split_root(root: str, split: str | None, known: tuple[str, ...], layout: str) -> SplitRoot:
+    """``split`` alone, or every folder of ``known`` present; an error naming the layout if none."""
+    r = open_root(root)
+    splits = (split,) if split else tuple(s for s in known if r.fs.isdir(f"{r.base}/{s}"))
     if not splits:
-        raise SourceError(f"{uri} has none of {', '.join(s + '/' for s in known)}: not an {layout} layout")
-    return SplitRoot(uri, fs, base, splits)
+        raise SourceError(f"{r.uri} has none of {', '.join(s + '/' for s in known)}: not an {layout} layout")
+    return SplitRoot(r.uri, r.fs, r.base, splits)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -31,8 +31,8 @@ from pipeline.sources.base import (
     Listing,
     ListingFailure,
     SourceItem,
-    canonical_uri,
     make_key,
+    open_root,
     split_listing,
     targets_json,
 )
@@ -75,11 +75,8 @@ def _coco_targets(img: dict, anns: list[dict], index: dict[int, int]) -> dict:
 
 
 def list_coco(root: str, split: str | None = None) -> Listing:
-    import fsspec
-
-    uri = canonical_uri(root)
-    fs, base = fsspec.core.url_to_fs(uri)
-    base = base.rstrip("/")
+    r = open_root(root)
+    fs, base, uri, uri_of = r.fs, r.base, r.uri, r.uri_of
     files = _instance_files(fs, base)
     if not files:
         raise SourceError(f"{uri} has no annotations/instances_<split><year>.json: not a COCO layout")
@@ -88,9 +85,6 @@ def list_coco(root: str, split: str | None = None) -> Listing:
             raise SourceError(f"{uri} has no instances file for split {split!r} (it has "
                               f"{', '.join(sorted(files))})")
         files = {split: files[split]}
-
-    def uri_of(p: str) -> str:
-        return f"{uri.split('://', 1)[0]}://{p}" if "://" in uri else p
 
     classes: tuple[str, ...] | None = None
     items, failures = [], []

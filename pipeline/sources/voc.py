@@ -29,8 +29,8 @@ from pipeline.sources.base import (
     Listing,
     ListingFailure,
     SourceItem,
-    canonical_uri,
     make_key,
+    open_root,
     split_listing,
     targets_json,
 )
@@ -127,15 +127,9 @@ def _ids(fs, voc: str, split: str) -> list[str] | None:
 
 
 def list_voc(root: str, split: str | None = None) -> Listing:
-    import fsspec
-
-    uri = canonical_uri(root)
-    fs, base = fsspec.core.url_to_fs(uri)
-    voc = find_voc_root(fs, base.rstrip("/"))
-
-    def uri_of(p: str) -> str:
-        return f"{uri.split('://', 1)[0]}://{p}" if "://" in uri else p
-
+    r = open_root(root)
+    fs, uri_of = r.fs, r.uri_of
+    voc = find_voc_root(fs, r.base)
     wanted = (split,) if split else SPLITS
     per_split = {s: ids for s in wanted if (ids := _ids(fs, voc, s)) is not None}
     if not per_split:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ConfigError
@@ -40,6 +39,7 @@ from pipeline.train.detect import (
     train_detection,
     trainable,
 )
+from pipeline.train.fewshot import CosineHead
 
 #: TFA's three PASCAL VOC base / novel splits (novel classes; the other 15 are base).
 VOC_SPLITS = {
@@ -61,19 +61,17 @@ class FewShotDetectConfig:
 
 
 class CosineBoxPredictor(nn.Module):
-    """TFA's last layers: class scores as scaled cosine similarity (background included), and
-    class-specific box deltas from a linear layer."""
+    """TFA's last layers: class scores as scaled cosine similarity (background included; the
+    few-shot classifier's `CosineHead`), and class-specific box deltas from a linear layer."""
 
     def __init__(self, in_features: int, num_classes: int, scale: float = 20.0):
         super().__init__()
-        self.cls_score = nn.Linear(in_features, num_classes, bias=False)
+        self.cls_score = CosineHead(in_features, num_classes, scale)
         self.bbox_pred = nn.Linear(in_features, num_classes * 4)
-        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.flatten(1)
-        scores = self.scale * F.normalize(x, dim=1) @ F.normalize(self.cls_score.weight, dim=1).t()
-        return scores, self.bbox_pred(x)
+        return self.cls_score(x), self.bbox_pred(x)
 
 
 def novel_indices(classes: list[str], novel: tuple[str, ...]) -> list[int]:
