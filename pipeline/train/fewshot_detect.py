@@ -191,8 +191,8 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
             finetune(model, support, cfg, seed)
             m = evaluate(model, val_loader, "detect", len(classes))
             per = np.array(m["ap50_per_class"], dtype=np.float64)
-            runs.append({"k": k, "seed": seed, "novel_ap50": float(np.nanmean(per[novel])),
-                         "base_ap50": float(np.nanmean(per[base])), "ap50_per_class": m["ap50_per_class"]})
+            runs.append({"k": k, "seed": seed, "novel_ap50": _mean_known(per[novel]),
+                         "base_ap50": _mean_known(per[base]), "ap50_per_class": m["ap50_per_class"]})
             novel_ap.append(runs[-1]["novel_ap50"])
             base_ap.append(runs[-1]["base_ap50"])
             log(runs[-1])
@@ -200,6 +200,12 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
                       "novel_ap50_std": float(np.std(novel_ap)),
                       "base_ap50_mean": float(np.mean(base_ap)), "base_ap50_std": float(np.std(base_ap))})
     return {"classes": classes, "novel": list(cfg.novel), "runs": runs, "table": table}
+
+
+def _mean_known(ap: np.ndarray) -> float:
+    """The mean AP over classes the val split holds (nan where it holds none of them)."""
+    known = ap[~np.isnan(ap)]
+    return float(known.mean()) if known.size else float("nan")
 
 
 def _base_training(cfg: FewShotDetectConfig, model, base: list[int], num_classes: int, log) -> nn.Module:
