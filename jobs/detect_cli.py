@@ -9,15 +9,18 @@ from jobs.console import console, print_fewshot
 
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
          workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
-         use_gpu: bool = False, address: str | None = None) -> None:
+         use_gpu: bool = False, address: str | None = None, resume: bool = False) -> None:
     from pipeline.train.detect import DetectConfig, train_detection
 
     model = "fasterrcnn" if task == "detect" else "deeplabv3"
     arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
-                       cache=cache, out=out, pixels=pixels)
+                       cache=cache, out=out, pixels=pixels, resume=resume)
 
     def show(r: dict) -> None:
+        if "resumed" in r:
+            console.print(f"resuming from {r['resumed']} at epoch {r['epoch']}")
+            return
         figures = (f"mAP {r['map']:.3f} AP50 {r['ap50']:.3f}" if task == "detect"
                    else f"mIoU {r['miou']:.3f}")
         console.print(f"epoch {r['epoch']}: loss {r['loss']:.3f} val {figures} ({r['seconds']:.0f} s)")
@@ -52,9 +55,11 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
         use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
         address: str = typer.Option(None, help="Ray cluster address (default: embedded)."),
+        resume: bool = typer.Option(False, help="Continue from OUT/last.pt (saved at every epoch's end) "
+                                    "at the next epoch; the same options, or an error naming them."),
     ):
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
-             ray_workers, use_gpu, address)
+             ray_workers, use_gpu, address, resume)
 
     command.__doc__ = doc
     return command

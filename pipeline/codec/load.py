@@ -92,7 +92,11 @@ def read_spec(spec: CodecSpec) -> Checkpoint:
 
 def codec_from_checkpoint(ckpt: Checkpoint, source: str = "") -> Codec:
     arch = get_architecture(ckpt.arch)
-    model = checkpoint.build_model(ckpt)
+    # the model's random initialisation is overwritten by the checkpoint: it must not draw from
+    # the caller's random stream (a loader that loads its codec lazily, mid-run, would shift a
+    # training run's draws, and a resumed run would not end where an uninterrupted one does)
+    with torch.random.fork_rng(devices=[]):
+        model = checkpoint.build_model(ckpt)
     tensors = model.state_dict()
     params = FLOAT_PARAMS
     if ckpt.integer_h_s is not None:  # the integer layers decide the bitstream too

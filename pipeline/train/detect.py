@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ class DetectConfig:
     classes: tuple[int, ...] | None = None  # train on these classes only (others' boxes dropped)
     eval_every: int = 1  # evaluate after every this many epochs (and after the last)
     pixels: bool = False  # baseline: ``data`` is the detection source (voc, coco), cut like ŷ
+    resume: bool = False  # continue from out/last.pt (saved at every epoch's end) at the next epoch
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -74,12 +76,12 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
         from pipeline.train.pixel_detect import PixelDetectionDataset
 
         ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed)
-        sampler = None
-        if train and torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
-            ds.set_epoch = sampler.set_epoch  # the loop calls set_epoch on the dataset
-        return ds, DataLoader(ds, shuffle=train and sampler is None, sampler=sampler,
-                              generator=torch.Generator().manual_seed(cfg.seed), **common)
+        if train:  # an order seeded by (seed, epoch), split over DDP ranks: a resumed run's too
+            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+            ds.sampler = torch.utils.data.DistributedSampler(
+                ds, num_replicas=torch.distributed.get_world_size() if dist else 1,
+                rank=torch.distributed.get_rank() if dist else 0, shuffle=True, seed=cfg.seed, drop_last=True)
+        return ds, DataLoader(ds, sampler=ds.sampler, **common)
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=window, target=target, cache=cfg.cache))
     return ds, DataLoader(ds, persistent_workers=False, **common)
@@ -99,6 +101,15 @@ def relabel(target: dict, label_map: torch.Tensor) -> dict:
     new = label_map[target["labels"]]
     keep = new >= 0
     return {**{k: v[keep] for k, v in target.items() if k != "mask"}, "labels": new[keep]}
+
+
+def _save_last(out: Path, cfg: DetectConfig, model, opt, epoch: int, step: int, history: list) -> None:
+    """``out/last.pt`` at an epoch's end: what `--resume` goes on from, written whole."""
+    tmp = out / f".last.pt.{os.getpid()}.tmp"
+    torch.save({"epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg)},
+               tmp)
+    os.replace(tmp, out / "last.pt")
 
 
 def check_targets(data, cfg: DetectConfig) -> None:
@@ -169,8 +180,20 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
     out = Path(cfg.out) if cfg.out and rank == 0 else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    history = []
-    for epoch in range(cfg.epochs):
+    history, start = [], 0
+    last = Path(cfg.out or "") / "last.pt"
+    if cfg.resume and cfg.out and last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        diff = sorted(k for k, v in asdict(cfg).items() if k != "resume" and state["config"].get(k) != v)
+        if diff:
+            raise ConfigError(f"{last} was saved by a run with other {', '.join(diff)}; resume with the "
+                              "same options, or train into another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start, step, history = state["epoch"] + 1, state["step"], state["history"]
+        log({"resumed": str(last), "epoch": start})
+    for epoch in range(start, cfg.epochs):
         train_ds.set_epoch(epoch)
         net.train()
         t0, loss_sum, n = time.perf_counter(), 0.0, 0
@@ -193,15 +216,16 @@ def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
             if on_batch:
                 on_batch(epoch, n, loss_sum / n)
         rec = {"epoch": epoch, "loss": loss_sum / max(n, 1), "seconds": time.perf_counter() - t0}
-        if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
-            continue
-        if rank == 0:  # every rank reports (Ray Train's report is collective); rank 0 evaluates
-            rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
-        history.append(rec)
-        log(rec)
+        if not (epoch + 1) % cfg.eval_every or epoch + 1 == cfg.epochs:
+            if rank == 0:  # every rank reports (Ray Train's report is collective); rank 0 evaluates
+                rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
+            history.append(rec)
+            log(rec)
+            if out:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
         if out:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            _save_last(out, cfg, model, opt, epoch, step, history)
     if out:
         torch.save({"arch": cfg.arch, "classes": classes, "latent_channels": M, "config": asdict(cfg),
                     "state_dict": model.state_dict()}, out / "model.pt")

@@ -35,9 +35,12 @@ class PixelDetectionDataset(Dataset):
         self.items, self.classes = list(listing.items), list(listing.classes)
         self.window, self.target, self.seed, self.policy = window, target, seed, policy
         self.epoch = 0
+        self.sampler = None  # the training order (a DistributedSampler), seeded by epoch with the crops
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.items)

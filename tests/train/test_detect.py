@@ -1,17 +1,50 @@
-"""Detection and segmentation trained from ŷ: the commands end to end, and a detector that
-overfits a handful of scenes (AP50 > 0.5)."""
+"""Detection trained from ŷ (and pixels): a detector that overfits a handful of scenes
+(AP50 > 0.5), and a resumed run that ends where an uninterrupted one does."""
 
+import dataclasses
 
 import pytest
+import torch
 
+from pipeline.errors import ConfigError
 from pipeline.train.detect import DetectConfig, train_detection
 from tests.train.scenes import scenes_dataset
 
 
 @pytest.mark.slow
-def test_a_detector_on_y_hat_overfits_a_handful_ofscenes_dataset(tmp_path):
+def test_a_detector_on_y_hat_overfits_a_handful_of_scenes(tmp_path):
     ds = scenes_dataset(tmp_path, train=4, val=1)
     cfg = DetectConfig(str(ds), "detect", epochs=50, batch_size=4, lr=0.02, window=8, workers=0,
                        val_split="train", eval_every=50)
     result = train_detection(cfg, log=lambda r: None)
     assert result["history"][-1]["ap50"] > 0.5
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("pixels", [False, True])
+def test_a_resumed_detection_run_ends_with_the_uninterrupted_weights(tmp_path, pixels):
+    ds = scenes_dataset(tmp_path, train=4, val=1)
+    data = str(tmp_path / "voc") if pixels else str(ds)
+    arch = "fasterrcnn-resnet18" if pixels else "fasterrcnn-sresnet18"
+
+    def cfg(out, resume=False):
+        return DetectConfig(data, "detect", arch=arch, epochs=2, batch_size=2, window=4, workers=0,
+                            out=str(tmp_path / out), eval_every=2, pixels=pixels, resume=resume)
+
+    whole = train_detection(cfg("whole"), log=lambda r: None)["model"].state_dict()
+
+    def crash(epoch, batch, loss):
+        if epoch == 1:
+            raise _Crash  # the process dies in epoch 1, after epoch 0's last.pt
+
+    with pytest.raises(_Crash):
+        train_detection(cfg("cut"), log=lambda r: None, on_batch=crash)
+    seen = []
+    resumed = train_detection(cfg("cut", resume=True), log=seen.append)["model"].state_dict()
+    assert seen[0] == {"resumed": str(tmp_path / "cut" / "last.pt"), "epoch": 1}
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    with pytest.raises(ConfigError, match="other batch_size"):
+        train_detection(dataclasses.replace(cfg("cut", resume=True), batch_size=4), log=lambda r: None)
