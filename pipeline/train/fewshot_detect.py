@@ -20,6 +20,7 @@ classes (``fewshot.json`` from `latents make-task --detection` holds one).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -85,21 +86,19 @@ def novel_indices(classes: list[str], novel: tuple[str, ...]) -> list[int]:
 def sample_shots(rows: list[dict], num_classes: int, k: int, seed: int) -> dict[str, set[int]]:
     """TFA's k-shot draw: key → classes whose boxes are kept. Per class, images holding it in
     a seeded order until at least k of its (trainable) instances are collected."""
-    import json
-
+    boxes = {r["key"]: (json.loads(r["targets"]) if r["targets"] else {}).get("boxes") or [] for r in rows}
     chosen: dict[str, set[int]] = {}
-    order = sorted(rows, key=lambda r: r["key"])
     for c in range(num_classes):
         rng = random.Random(seed * 7919 + c)
-        cand = [r for r in order if any(b["label"] == c and not b.get("flags", {}).get("difficult")
-                                        for b in json.loads(r["targets"])["boxes"])]
+        cand = [key for key in sorted(boxes)
+                if any(b["label"] == c and not b.get("flags", {}).get("difficult") for b in boxes[key])]
         rng.shuffle(cand)
         got = 0
-        for r in cand:
+        for key in cand:
             if got >= k:
                 break
-            chosen.setdefault(r["key"], set()).add(c)
-            got += sum(b["label"] == c for b in json.loads(r["targets"])["boxes"])
+            chosen.setdefault(key, set()).add(c)
+            got += sum(b["label"] == c for b in boxes[key])
     return chosen
 
 
