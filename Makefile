@@ -77,7 +77,7 @@ TEXTURE_CODECS := rd-low task-low rd-mid task-mid
 $(TASK)/fewshot.json: | $(STAMP)
 	$(BIN)/latents make-task $(TASK) --kind grey-textures
 
-eval-codecs: $(STAMP) $(TASK)/fewshot.json ## Retrain the grey-textures rd/task codec pairs (about 20 min with JOBS=2), ship them
+eval-codecs: $(STAMP) $(TASK)/fewshot.json ## Retrain the grey-textures rd/task codec pairs (about 30 min with JOBS=2), ship them
 	$(MAKE) -j$${JOBS:-1} $(foreach c,$(TEXTURE_CODECS),runs/textures-$(c)-float.pt)
 	for c in $(TEXTURE_CODECS); do \
 	  $(BIN)/latents integerize runs/textures-$$c-float.pt $(WEIGHTS)/textures-$$c.pt --steps 0 --threads 1 || exit 1; done
