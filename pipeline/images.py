@@ -135,13 +135,14 @@ def _check_target(w: int, h: int, policy: ImagePolicy) -> None:
                          f"{MAX_SIDE} px side limit; use --crop or a smaller --size")
 
 
-def _resize(im: Image.Image, policy: ImagePolicy) -> Image.Image:
+def _resize(im: Image.Image, policy: ImagePolicy, resample=_RESAMPLE) -> Image.Image:
+    """The policy's resize (shorter side) and centre crop; masks pass NEAREST."""
     if not policy.size:
         return im
     w, h = im.size
     nw, nh = target_size(w, h, policy)
     if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), _RESAMPLE)
+        im = im.resize((nw, nh), resample)
     if policy.crop:
         left, top = (nw - policy.size) // 2, (nh - policy.size) // 2
         im = im.crop((left, top, left + policy.size, top + policy.size))
@@ -227,15 +228,7 @@ def fit_mask(mask: np.ndarray, policy: ImagePolicy, orig_hw: tuple[int, int]) ->
     if mask.shape != tuple(orig_hw):
         raise ImageError(Reason.BAD_ANNOTATION, f"the mask is {mask.shape[1]}x{mask.shape[0]} px, the "
                          f"image {orig_hw[1]}x{orig_hw[0]}: a mask must cover its image pixel for pixel")
-    m = Image.fromarray(mask, "L")
-    if policy.size:
-        nw, nh = target_size(m.width, m.height, policy)
-        if (nw, nh) != m.size:
-            m = m.resize((nw, nh), Image.Resampling.NEAREST)
-        if policy.crop:
-            left, top = (nw - policy.size) // 2, (nh - policy.size) // 2
-            m = m.crop((left, top, left + policy.size, top + policy.size))
-    return np.asarray(m, dtype=np.uint8)
+    return np.asarray(_resize(Image.fromarray(mask, "L"), policy, Image.Resampling.NEAREST), dtype=np.uint8)
 
 
 def mask_png(mask: np.ndarray) -> bytes:

@@ -155,20 +155,31 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
                                        "orientation applied): its boxes and mask would not fit it"))
     if item.mask is None:
         return Loaded(data, img)
+
+    def read_mask(uri: str) -> bytes:
+        raw = _read(uri, f"its mask {redact(uri)}: ")
+        if isinstance(raw, ImageError):  # a missing mask fails the sample: nothing dropped silently
+            raise raw
+        return raw
+
     try:
-        if item.mask == MASK_FROM_TARGETS:  # COCO: drawn from the polygons / RLE in the targets
-            mask = fit_mask(render_class_mask(json.loads(item.targets)), policy, img.orig_hw)
-        else:
-            raw = _read(item.mask, f"its mask {redact(item.mask)}: ")
-            if isinstance(raw, ImageError):  # a missing mask fails the sample: nothing dropped silently
-                return Loaded(data, raw)
-            mask = prepare_mask(raw, policy, img.orig_hw)
-        return Loaded(data, img, mask_png(mask))
+        return Loaded(data, img, mask_png(class_mask(item, policy, img.orig_hw, read_mask)))
     except ImageError as exc:
         return Loaded(data, exc)
     except Exception as exc:  # noqa: BLE001 - malformed polygons / RLE: this sample's failure
         return Loaded(data, ImageError(Reason.BAD_ANNOTATION, f"its segmentation cannot be drawn "
                                        f"({type(exc).__name__}: {exc})"))
+
+
+def class_mask(item: SourceItem, policy: ImagePolicy, orig_hw: tuple[int, int],
+               read: Callable[[str], bytes] = read_bytes) -> np.ndarray | None:
+    """``item``'s class mask at its encoded size (None without one): a mask file made ready
+    like the image, or for COCO drawn from the polygons / RLE in the targets."""
+    if item.mask is None:
+        return None
+    if item.mask == MASK_FROM_TARGETS:
+        return fit_mask(render_class_mask(json.loads(item.targets)), policy, orig_hw)
+    return prepare_mask(read(item.mask), policy, orig_hw)
 
 
 def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[EncodedLatent | Exception]:

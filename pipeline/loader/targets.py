@@ -111,10 +111,15 @@ def unpack_payload(blob: bytes) -> tuple[dict, np.ndarray | None]:
 
 
 def build_target(kind: str, blob: bytes, crop: Crop, min_visible: float = 0.3) -> dict:
-    """The target dict of one sample under ``crop``: for ``detection`` ``boxes`` (float32
-    [K, 4], window pixels), ``labels`` (int64), ``difficult`` and ``iscrowd`` (bool), and
-    ``masks`` where the sample has one; for ``segmentation`` ``mask`` (int64 [16h, 16w])."""
-    meta, mask = unpack_payload(blob)
+    """`target_of` a packed payload (what the shards and the warm cache hold)."""
+    return target_of(kind, *unpack_payload(blob), crop, min_visible)
+
+
+def target_of(kind: str, meta: dict, mask: np.ndarray | None, crop: Crop, min_visible: float = 0.3) -> dict:
+    """The target dict of one sample (its JSON ``meta``: targets, sizes; its class mask at the
+    encoded size) under ``crop``: for ``detection`` ``boxes`` (float32 [K, 4], window pixels),
+    ``labels`` (int64), ``difficult`` and ``iscrowd`` (bool), and ``mask`` where the sample has
+    one; for ``segmentation`` ``mask`` (int64 [16h, 16w])."""
     if kind == "segmentation":
         if mask is None:  # e.g. a VOC image outside the Segmentation subset: nothing counted, like
             # an unlabelled sample in classification
@@ -146,9 +151,10 @@ def encoded_boxes(xyxy: np.ndarray, orig_hw, enc_hw) -> np.ndarray:
 
     Both are read off the sample's own sizes: the resize scale is the encoded shorter side over
     the original's; an encoded image smaller than the resized one was centre-cropped."""
+    from pipeline.images import ImagePolicy, target_size
+
     (oh, ow), (eh, ew) = orig_hw, enc_hw
-    s = min(eh, ew) / min(oh, ow)
-    rw, rh = (max(1, round(ow * s)), max(1, round(oh * s))) if s != 1 else (ow, oh)
+    rw, rh = target_size(ow, oh, ImagePolicy(size=min(eh, ew)))  # the converter's own formula
     left, top = (rw - ew) // 2, (rh - eh) // 2
     return xyxy * np.array([rw, rh, rw, rh]) - np.array([left, top, left, top])
 

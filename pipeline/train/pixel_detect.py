@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.convert.worker import class_mask
 from pipeline.errors import SourceError
-from pipeline.images import ImagePolicy, fit_mask, mask_png, prepare_image, prepare_mask
-from pipeline.loader.targets import CELL, build_target, choose_crop, pack_payload
+from pipeline.images import ImagePolicy, prepare_image
+from pipeline.loader.targets import CELL, choose_crop, target_of
 from pipeline.sources import list_source, read_bytes
-from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
 
 
 class PixelDetectionDataset(Dataset):
@@ -48,14 +48,9 @@ class PixelDetectionDataset(Dataset):
     def __getitem__(self, i: int):
         item = self.items[i]
         img = prepare_image(read_bytes(item.uri), self.policy)
-        mask = None
-        if item.mask == MASK_FROM_TARGETS:
-            mask = fit_mask(render_class_mask(json.loads(item.targets)), self.policy, img.orig_hw)
-        elif item.mask is not None:
-            mask = prepare_mask(read_bytes(item.mask), self.policy, img.orig_hw)
+        mask = class_mask(item, self.policy, img.orig_hw)
         meta = {"key": item.key, "enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
                 "targets": json.loads(item.targets) if item.targets else None}
-        blob = pack_payload(json.dumps(meta).encode(), mask_png(mask) if mask is not None else None)
         ph, pw = img.padded_hw
         rng = random.Random(hash((self.seed, self.epoch, i))) if self.window is not None else None
         crop = choose_crop((ph // CELL, pw // CELL), self.window, rng)
@@ -66,4 +61,4 @@ class PixelDetectionDataset(Dataset):
         if crop.flip:
             out = out[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255)
-        return x, build_target(self.target, blob, crop)
+        return x, target_of(self.target, meta, mask, crop)
