@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.codec.container import MAX_PIXELS
 from pipeline.errors import ConfigError, ImageError, Reason
 
 # Failure reasons: the one enumeration is pipeline.errors.Reason.
@@ -28,7 +29,7 @@ class ImagePolicy:
     multiple: int = 64  # pad right/bottom to this multiple (the codec's)
     pad_mode: str = "edge"  # numpy.pad mode for the padding
     min_side: int = 16  # smaller images are rejected (the codec needs at least one z element)
-    max_pixels: int = 50_000_000  # larger *declared* sizes are rejected before decoding
+    max_pixels: int = MAX_PIXELS  # larger *declared* sizes are rejected before decoding
     background: tuple[int, int, int] = (255, 255, 255)  # transparency is composited on this
 
     def __post_init__(self):

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from pipeline.codec.container import LatentContainer
+from pipeline.codec.container import MAX_PIXELS, LatentContainer
 from pipeline.codec.entropy import (
     FLOAT_PARAMS,
     CdfTables,
@@ -84,6 +84,9 @@ class Codec:
         self.arch = arch
         self.identity = identity
         self.device = torch.device("cpu")
+        #: the most padded pixels a container may declare (`parse`); a dataset's own codec
+        #: gets the dataset's --max-pixels (`LatentDataset.load_codec`)
+        self.max_pixels = MAX_PIXELS
         eb = model.entropy_bottleneck
         self.z_tables = CdfTables(eb)  # the factorized model's y tables are these too
         self.medians = eb.quantiles[:, 0, 1].detach().double().cpu()
@@ -166,15 +169,30 @@ class Codec:
         return out
 
     # -- decode ---------------------------------------------------------------------------------
-    def parse(self, data: bytes) -> LatentContainer:
+    def parse(self, data: bytes, max_pixels: int | None = None) -> LatentContainer:
+        """The container of ``data``, checked against this codec before anything is allocated
+        for it: fingerprint, coder, shapes, at most ``max_pixels`` (default ``self.max_pixels``)
+        padded pixels, and strings long enough for the symbols they declare."""
         c = LatentContainer.unpack(data)
         if c.fingerprint_prefix != self._fp_prefix:
             raise FingerprintMismatch(c.fingerprint_prefix.hex(), self.identity.fingerprint,
                                       "latent container")
         if c.coder != CODER:
             raise ContainerError(f"container written by coder {c.coder!r}, this codec uses {CODER}")
+        self._check_size(c, max_pixels or self.max_pixels)
         self._check_shapes(c)
+        self._check_lengths(c)
         return c
+
+    @staticmethod
+    def _check_size(c: LatentContainer, limit: int) -> None:
+        """Decoding costs memory in proportion to the declared padded size: bound it first."""
+        hp, wp = c.padded_hw
+        if hp * wp > limit:
+            raise ContainerError(
+                f"latent container declares a {hp}x{wp} padded image ({hp * wp / 1e6:.1f} MP), above "
+                f"the {limit / 1e6:.1f} MP limit (the dataset's --max-pixels; {MAX_PIXELS / 1e6:.0f} MP "
+                "for a container read on its own); refused before decoding")
 
     def _check_shapes(self, c: LatentContainer) -> None:
         """Shapes must be what this codec would write, before any of them reaches the C++ coder."""
@@ -195,15 +213,29 @@ class Codec:
         if problems:
             raise ContainerError("latent container does not fit the codec: " + "; ".join(problems))
 
+    def _check_lengths(self, c: LatentContainer) -> None:
+        """Strings far too short for their grids are forged (or cut): refuse them before the
+        entropy parameters of the whole grid are computed."""
+        tables = [(c.y_shape, self.z_tables if self.arch.family == FACTORIZED else self.y_tables)]
+        if c.z_shape is not None:
+            tables.append((c.z_shape, self.z_tables))
+        for name, string, (shape, t) in zip(("y", "z"), c.strings, tables, strict=False):  # count: decode_y
+            need = t.min_bytes(int(np.prod(shape)))
+            if len(string) < need:
+                raise ContainerError(
+                    f"latent container holds {len(string)} bytes of {name} for a {shape[0]}x{shape[1]}"
+                    f"x{shape[2]} grid; the coder writes at least {need}: the stream is cut or forged")
+
     def decode_y(self, data: bytes | LatentContainer, crop: bool = True,
-                 reference: bool = False) -> torch.Tensor:
+                 reference: bool = False, max_pixels: int | None = None) -> torch.Tensor:
         """ŷ as float32 ``[M, h, w]`` without running g_s; ``crop`` drops the padding's part.
 
         The symbols come from the fast rANS decoder (``fast_rans``) when it is available;
         ``reference=True`` uses CompressAI's decoder (and, on the float path, ``torch.searchsorted``
-        instead of ``ScaleBuckets``). Both return the same ŷ, bit for bit.
+        instead of ``ScaleBuckets``). Both return the same ŷ, bit for bit. ``max_pixels``: as
+        in `parse`.
         """
-        c = data if isinstance(data, LatentContainer) else self.parse(data)
+        c = data if isinstance(data, LatentContainer) else self.parse(data, max_pixels)
         expected = 1 if self.arch.family == FACTORIZED else 2
         if len(c.strings) != expected or (expected == 2) != (c.z_shape is not None):
             raise ContainerError(
@@ -228,9 +260,9 @@ class Codec:
         return y_hat
 
     @torch.no_grad()
-    def reconstruct(self, data: bytes) -> torch.Tensor:
+    def reconstruct(self, data: bytes, max_pixels: int | None = None) -> torch.Tensor:
         """Pixels ``[3, H, W]`` in [0, 1] (g_s over the padded grid, then cropped)."""
-        c = self.parse(data)
+        c = self.parse(data, max_pixels)
         y_hat = self.decode_y(c, crop=False)
         x_hat = self.model.g_s(y_hat[None].to(self.device)).clamp_(0, 1)[0].cpu()
         return x_hat[:, : c.image_hw[0], : c.image_hw[1]]

@@ -27,6 +27,12 @@ CONTAINER_VERSION = 1
 #: Coder ids are part of the format: never renumber, only append.
 CODERS = {1: "compressai-ans"}
 CODER_IDS = {v: k for k, v in CODERS.items()}
+#: The most padded pixels a container may declare unless its reader is told otherwise: the
+#: converter's ``--max-pixels`` default. Decoding allocates in proportion to the declared size
+#: (index and mean grids over all of y), so a decoder refuses larger declarations before it
+#: allocates anything; a dataset converted with a larger ``--max-pixels`` records that limit in
+#: its manifest's preprocessing, and its readers allow it.
+MAX_PIXELS = 50_000_000
 _HEAD = struct.Struct("<4sBBH8s10HIB")
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")

@@ -47,6 +47,18 @@ class CdfTables:
         self.offset = em._offset.reshape(-1).int().tolist()
         self.fast = fast_rans.FastTables(em._quantized_cdf.int().numpy(), em._cdf_length.int().numpy(),
                                          em._offset.int().numpy())
+        cdf, lengths = em._quantized_cdf.long().numpy(), em._cdf_length.reshape(-1).long().numpy()
+        freqs = np.where(np.arange(1, cdf.shape[1])[None] < lengths[:, None], np.diff(cdf, axis=1), 0)
+        #: the fewest bits any symbol costs in these tables (its most probable value, in the
+        #: table that gives it the highest frequency)
+        self.min_bits = float(-np.log2(freqs.max() / 2 ** em.entropy_coder_precision))
+
+    def min_bytes(self, n: int) -> int:
+        """A floor on the length of a string of ``n`` symbols, for refusing forged containers
+        whose strings are far too short for their declared grid. Every symbol costs at least
+        ``min_bits``; the floor keeps a quarter of that, so the coder's rounding (up to about
+        2^-15 of a bit per symbol) can never make a real stream fall below it."""
+        return int(n * self.min_bits / 32)
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray, reference: bool = False) -> bytes:
         """The coder's string; the fast encoder unless ``reference`` (CompressAI's, same bytes)."""

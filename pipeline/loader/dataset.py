@@ -165,7 +165,7 @@ class LatentShardDataset(IterableDataset):
     def __getitem__(self, key: str) -> tuple[torch.Tensor, int]:
         """Random access by key through the index's tar offsets (no scan)."""
         row = self.data.row(key)
-        y = self.codec().decode_y(self.data.latent_bytes(key))
+        y = self.codec().decode_y(self.data.latent_bytes(key), max_pixels=self.data.max_pixels)
         return y, row["label"] if row["label"] is not None else -1
 
     def __iter__(self):
@@ -257,7 +257,7 @@ class LatentShardDataset(IterableDataset):
                     yield c.y_hat, c.target
                     continue
                 try:
-                    y_hat = codec.decode_y(s["latent"])
+                    y_hat = codec.decode_y(s["latent"], max_pixels=self.data.max_pixels)
                 except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
                     if self.cfg.strict:
                         raise LatentShardsError(f"shard {sl.name} key {s['__key__']}: {exc}") from exc

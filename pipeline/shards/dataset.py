@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from pipeline.codec import checkpoint
 from pipeline.codec.codec import Codec
+from pipeline.codec.container import MAX_PIXELS
 from pipeline.codec.load import codec_from_checkpoint
 from pipeline.errors import DatasetError, FingerprintMismatch
 from pipeline.shards import index as idx
@@ -31,10 +32,25 @@ class LatentDataset:
     def fingerprint(self) -> str:
         return self.manifest["codec"]["fingerprint"]
 
+    @property
+    def max_pixels(self) -> int:
+        """The most padded pixels a container of this dataset may declare: the --max-pixels it
+        was converted with (the converter refuses larger padded images)."""
+        v = (self.manifest.get("preprocessing") or {}).get("max_pixels", MAX_PIXELS)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise DatasetError(f"{self.layout.manifest}: preprocessing.max_pixels is {str(v)[:40]!r}, "
+                               "not a positive integer")
+        return v
+
     def load_codec(self, other: Codec | None = None) -> Codec:
-        """The dataset's own codec (from OUT/codec/), refusing any whose fingerprint differs."""
-        codec = other or codec_from_checkpoint(
-            checkpoint.read(self.layout.codec_checkpoint), f"dataset:{self.layout.root}")
+        """The dataset's own codec (from OUT/codec/), refusing any whose fingerprint differs.
+        A codec loaded here parses containers up to the dataset's `max_pixels`; ``other`` is
+        left as it is (pass ``max_pixels`` when decoding with it)."""
+        codec = other
+        if codec is None:
+            codec = codec_from_checkpoint(checkpoint.read(self.layout.codec_checkpoint),
+                                          f"dataset:{self.layout.root}")
+            codec.max_pixels = self.max_pixels
         if codec.identity.fingerprint != self.fingerprint:
             raise FingerprintMismatch(self.fingerprint, codec.identity.fingerprint,
                                       f"dataset {self.layout.root}")
