@@ -9,9 +9,10 @@ in record batches to learn its splits, classes and which keys collide (64-bit ha
 a row), and `UriList.batches` reads it again, batch by batch, as `SourceItem` objects. The
 shard plan follows the list's own order (`pipeline.convert.plan.UriListPlan`).
 
-Keys: the ``key`` column or the file name (`make_key`); a key that is not tar-safe, or that
-two rows share, gets a short hash of its URI appended (``-<sha1[:8]>``), and the same URI
-listed again gets ``-1``, ``-2``, … after that.
+Keys: the ``key`` column or the file name (`make_key`) of the URL's path alone (`key_path`:
+no userinfo, query or fragment, so a token never reaches a key); a key that is not tar-safe,
+or that two rows share, gets a short hash of that path appended (``-<sha1[:8]>``), and the
+same path listed again (with another query, or none) gets ``-1``, ``-2``, … after that.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import fsspec
 import numpy as np
@@ -83,8 +85,21 @@ def _resolve(uri: str, folder: str) -> str:
     return f"{folder}/{uri}"
 
 
+def key_path(uri: str) -> str:
+    """What a key may be made of: a URL's scheme, host and path, never its userinfo, query or
+    fragment (presigned URLs carry tokens and signatures there, and they change from one
+    signing to the next). Paths without a scheme are file names and keep every character."""
+    if "://" not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # a malformed host ('http://[::1'): cut at the first query or fragment mark
+        return re.split(r"[?#]", uri, maxsplit=1)[0]
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+
+
 def _base_key(uri: str, key) -> str:
-    return str(key) if key else make_key(uri.rsplit("/", 1)[-1])
+    return str(key) if key else make_key(key_path(uri).rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)
@@ -157,8 +172,8 @@ class UriList:
                 key = base
                 clash = bool(self.clashes.size) and self._clashes(base)
                 if clash or make_key(base) != base:
-                    key = f"{make_key(base)}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
-                if clash:  # the same URI listed again
+                    key = f"{make_key(base)}-{hashlib.sha1(key_path(uri).encode()).hexdigest()[:8]}"
+                if clash:  # the same path listed again (with another query, or none)
                     seen = repeats.get(key, 0)
                     repeats[key] = seen + 1
                     key = f"{key}-{seen}" if seen else key
