@@ -61,7 +61,7 @@ def convert(
     device: str = typer.Option("auto", help="Where g_a runs: auto (CUDA if present), cpu, cuda:N."),
     executor: str = typer.Option("ray", help="ray: actor pool on a Ray cluster; local: in-process."),
     address: str = typer.Option(None, help="Ray cluster: auto or ray://host:10001 (default: embedded)."),
-    workers: int = typer.Option(0, help="Ray actors (0: as many as CPUs/GPUs allow)."),
+    workers: int = typer.Option(None, help="Ray actors (default: as many as CPUs/GPUs allow)."),
     cpus_per_worker: float = typer.Option(1.0, help="CPUs reserved per actor (its torch threads)."),
     gpus_per_worker: float = typer.Option(0.0, help="GPUs per actor; > 0 runs g_a on the GPU."),
     retry_failed: bool = typer.Option(False, help="Retry the failures ledger's transient rows "
@@ -71,6 +71,7 @@ def convert(
     """Encode an image dataset into latent shards (resumes: done shards are skipped)."""
     from pipeline.codec.load import CodecSpec
     from pipeline.convert import ConvertJob, ConvertOptions
+    from pipeline.errors import ConfigError
     from pipeline.images import ImagePolicy
     from pipeline.shards.dataset import LatentDataset, summarize
 
@@ -84,6 +85,8 @@ def convert(
         from jobs.ray_convert import RayOptions
 
         ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker)
+    elif workers is not None or address is not None:
+        raise ConfigError(f"--workers and --address are for --executor ray, not {executor}")
     s = run_convert(job, executor, ray, console, progress)
     console.print(f"converted {s.converted} shard(s), skipped {s.skipped} already done, "
                   f"{s.images_per_s:.1f} images/s over {s.seconds:.1f} s")

@@ -28,17 +28,26 @@ from pipeline.convert import (
     ShardWork,
     convert_shard,
 )
-from pipeline.errors import FingerprintMismatch, LatentShardsError
+from pipeline.errors import ConfigError, FingerprintMismatch, LatentShardsError
 from pipeline.shards.layout import Layout
+from pipeline.shards.lease import LeaseLost
 
 
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: embedded local Ray; "auto" or "ray://host:10001"
-    workers: int = 0  # 0: as many as the cluster's CPUs (or GPUs) allow
+    workers: int | None = None  # None: as many as the cluster's CPUs (or GPUs) allow
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_task_retries: int = 3
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}; leave it out for as "
+                              "many workers as the cluster can place")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ConfigError(f"--cpus-per-worker must be positive and --gpus-per-worker not negative, "
+                              f"got {self.cpus_per_worker} and {self.gpus_per_worker}")
 
 
 @ray.remote(num_cpus=0)
@@ -57,10 +66,11 @@ class ProgressBoard:
 
 class ShardWorker:
     def __init__(self, out: str, fingerprint: str, options: ConvertOptions, threads: int,
-                 use_gpu: bool):
+                 use_gpu: bool, lease_id: str = ""):
         torch.set_num_threads(max(1, threads))
         self.layout = Layout.at(out)
         self.options = options
+        self.lease_id = lease_id
         ck = checkpoint.read(self.layout.codec_checkpoint)
         self.codec = codec_from_checkpoint(ck, f"dataset:{out}")
         if self.codec.identity.fingerprint != fingerprint:
@@ -79,7 +89,7 @@ class ShardWorker:
             acc += step
             board.report.remote(task.name, acc)
 
-        return convert_shard(task, self.codec, self.layout, self.options, report)
+        return convert_shard(task, self.codec, self.layout, self.options, report, self.lease_id)
 
 
 
@@ -116,12 +126,15 @@ class RayExecutor:
         board = ProgressBoard.remote()
         threads = max(1, int(opts.cpus_per_worker))
         use_gpu = opts.gpus_per_worker > 0
-        pool = [actor.remote(work.layout.root, work.fingerprint, work.options, threads, use_gpu)
+        pool = [actor.remote(work.layout.root, work.fingerprint, work.options, threads, use_gpu,
+                             work.lease_id)
                 for _ in range(_pool_size(opts, count))]
         try:
             workers = ray.get([a.info.remote() for a in pool])
             return ExecutorRun(_drive(iter(tasks), pool, board, observer), workers)
         except ray.exceptions.RayError as exc:
+            if isinstance(getattr(exc, "cause", None), LeaseLost):  # another run owns OUT now
+                raise exc.cause from None
             # A shard whose worker raised, or died more often than Ray retries: the job stops,
             # finished shards stay and a rerun resumes from them.
             raise LatentShardsError(f"a shard could not be converted; rerun to resume: {exc}") from exc

@@ -35,7 +35,8 @@ from pipeline.convert.plan import (
 )
 from pipeline.convert.resume import finished_shards, shard_result
 from pipeline.convert.worker import RETRYABLE, ConvertOptions, Progress, ShardResult, convert_shard
-from pipeline.errors import DatasetError, SourceError, redact
+from pipeline.errors import ConfigError, DatasetError, SourceError, redact
+from pipeline.images import ImagePolicy
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write, exists, read_file
 from pipeline.shards.lease import ConvertLease
@@ -91,6 +92,7 @@ class ShardWork:
     layout: Layout
     codec: Codec
     options: ConvertOptions
+    lease_id: str = ""  # the run holding OUT's lease: shards are written only while it does
 
     @property
     def fingerprint(self) -> str:
@@ -122,7 +124,8 @@ class LocalExecutor:
             observer: ConvertObserver) -> ExecutorRun:
         results = {}
         for task in tasks:  # a plan may hand shards over as it reads them: never len(tasks)
-            results[task.name] = convert_shard(task, work.codec, work.layout, work.options, observer.update)
+            results[task.name] = convert_shard(task, work.codec, work.layout, work.options, observer.update,
+                                               work.lease_id)
             observer.shard_done(len(results))
         return ExecutorRun(results, [{"pid": os.getpid(), "device": str(work.codec.device), "node": "local"}])
 
@@ -149,14 +152,17 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def prepare_codec(spec: CodecSpec, layout: Layout) -> tuple[Codec, str]:
-    """Load the codec and place its exact checkpoint under OUT/codec/ (refusing a different one).
+def prepare_codec(spec: CodecSpec, layout: Layout, policy: ImagePolicy | None = None) -> tuple[Codec, str]:
+    """Load the codec, check ``policy`` against it, and place its exact checkpoint under
+    OUT/codec/ (refusing a different one).
 
     ``codec.json`` is written after ``codec.pt``; when it already names this codec, both are
     in place and nothing is written again.
     """
     ck = read_spec(spec)
     codec = codec_from_checkpoint(ck, spec.describe())
+    if policy is not None:
+        check_policy(policy, codec)
     if exists(layout.codec_identity):
         ident = json.loads(read_file(layout.codec_identity))
         if ident["fingerprint"] != codec.identity.fingerprint:
@@ -194,15 +200,53 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
     if job.torch_threads:
         torch.set_num_threads(job.torch_threads)
     src = canonical_uri(job.src)
-    job = replace(job, src=src, out=canonical_uri(job.out),
-                  fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
+    job = replace(job, src=src, out=canonical_uri(job.out))
+    check_out_apart(job.src, job.out)
+    job = replace(job, fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
     layout = Layout.at(job.out)
     plan = make_plan(job)
     if not plan.records:
         raise SourceError(f"no image found under {redact(job.src)} (format {job.fmt}); image files "
                           "end in .jpg, .jpeg, .png, .webp, …")
-    with ConvertLease(layout):  # one writer per OUT: a second run refuses, naming the first
-        return _convert_leased(job, layout, plan, executor, observer)
+    with ConvertLease(layout) as lease:  # one writer per OUT: a second run refuses, naming the first
+        return _convert_leased(job, layout, plan, executor, observer, lease)
+
+
+def check_out_apart(src: str, out: str) -> None:
+    """OUT may not be SRC or lie inside it: the next run (or any reader of SRC) would take the
+    dataset's own files (tars, Parquet indices, PNG masks) for source images or URI lists."""
+    def real(u: str) -> str:
+        return u if "://" in u else os.path.realpath(u)
+
+    s, o = real(src), real(out)
+    if o == s or o.startswith(s.rstrip("/") + "/"):
+        where = "is" if o == s else "lies inside"
+        raise ConfigError(f"OUT {redact(out)} {where} SRC {redact(src)}: the dataset would be written "
+                          "into its own source and read as input by the next run; choose an OUT "
+                          "outside SRC")
+
+
+def check_policy(policy: ImagePolicy, codec: Codec) -> None:
+    """Options that cannot make sense with this codec, refused before anything is written."""
+    cell = codec.identity.downsample
+    if 0 < policy.size < cell:
+        raise ConfigError(f"--size {policy.size} is below this codec's minimum of {cell} px (one "
+                          f"latent cell): every image would become padding; use --size {cell} or "
+                          "more, or 0 to keep each image's size")
+
+
+def canonical_command(job: ConvertJob) -> tuple[str, ...]:
+    """The manifest's record of how the dataset was made: the options that decide its bytes,
+    spelled one way (absolute, redacted paths; every such option given), so relative or absolute
+    paths, option order and executor choices give the same manifest. The command as typed goes
+    to ``OUT/logs/``."""
+    p = job.options.policy
+    return ("latents", "convert", redact(job.src), redact(job.out), "--format", job.fmt,
+            *(("--split", job.split) if job.split else ()),
+            "--codec", redact(job.codec.describe()), "--size", str(p.size), *(("--crop",) if p.crop else ()),
+            "--min-side", str(p.min_side), "--max-pixels", str(p.max_pixels),
+            "--shard-size", str(job.options.shard_size), "--batch-size", str(job.options.batch_size),
+            *(("--retry-failed",) if job.retry_failed else ()))
 
 
 def make_plan(job: ConvertJob) -> ShardPlan:
@@ -225,15 +269,16 @@ def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
 
 
 def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: Executor,
-                    observer: ConvertObserver) -> ConvertSummary:
+                    observer: ConvertObserver, lease: ConvertLease) -> ConvertSummary:
     t0 = time.perf_counter()
-    codec, ck_sha = prepare_codec(job.codec, layout)
+    codec, ck_sha = prepare_codec(job.codec, layout, job.options.policy)
     codec.to(resolve_device(job.device))
     # Pad to the codec's own multiple, whatever the caller's policy said.
     job = replace(job, options=replace(job.options, policy=replace(
         job.options.policy, multiple=codec.identity.multiple)))
     header = {"source": redact(job.src), "format": job.fmt, "split": job.split,
               "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
+    lease.check("plan.json")
     recorded = check_plan(layout, header, plan)
     sweep_temp_files(layout)
     done = finished_shards(layout)
@@ -242,7 +287,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
     todo = [r for r in records if r.name not in done]
     pending_retries = [t for t in retry_tasks(recorded, plan) if t.name not in done] \
         if any(r.name not in done for r in records[len(plan.records):]) else []
-    work = ShardWork(layout, codec, job.options)
+    work = ShardWork(layout, codec, job.options, lease.run_id)
     observer.begin(sum(r.entries for r in todo), len(todo))
     names = {r.name for r in todo}
     run = executor.run(itertools.chain(plan.tasks(names), pending_retries), len(todo), work, observer)
@@ -253,6 +298,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
     if job.retry_failed and not retried:
         keys = _retryable_keys(layout, [r.name for r in records])
         if keys:
+            lease.check("plan.json")
             new = add_retry_round(layout, recorded, plan, keys, job.options.shard_size)
             retried = [ShardRecord.of(t) for t in new]
             observer.begin(sum(r.entries for r in retried), len(retried))
@@ -262,6 +308,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
             records += retried
             todo += retried
     final = [results[r.name] if r.name in results else shard_result(layout, r) for r in records]
+    lease.check("index.parquet, failures.parquet and manifest.json")
     manifest = _finish(job, layout, plan.classes, codec, ck_sha, final, todo)
     seconds = max(time.perf_counter() - t0, 1e-9)
     images = sum(r.entries for r in todo)
@@ -270,6 +317,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
                              images / seconds, manifest["totals"]["failures_by_reason"],
                              sum(r.entries for r in retried),
                              recovered)
+    lease.check("its log")
     write_run_log(layout, job, executor.name, summary)
     return summary
 
@@ -278,7 +326,7 @@ def _finish(job: ConvertJob, layout: Layout, classes: tuple[str, ...], codec: Co
             results: list[ShardResult], todo: list[ShardRecord]) -> dict:
     """Merge the indices and write the manifest, unless an identical manifest is already there
     (a resume of a finished dataset then reads footers only)."""
-    run = RunInfo(tuple(redact(a) for a in job.command), redact(job.src), job.fmt, classes,
+    run = RunInfo(canonical_command(job), redact(job.src), job.fmt, classes,
                   job.options.policy.to_json(),
                   codec.identity.to_json(), ck_sha)
     shards = [r.to_json() for r in results]

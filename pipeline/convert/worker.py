@@ -32,6 +32,7 @@ from pipeline.images import (
 )
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout, atomic_write
+from pipeline.shards.lease import check_holder
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
 from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
@@ -244,8 +245,9 @@ def _chunks(seq: tuple, n: int) -> Iterable[tuple]:
 
 
 def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOptions,
-                  on_progress: Callable[[Progress], None] | None = None) -> ShardResult:
-    """Convert one shard and write it atomically: tar first, its Parquet index last."""
+                  on_progress: Callable[[Progress], None] | None = None, lease_id: str = "") -> ShardResult:
+    """Convert one shard and write it atomically: tar first, its Parquet index last; with
+    ``lease_id``, only while that run still holds OUT's lease (else `LeaseLost`)."""
     fp = codec.identity.fingerprint
     tar, rows = TarBuilder(), []
     pool = ThreadPoolExecutor(max(1, opts.threads))
@@ -270,6 +272,8 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
     tar_data = tar.finish()
     table = idx.to_table(rows)
     result = ShardResult.of(task, table, tar_data)
+    if lease_id:
+        check_holder(layout, lease_id, f"shard {task.name}")
     atomic_write(layout.shard_tar(task.name), tar_data)
     # the index goes last: its presence marks the shard done, its footer carries the figures
     atomic_write(layout.shard_index(task.name),

@@ -5,7 +5,9 @@ its last heartbeat. A run takes the lease before it writes anything and renews t
 heartbeat from a background thread; a second run into the same OUT finds a live lease and
 refuses, naming the first. A lease whose heartbeat is older than ``stale_after`` seconds
 (a run that died without releasing it), or whose pid no longer exists on this same host, is
-taken over with a warning.
+taken over with a warning. A run whose lease was taken over (its heartbeat finds another
+run's lease) stops with `LeaseLost` at its next write; shard workers check the lease file
+before writing each shard (`check_holder`).
 
 Object stores have no compare-and-swap, so after writing its lease a run reads it back and
 goes on only if the run id is its own: two runs starting within the same instant both back
@@ -35,6 +37,29 @@ LEASE_FILE = "convert.lease"
 
 class LeaseHeld(DatasetError):
     """Another run is writing this OUT."""
+
+
+class LeaseLost(DatasetError):
+    """Another run took this run's lease while it was writing: this run stops."""
+
+
+def lost_message(root: str, other: LeaseInfo, what: str) -> str:
+    return (f"the lease of {root} was taken over by another `latents convert` "
+            f"({other.describe(time.time())}); this run stops before writing {what} and leaves "
+            "OUT to that run")
+
+
+def check_holder(layout: Layout, run_id: str, what: str) -> None:
+    """Raise `LeaseLost` unless ``OUT/convert.lease`` is still run ``run_id``'s (or absent: a
+    heartbeat writes it back). Shard workers, which do not hold the lease object, call this
+    before each shard's writes."""
+    url = layout.url(LEASE_FILE)
+    try:
+        other = LeaseInfo(**json.loads(read_file(url))) if exists(url) else None
+    except (ValueError, TypeError, OSError):
+        return  # unreadable: the holder's next heartbeat rewrites it
+    if other is not None and other.run_id != run_id:
+        raise LeaseLost(lost_message(layout.root, other, what))
 
 
 @dataclass(frozen=True)
@@ -74,7 +99,16 @@ class ConvertLease:
         self.info = LeaseInfo(socket.gethostname(), os.getpid(), uuid.uuid4().hex, now, now)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost = False  # another run replaced this lease while it was held
+        self.lost: LeaseInfo | None = None  # the run that replaced this lease while it was held
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def check(self, what: str) -> None:
+        """Raise `LeaseLost` if a heartbeat found this lease taken: called before each write."""
+        if self.lost is not None:
+            raise LeaseLost(lost_message(self.root, self.lost, what))
 
     # -- reading ---------------------------------------------------------------------------------
     def current(self) -> LeaseInfo | None:
@@ -123,9 +157,9 @@ class ConvertLease:
             try:
                 cur = self.current()
                 if cur is not None and cur.run_id != self.info.run_id:
-                    self.lost = True
-                    log.error("the lease of %s was taken by another run (%s)", self.root,
-                              cur.describe(time.time()))
+                    self.lost = cur
+                    log.error("the lease of %s was taken by another run (%s); this run stops at its "
+                              "next write", self.root, cur.describe(time.time()))
                     return
                 self.info = LeaseInfo(self.info.host, self.info.pid, self.info.run_id, self.info.started,
                                       time.time())
