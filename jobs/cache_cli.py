@@ -31,18 +31,15 @@ def cache_warm(
                                "(each kind has its own cache file: it keeps their targets beside ŷ)."),
 ):
     """Decode every ŷ of the dataset into the cache with all cores, before training starts."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from jobs.progress import StepBar
     from pipeline.loader.warm import warm_cache
     from pipeline.shards.dataset import LatentDataset
 
     m = LatentDataset.open(data).manifest
     total = sum(s["samples"] for s in m["shards"] if not split or s["split"] in split)
-    with Progress(TextColumn("[bold]warming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("warm", total=total)
+    with StepBar("warming", total, console) as advance:
         res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
-                         on_shard=lambda _name, n: bar.update(task, advance=n), target=target)
+                         on_shard=lambda _name, n: advance(n), target=target)
     st = res.stats
     console.print(f"{res.samples} of {res.expected} samples cached from {res.shards} shard(s): "
                   f"{st['bytes'] / 2**20:.1f} MB in {st['path']}")

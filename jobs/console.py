@@ -44,7 +44,7 @@ def print_summary(s: dict) -> None:
     t.add_row("splits", ", ".join(f"{k}: {v['samples']}" for k, v in s["splits"].items()))
     t.add_row("source bytes", f"{s['source_bytes']:,}")
     t.add_row("shard bytes", f"{s['shard_bytes']:,}")
-    t.add_row("storage ratio", f"{s['storage_ratio']}x" if s["storage_ratio"] else "-")
+    t.add_row("storage ratio", f"{s['storage_ratio']:.1f}x" if s["storage_ratio"] else "-")
     t.add_row("bpp mean / p50 / p95",
               f"{s['bpp_mean'] or float('nan'):.3f} / {s['bpp_p50']:.3f} / {s['bpp_p95']:.3f}")
     for reason, n in s["failures_by_reason"].items():

@@ -33,6 +33,7 @@ def eval_rd(
     per image at equal bpp, then the curve over the codecs' rates with BD-rates."""
     import numpy as np
 
+    from jobs.progress import StepBar
     from pipeline.codec.load import BUNDLED_CURVE, CodecSpec, bundled_present, load_codec
     from pipeline.eval.rd import (
         evaluate_codecs,
@@ -49,7 +50,8 @@ def eval_rd(
     pictures = load_folder(images) if images else [
         (p.name, load_rgb(p.path)) for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
     name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
-    rep = evaluate_codecs(codecs, pictures, name, others)
+    with StepBar("evaluating", len(pictures) * (1 + len(codecs) + len(others)), console) as advance:
+        rep = evaluate_codecs(codecs, pictures, name, others, on_step=lambda what: advance(1, what))
     t = Table(title="codecs vs JPEG/WebP at equal bpp (PSNR interpolated over their quality range)")
     for c in ("codec", "image", "bpp", "PSNR codec", "MS-SSIM", "PSNR JPEG", "PSNR WebP", "JPEG min bpp"):
         t.add_column(c)

@@ -48,3 +48,23 @@ class ConvertBar:
     @property
     def elapsed(self) -> float:
         return max(time.perf_counter() - self.t0, 1e-9)
+
+
+class StepBar:
+    """A plain bar for work counted in steps (images evaluated, samples cached): ``with
+    StepBar("evaluating", n) as advance: … advance(k)``."""
+
+    def __init__(self, label: str, total: int, console: Console | None = None):
+        self._bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+        self._task = self._bar.add_task("", total=total)
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self.advance
+
+    def __exit__(self, *exc):
+        self._bar.__exit__(*exc)
+
+    def advance(self, n: int = 1, what: str = "") -> None:
+        self._bar.update(self._task, advance=n, description=what if len(what) <= 40 else f"…{what[-39:]}")

@@ -182,7 +182,8 @@ def check_plan(layout: Layout, header: dict, plan: ShardPlan) -> RecordedPlan:
     fresh = RecordedPlan(header, [r.to_json() for r in plan.records], [])
     if exists(layout.plan):
         old = RecordedPlan.from_bytes(read_file(layout.plan))
-        if (old.header, old.shards) != (json.loads(json.dumps(header)), fresh.shards):
+        header = json.loads(json.dumps(header))  # as it reads back (tuples become lists)
+        if (old.header, old.shards) != (header, fresh.shards):
             diff = sorted(k for k in header if old.header.get(k) != header[k])
             if old.shards != fresh.shards:
                 diff.append("shards")

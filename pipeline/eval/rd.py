@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -56,7 +57,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
 
     if min(a.shape[:2]) <= 160:
         return float("nan")
-    ta, tb = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].double() for v in (a, b))
+    # a copy: images decoded by Pillow are read-only arrays, which torch would warn about sharing
+    ta, tb = (torch.from_numpy(np.array(v, dtype=np.float64)).permute(2, 0, 1)[None] for v in (a, b))
     return float(_ms_ssim(ta, tb, data_range=255.0))
 
 
@@ -203,11 +205,26 @@ class CurveReport:
 
 
 def evaluate_codecs(codecs: dict[str, Codec], images: list[tuple[str, np.ndarray]], name: str,
-                    baselines: dict[str, Codec] | None = None) -> CurveReport:
-    """Every codec on every image (real bitstreams), the codecs as one curve, JPEG and WebP."""
+                    baselines: dict[str, Codec] | None = None,
+                    on_step: Callable[[str], None] | None = None) -> CurveReport:
+    """Every codec on every image (real bitstreams), the codecs as one curve, JPEG and WebP.
+    ``on_step`` hears of each of the ``len(images) * (1 + len(codecs) + len(baselines))`` steps
+    (an image's Pillow sweep, one codec on one image) as it ends, for a progress bar."""
     baselines = baselines or {}
-    sweeps = [pil_sweep(im) for _, im in images]  # once per image, whatever the number of codecs
-    points = {spec: [evaluate_image(c, n, im, sw) for (n, im), sw in zip(images, sweeps, strict=True)]
+    step = on_step or (lambda _what: None)
+
+    def sweep(n: str, im: np.ndarray) -> dict:
+        sw = pil_sweep(im)
+        step(f"{n}: JPEG/WebP/AVIF sweep")
+        return sw
+
+    def point(spec: str, c: Codec, n: str, im: np.ndarray, sw: dict) -> RDPoint:
+        p = evaluate_image(c, n, im, sw)
+        step(f"{n}: {spec.rsplit('/', 1)[-1]}")
+        return p
+
+    sweeps = [sweep(n, im) for n, im in images]  # once per image, whatever the number of codecs
+    points = {spec: [point(spec, c, n, im, sw) for (n, im), sw in zip(images, sweeps, strict=True)]
               for spec, c in {**codecs, **baselines}.items()}
     means = {spec: _mean_point(rows) for spec, rows in points.items()}
     members = sorted(codecs, key=lambda s: means[s]["codec_bpp"])

@@ -89,7 +89,8 @@ def atomic_write(url: str, data: bytes) -> None:
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"no space left on the device writing {url}; free some space and "
-                          "rerun the same command (finished shards are kept, this one is not)") from exc
+                          "rerun the same command (that file was not written, nothing is half-written, "
+                          "and what was written before it is kept)") from exc
         raise
 
 

@@ -1,6 +1,7 @@
 """The `latents` commands as a user runs them."""
 
 import json
+import re
 import warnings
 
 import pytest
@@ -20,6 +21,7 @@ def converted(photo_tree, tmp_path):
                               "--no-progress", "--executor", "local"])
     assert res.exit_code == 0, res.output
     assert "converted 2 shard(s)" in res.output and "storage ratio" in res.output
+    assert re.search(r"storage ratio\s+│?\s*\d+\.\dx", res.output), res.output  # one decimal
     return out
 
 
@@ -234,9 +236,12 @@ def test_eval_rd_curve_of_several_checkpoints_on_a_folder(tmp_path):
     args = ["eval", "rd", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
             "--baseline", str(paths[2]), "--images", str(kodak), "--plot", str(tmp_path / "rd.png"),
             "--output", str(tmp_path / "rd.json"), "--results-dir", str(tmp_path / "results")]
-    res = runner.invoke(app, args, terminal_width=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. torch's "NumPy array is not writable"
+        res = runner.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "BD-rate against JPEG" in res.output and "the curve at that bpp" in res.output
+    assert "evaluating" in res.output and "8/8" in res.output  # 2 images x (sweep + 3 codecs)
     out = json.loads((tmp_path / "rd.json").read_text())
     names = [c["name"] for c in out["curves"]]
     assert names[-3:] == ["JPEG (Pillow)", "WebP (Pillow)", "AVIF (Pillow)"] and str(paths[2]) in names
