@@ -237,16 +237,16 @@ def check_policy(policy: ImagePolicy, codec: Codec) -> None:
 
 def canonical_command(job: ConvertJob) -> tuple[str, ...]:
     """The manifest's record of how the dataset was made: the options that decide its bytes,
-    spelled one way (absolute, redacted paths; every such option given), so relative or absolute
-    paths, option order and executor choices give the same manifest. The command as typed goes
-    to ``OUT/logs/``."""
+    spelled one way (the absolute, redacted source; every such option given), so relative or
+    absolute paths, option order and executor choices give the same manifest. The output is
+    written ``OUT``: the dataset is the same wherever it is written or moved. The command as
+    typed goes to ``OUT/logs/``."""
     p = job.options.policy
-    return ("latents", "convert", redact(job.src), redact(job.out), "--format", job.fmt,
+    return ("latents", "convert", redact(job.src), "OUT", "--format", job.fmt,
             *(("--split", job.split) if job.split else ()),
             "--codec", redact(job.codec.describe()), "--size", str(p.size), *(("--crop",) if p.crop else ()),
             "--min-side", str(p.min_side), "--max-pixels", str(p.max_pixels),
-            "--shard-size", str(job.options.shard_size), "--batch-size", str(job.options.batch_size),
-            *(("--retry-failed",) if job.retry_failed else ()))
+            "--shard-size", str(job.options.shard_size), "--batch-size", str(job.options.batch_size))
 
 
 def make_plan(job: ConvertJob) -> ShardPlan:

@@ -67,12 +67,9 @@ def test_relative_and_absolute_paths_give_the_same_manifest_through_the_cli(phot
     assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
     abs_m, rel_m = ((tmp_path / d / "manifest.json").read_bytes() for d in ("abs", "rel"))
     cmd = json.loads(abs_m)["command"]
-    assert cmd[:4] == ["latents", "convert", str(photo_tree), str(tmp_path / "abs")]
-    assert "--shard-size" in cmd and "--executor" not in cmd
-    rel_cmd = json.loads(rel_m)["command"]
-    assert rel_cmd[3] == str(tmp_path / "rel") and rel_cmd[4:] == cmd[4:]
-    assert {k: v for k, v in json.loads(abs_m).items() if k != "command"} == \
-        {k: v for k, v in json.loads(rel_m).items() if k != "command"}
+    assert cmd[:4] == ["latents", "convert", str(photo_tree), "OUT"]
+    assert cmd[cmd.index("--shard-size") + 1] == "4" and "--executor" not in cmd and "--threads" not in cmd
+    assert abs_m == rel_m
     assert json.loads(next((tmp_path / "rel" / "logs").iterdir()).read_text())["command"]  # as typed
 
 
