@@ -16,11 +16,12 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.codec.codec import Codec
-from pipeline.errors import ConfigError, LatentShardsError
+from pipeline.errors import ConfigError, DatasetError, LatentShardsError
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
 from pipeline.loader.targets import TARGETS, build_target, choose_crop, crop_latent, pack_payload
 from pipeline.shards.dataset import LatentDataset
+from pipeline.shards.tar import ShardFault
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class LatentLoaderConfig:
     window: tuple[int, int] | None = (14, 14)  # latent crop (14x14 ≈ 224 px); None: whole grid
     seed: int = 0
     shuffle_buffer: int = 256
-    strict: bool = False  # raise on a corrupt sample instead of skipping it
+    strict: bool = False  # raise (a DatasetError) on any corrupt tar, member or sample instead of skipping it
     cache: str | None = None  # local directory of the warm decoded-latent cache; None: no cache
     cache_max_bytes: int = 20 * 2**30  # evict least-recently-used shards beyond this
     target: str = "class"  # "class": the class index; "detection" / "segmentation": a dict
@@ -233,7 +234,8 @@ class LatentShardDataset(IterableDataset):
     def decoded(self, slices: list[stages.ShardSlice], codec: Codec):
         """The cached-decode stage: ``(ŷ, target)`` of each slice's samples, from the warm cache
         where it holds them, else entropy-decoded from the tar (and then cached). Corrupt samples
-        are skipped (logged). `pipeline.loader.warm` runs this stage alone to fill the cache."""
+        are skipped (logged), or raised in strict mode. `pipeline.loader.warm` runs this stage
+        alone to fill the cache."""
         for sl in slices:
             sha = self._shard_sha[sl.name]
             held = self.cache.positions(sha, sl.start, sl.stop) if self.cache else set()
@@ -249,7 +251,7 @@ class LatentShardDataset(IterableDataset):
                 # ...unless a row vanished meanwhile (damaged, or another process evicted it):
                 # then the rest of the slice comes from the tar, in the same order
             fresh: list[CachedSample] = []
-            for s in stages.slice_samples([sl], self._handler):
+            for s in stages.slice_samples([sl], self._fault):
                 pos = s["__pos__"]
                 if pos in done:
                     continue
@@ -257,13 +259,10 @@ class LatentShardDataset(IterableDataset):
                     yield c.y_hat, c.target
                     continue
                 try:
-                    y_hat = codec.decode_y(s["latent"], max_pixels=self.data.max_pixels)
-                except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
-                    if self.cfg.strict:
-                        raise LatentShardsError(f"shard {sl.name} key {s['__key__']}: {exc}") from exc
-                    log.warning("skipping corrupt sample: shard %s key %s: %s", sl.name, s["__key__"], exc)
+                    y_hat, target = self._sample(s, codec)
+                except DatasetError as exc:
+                    self._fault(ShardFault(sl.url, str(exc), "this sample"))
                     continue
-                target = self._target(s)
                 if self.cache is not None:
                     fresh.append(CachedSample(pos, s["__key__"], target, y_hat))
                     if len(fresh) >= self.CACHE_WRITE_BATCH:
@@ -273,11 +272,32 @@ class LatentShardDataset(IterableDataset):
             if self.cache is not None:
                 self.cache.put(sha, fresh)
 
-    def _handler(self, exc: Exception) -> bool:
+    def _sample(self, s: dict, codec: Codec) -> tuple[torch.Tensor, int | bytes]:
+        """ŷ and target of one sample read from a tar; a `DatasetError` naming its key and
+        member when either cannot be made (a member missing, damaged, or a link skipped)."""
+        key = s["__key__"]
+        if "latent" not in s:
+            raise DatasetError(f"sample {key} has no {key}.latent member")
+        try:
+            y_hat = codec.decode_y(s["latent"], max_pixels=self.data.max_pixels)
+        except Exception as exc:  # noqa: BLE001 - one corrupt sample must not end the epoch
+            raise DatasetError(f"{key}.latent does not decode: {_said(exc)}") from exc
+        try:
+            return y_hat, self._target(s)
+        except Exception as exc:  # noqa: BLE001 - nor one unreadable label or annotation
+            raise DatasetError(f"sample {key}: its target cannot be read ({_said(exc)})") from exc
+
+    def _fault(self, fault: ShardFault) -> None:
+        """The error policy of every tar this loader reads: strict raises each fault; otherwise
+        it is logged and what it spoils is skipped (placeholders keep the counts equal)."""
         if self.cfg.strict:
-            raise exc
-        log.warning("skipping unreadable shard data: %s", exc)
-        return True
+            raise fault
+        log.warning("%s; %s skipped", fault, fault.skips) if fault.skips else log.warning("%s", fault)
+
+
+def _said(exc: Exception) -> str:
+    """An exception as a message: ours speak for themselves, others are named by type."""
+    return str(exc) if isinstance(exc, LatentShardsError) else f"{type(exc).__name__}: {exc}"
 
 
 def resume_point(batches: int, batch_size: int, sizes: list[int]) -> tuple[list[int], int]:

@@ -1,16 +1,15 @@
-"""Small generator stages over webdataset's tar expansion: plan → samples → ŷ → augment."""
+"""Small generator stages over checked tar members grouped by webdataset: plan → samples → ŷ → augment."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import fsspec
 import torch
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 
-from pipeline.errors import DatasetError
+from pipeline.shards.tar import END, ShardFault, open_tar, tar_members
 
 
 @dataclass(frozen=True)
@@ -22,23 +21,6 @@ class ShardSlice:
     start: int
     stop: int
     size: int | None = None  # the tar's bytes as the manifest gives them: never read past this
-
-
-class _Bounded:
-    """A read-only stream that refuses to go past ``limit`` bytes (a tar bigger than its
-    manifest says, e.g. a member claiming gigabytes, ends the shard instead of the memory)."""
-
-    def __init__(self, f, limit: int, url: str):
-        self.f, self.left, self.url, self.limit = f, limit, url, limit
-
-    def read(self, n: int = -1) -> bytes:
-        want = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
-        data = self.f.read(want)
-        self.left -= len(data)
-        if self.left < 0:
-            raise DatasetError(f"{self.url} is larger than the {self.limit} bytes its manifest gives; "
-                               "it is not the shard that was converted")
-        return data
 
 
 def assign_slices(shards: list[tuple[str, str, int]], order: list[int], part: int,
@@ -65,20 +47,26 @@ def assign_slices(shards: list[tuple[str, str, int]], order: list[int], part: in
     return out
 
 
-def slice_samples(slices: Iterable[ShardSlice], handler) -> Iterator[dict]:
-    """Samples of each slice, read as a stream through webdataset's tar stages."""
+def slice_samples(slices: Iterable[ShardSlice], on_fault: Callable[[ShardFault], None]) -> Iterator[dict]:
+    """Samples of each slice, read as a stream: `pipeline.shards.tar.tar_members` checks every
+    member and never reads past the manifest's ``tar_bytes``; webdataset groups them by key.
+
+    ``on_fault`` is the error policy (raise, or log and go on); what a fault spoils is
+    skipped either way, and a shard that cannot be read at all is one fault.
+    """
     for sl in slices:
-        with fsspec.open(sl.url, "rb") as f:
-            stream = f if sl.size is None else _Bounded(f, sl.size, sl.url)
-            # members with a path (``../x``, ``/etc/x``, ``a/b``) are no sample of ours: skipped
-            files = tar_file_expander([{"stream": stream, "url": sl.url}], handler=handler,
-                                      select_files=lambda name: "/" not in name)
-            for i, sample in enumerate(group_by_keys(files, handler=handler)):
-                if i >= sl.stop:
-                    break
-                if i >= sl.start:
-                    sample["__shard__"], sample["__pos__"] = sl.name, i
-                    yield sample
+        try:
+            with open_tar(sl.url, sl.size) as stream:
+                files = ({"fname": m.name, "data": data, "__url__": sl.url}
+                         for m, data in tar_members(stream, sl.url, on_fault))
+                for i, sample in enumerate(group_by_keys(files)):
+                    if i >= sl.stop:
+                        break
+                    if i >= sl.start:
+                        sample["__shard__"], sample["__pos__"] = sl.name, i
+                        yield sample
+        except OSError as exc:
+            on_fault(ShardFault(sl.url, f"unreadable: {exc}", END))
 
 
 def shuffle(samples: Iterable, buffer: int, rng: random.Random) -> Iterator:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import random
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.errors import LatentShardsError
+from pipeline.errors import LatentShardsError, redact
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.layout import read_file
+from pipeline.shards.tar import open_tar, tar_members
 
 
 @dataclass(frozen=True)
@@ -31,26 +30,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.faults
-
-
-def _members(tar_bytes: bytes) -> tuple[dict[str, tuple[int, bytes]], list[str]]:
-    """Regular members by name (data offset, bytes), and what is wrong with any other member:
-    links, devices, folders, names that climb (``..``) or start at ``/``."""
-    out, problems = {}, []
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tf:
-        for m in tf.getmembers():
-            if "/" in m.name or m.name == "..":
-                problems.append(f"member {m.name!r} has a path, not a sample file name")
-            elif not m.isreg():
-                kind = "a symlink" if m.issym() else "a hard link" if m.islnk() else f"of type {m.type!r}"
-                problems.append(f"member {m.name!r} is {kind}, not a regular file")
-            elif m.name in out:
-                problems.append(f"member {m.name!r} appears twice")
-            elif m.offset_data + m.size > len(tar_bytes):
-                problems.append(f"member {m.name!r} claims {m.size} bytes past the tar's end")
-            else:
-                out[m.name] = (m.offset_data, tar_bytes[m.offset_data : m.offset_data + m.size])
-    return out, problems
 
 
 def verify(root: str, sample: int | None = None, seed: int = 0,
@@ -93,25 +72,45 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
     chosen = set(all_keys) if sample is None else set(
         random.Random(seed).sample(all_keys, min(sample, len(all_keys))))
     for s in shards:
-        name = s["name"]
         rep.shards += 1
-        try:
-            data = read_file(ds.layout.shard_tar(name))
-        except OSError as exc:
-            rep.faults.append(Fault(name, "", f"tar unreadable: {exc}"))
-            continue
-        if hashlib.sha256(data).hexdigest() != s["tar_sha256"]:
-            rep.faults.append(Fault(name, "", "tar sha256 differs from the manifest"))
-        try:
-            members, problems = _members(data)
-        except tarfile.TarError as exc:
-            rep.faults.append(Fault(name, "", f"not a readable tar: {exc}"))
-            continue
-        rep.faults += [Fault(name, "", p) for p in problems]
-        _check_rows(rep, name, rows_by_shard[name], members, data, codec, chosen, ds.fingerprint)
+        _check_tar(rep, ds, s, rows_by_shard[s["name"]], codec, chosen)
         if on_shard:
-            on_shard(name)
+            on_shard(s["name"])
     return rep
+
+
+def _check_tar(rep: VerifyReport, ds: LatentDataset, s: dict, rows: list[dict], codec, chosen: set) -> None:
+    """One shard's tar, streamed once: its length and sha256 against the manifest, every member
+    (`tar_members` names the odd ones), the chosen latents decoded as they pass, then the
+    index rows against the members found. Never more than one member in memory."""
+    name = s["name"]
+    decode = {f"{r['key']}.latent": r for r in rows if codec is not None and (name, r["key"]) in chosen}
+    members: dict[str, tuple[int, int]] = {}
+    sha, faults = hashlib.sha256(), []
+    try:
+        with open_tar(ds.layout.shard_tar(name), s["tar_bytes"], sha) as stream:
+            for m, blob in tar_members(stream, name, faults.append, keep=decode.__contains__):
+                members[m.name] = (m.offset, m.size)
+                if blob is not None:
+                    _decode(rep, name, decode[m.name], blob, codec)
+            stream.skip(s["tar_bytes"] - stream.pos)  # after a fault that ended the walk: hash the rest
+    except OSError as exc:
+        rep.faults.append(Fault(name, "", redact(f"tar unreadable: {exc}")))
+        return
+    if sha.hexdigest() != s["tar_sha256"]:
+        rep.faults.append(Fault(name, "", "tar sha256 differs from the manifest"))
+    rep.faults += [Fault(name, "", f.problem) for f in faults]
+    _check_rows(rep, name, rows, members, ds.fingerprint)
+
+
+def _decode(rep: VerifyReport, name: str, row: dict, blob: bytes, codec) -> None:
+    try:
+        y = codec.decode_y(blob)
+        if tuple(y.shape) != (row["latent_c"], row["valid_h"], row["valid_w"]):
+            raise LatentShardsError(f"decoded shape {tuple(y.shape)} differs from the index")
+        rep.decoded += 1
+    except Exception as exc:  # noqa: BLE001 - every undecodable sample is a named fault
+        rep.faults.append(Fault(name, row["key"], f"latent does not decode: {exc}"))
 
 
 def _check_merged(rep: VerifyReport, ds: LatentDataset, shard_tables: list) -> None:
@@ -139,34 +138,21 @@ def _check_merged(rep: VerifyReport, ds: LatentDataset, shard_tables: list) -> N
             rep.faults.append(Fault(part, "", f"{part} differs from the shard indices it merges"))
 
 
-def _points_at(data: bytes, members: dict, name: str, offset, size) -> bool:
-    m = members.get(name)
-    return m is not None and m[0] == offset and data[offset : offset + (size or 0)] == m[1]
-
-
-def _check_rows(rep, name, rows, members, data, codec, chosen, fingerprint) -> None:
-    if len(rows) != sum(1 for m in members if m.endswith(".latent")):
-        rep.faults.append(Fault(name, "", f"index lists {len(rows)} samples, tar holds "
-                                f"{sum(1 for m in members if m.endswith('.latent'))}"))
+def _check_rows(rep: VerifyReport, name: str, rows: list[dict], members: dict[str, tuple[int, int]],
+                fingerprint: str) -> None:
+    """The shard's index rows against the members its tar holds: one row per latent, and each
+    row's offsets and sizes those of its own members."""
+    latents = sum(1 for m in members if m.endswith(".latent"))
+    if len(rows) != latents:
+        rep.faults.append(Fault(name, "", f"index lists {len(rows)} samples, tar holds {latents}"))
     for r in rows:
         key = r["key"]
-        member = members.get(f"{key}.latent")
-        if member is None:
+        if f"{key}.latent" not in members:
             rep.faults.append(Fault(name, key, "latent member missing from tar"))
             continue
-        blob = member[1]
         for ext, col in (("latent", "latent"), ("json", "json"), ("cls", "cls"), ("mask.png", "mask")):
-            if r.get(f"{col}_offset") is not None and not _points_at(
-                    data, members, f"{key}.{ext}", r[f"{col}_offset"], r[f"{col}_size"]):
+            if r.get(f"{col}_offset") is not None and \
+                    members.get(f"{key}.{ext}") != (r[f"{col}_offset"], r[f"{col}_size"]):
                 rep.faults.append(Fault(name, key, f"index offset/size do not point at {key}.{ext}"))
         if r["codec_fingerprint"] != fingerprint:
             rep.faults.append(Fault(name, key, "index row names another codec fingerprint"))
-        if codec is None or (name, key) not in chosen:
-            continue
-        try:
-            y = codec.decode_y(blob)
-            if tuple(y.shape) != (r["latent_c"], r["valid_h"], r["valid_w"]):
-                raise LatentShardsError(f"decoded shape {tuple(y.shape)} differs from the index")
-            rep.decoded += 1
-        except Exception as exc:  # noqa: BLE001 - every undecodable sample is a named fault
-            rep.faults.append(Fault(name, key, f"latent does not decode: {exc}"))

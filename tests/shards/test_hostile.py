@@ -150,7 +150,7 @@ def test_a_tar_longer_than_its_manifest_says_is_not_streamed_past_it(dataset):
     path = dataset / "shards" / "train-000000.tar"
     path.write_bytes(path.read_bytes() + b"\0" * 10 * 2**20)  # 10 MB more than the manifest's tar_bytes
     cfg = LatentLoaderConfig(str(dataset), train=False, window=None, strict=True)
-    with pytest.raises(LatentShardsError, match="larger than the .* bytes its manifest gives"):
+    with pytest.raises(LatentShardsError, match="longer than the .* bytes its manifest gives"):
         list(LatentShardDataset(cfg))
 
 
