@@ -117,7 +117,7 @@ def train_codec_cmd(
 ):
     """Train a codec on the bundled photos (two held out) or --source: rate–distortion, or with --utility
     rate–distortion–utility. Writes OUT, OUT.log.jsonl, OUT.state (resume) and OUT.head.pt."""
-    from pipeline.codec.train import CodecTrainConfig, train_codec
+    from pipeline.codec_train.train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
                            batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
@@ -150,7 +150,8 @@ def integerize_cmd(
 ):
     """Give a codec an integer h_s (exact on every machine): quantise, fine-tune, report the rate cost."""
     from pipeline.codec import checkpoint as ckpt_io
-    from pipeline.codec.integerize import (
+    from pipeline.codec.load import codec_from_checkpoint
+    from pipeline.codec_train.integerize import (
         IntegerizeConfig,
         integerize,
         photo_tensors,
@@ -158,7 +159,6 @@ def integerize_cmd(
         strip_integer,
         total_cost,
     )
-    from pipeline.codec.load import codec_from_checkpoint
 
     ck = ckpt_io.read(src)
     cfg = IntegerizeConfig(crops=crops, steps=steps, lr=lr, seed=seed, threads=threads)

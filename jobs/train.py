@@ -79,7 +79,7 @@ def _codec_worker(config: dict) -> None:
     import torch.distributed as dist
     from ray.train.torch import get_device
 
-    from pipeline.codec.train import train_codec
+    from pipeline.codec_train.train import train_codec
 
     train_codec(config["cfg"], on_log=print, rank=dist.get_rank(), world=dist.get_world_size(),
                 device=get_device())

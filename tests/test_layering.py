@@ -74,3 +74,29 @@ def test_no_import_cycles():
         if m not in state and visit(m, []):
             break
     assert not cycle, " -> ".join(cycle)
+
+
+def test_the_runtime_codec_imports_no_training_model_or_source_code():
+    """`pipeline.codec` holds what encoding and decoding need: it imports no codec training,
+    models, sources, images or tasks, so a decode-only user loads no classifier."""
+    offenders = sorted(f"{py.relative_to(ROOT)}: {m}" for py in (PIPELINE / "codec").rglob("*.py")
+                       for m in _imports(py)
+                       if m.startswith(("pipeline.codec_train", "pipeline.models", "pipeline.sources",
+                                        "pipeline.images", "pipeline.train", "pipeline.photos",
+                                        "pipeline.tasks", "pipeline.scenes", "pipeline.loader")))
+    assert not offenders, offenders
+
+
+def test_a_decode_only_import_is_light():
+    """Loading a codec and decoding ŷ pulls in no model, source or training module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.codec.load, pipeline.codec.codec\n"
+            "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('pipeline'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.split()
+    floors = ("codec_train", "models", "sources", "images", "train", "photos", "tasks", "scenes", "loader",
+              "eval")
+    heavy = [m for m in out if m.split(".")[1:2] and m.split(".")[1] in floors]
+    assert "pipeline.codec.codec" in out and not heavy, heavy

@@ -95,7 +95,7 @@ def test_bundled_codec_records_how_it_was_made():
 
 
 def test_warm_start_copies_every_tensor_that_fits(tmp_path):
-    from pipeline.codec.train import warm_start
+    from pipeline.codec_train.train import warm_start
 
     src = tiny_checkpoint("mbt2018-mean")
     checkpoint.save(src, str(tmp_path / "mean.pt"))

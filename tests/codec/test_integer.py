@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.codec import checkpoint, integer, integerize
+from pipeline.codec import checkpoint, integer
 from pipeline.codec.integer import EXACT_FP32, IntegerHyperSynthesis, IntLayer
 from pipeline.codec.load import CodecSpec, codec_from_checkpoint, load_codec
+from pipeline.codec_train import integerize
 from pipeline.errors import CodecError
 from tests.conftest import gradient, tiny_checkpoint
 

@@ -135,7 +135,7 @@ def test_streamed_task_crops_carry_their_class_and_train_a_codec(tmp_path):
     import numpy as np
 
     from pipeline.codec import checkpoint
-    from pipeline.codec.crops import SourceCrops
+    from pipeline.codec_train.crops import SourceCrops
     from pipeline.tasks import make_photo_task, task_recipe
 
     meta = make_photo_task(tmp_path / "task", task_recipe("photo-crops", train_per_class=2, val_per_class=1,
@@ -278,7 +278,7 @@ def test_train_codec_on_any_source_streams_crops_with_workers(tmp_path, photo_tr
 
 
 def test_source_crops_cover_the_source_and_are_seeded(photo_tree):
-    from pipeline.codec.crops import SourceCrops
+    from pipeline.codec_train.crops import SourceCrops
 
     def first(n, seed):
         it = iter(SourceCrops(str(photo_tree), 64, seed=seed, crops_per_image=1))
@@ -328,7 +328,7 @@ def test_source_crops_with_more_workers_than_images_and_unreadable_ones(tmp_path
     import numpy as np
     import torch
 
-    from pipeline.codec.crops import SourceCrops
+    from pipeline.codec_train.crops import SourceCrops
     from pipeline.errors import SourceError
 
     (tmp_path / "one" / "c").mkdir(parents=True)

@@ -129,7 +129,7 @@ def test_ray_train_codec_on_two_cpu_workers_converts_and_decodes(ray_cluster, tm
     from jobs.train import run_codec_ray
     from pipeline.codec import checkpoint
     from pipeline.codec.load import CodecSpec
-    from pipeline.codec.train import CodecTrainConfig
+    from pipeline.codec_train.train import CodecTrainConfig
     from pipeline.shards.verify import verify
 
     out = tmp_path / "codec.pt"

@@ -3,7 +3,7 @@
 Loss (Ballé et al.; CompressAI's convention): ``L = λ·255²·MSE(x, x̂) + bpp`` with the
 entropy bottleneck's auxiliary quantile loss minimised by its own optimizer. With a task
 (``utility="classify"`` and a labelled ``task_source``), the seed paper's Eq. 6 adds
-``λ_t·L_task`` of a head on ŷ, from its own batch (`pipeline.codec.utility`).
+``λ_t·L_task`` of a head on ŷ, from its own batch (`pipeline.codec_train.utility`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
-from pipeline.codec.utility import ClassifyHead, rdu_loss
+from pipeline.codec_train.utility import ClassifyHead, rdu_loss
 from pipeline.errors import ConfigError
 from pipeline.photos import bundled_photos
 
@@ -245,7 +245,7 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     torch.manual_seed(cfg.seed)
     photos = bundled_photos()
     if cfg.source:  # crops streamed from the source by DataLoader workers
-        from pipeline.codec.crops import crop_batches
+        from pipeline.codec_train.crops import crop_batches
 
         stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed + rank)
         sampler = types.SimpleNamespace(batch=lambda n: next(stream), rng=None)
@@ -260,7 +260,7 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     head, task_crops = None, None
     if cfg.utility:
         if cfg.task_workers:
-            from pipeline.codec.crops import labelled_batches
+            from pipeline.codec_train.crops import labelled_batches
 
             classes, labelled = labelled_batches(cfg.task_source, cfg.task_patch, cfg.task_batch_size,
                                                  cfg.task_workers, cfg.seed + rank + 1)

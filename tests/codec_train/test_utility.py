@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.codec.registry import get_architecture
-from pipeline.codec.utility import (
+from pipeline.codec_train.utility import (
     NOISE,
     STRAIGHT_THROUGH,
     ClassifyHead,
