@@ -190,7 +190,7 @@ def flaky(monkeypatch):
     """The ``flaky://`` store of tests.faults, reset, with storage retries made instant."""
     import fsspec
 
-    from pipeline.shards import retry
+    from pipeline import storage as retry
     from tests.faults import FlakyFS
 
     monkeypatch.setattr(retry, "FIRST_DELAY", 0.0)  # retry at once

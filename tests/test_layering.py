@@ -100,3 +100,13 @@ def test_a_decode_only_import_is_light():
               "eval")
     heavy = [m for m in out if m.split(".")[1:2] and m.split(".")[1] in floors]
     assert "pipeline.codec.codec" in out and not heavy, heavy
+
+
+def test_storage_is_the_bottom_floor():
+    """`pipeline.storage` imports nothing of the project's; the runtime codec and the sources
+    reach storage through it, not through the shard package above them."""
+    assert not [m for m in _imports(PIPELINE / "storage.py") if m.startswith("pipeline")]
+    for pkg in ("codec", "sources"):
+        offenders = sorted(f"{py.relative_to(ROOT)}: {m}" for py in (PIPELINE / pkg).rglob("*.py")
+                           for m in _imports(py) if m.startswith(("pipeline.shards", "pipeline.convert")))
+        assert not offenders, offenders

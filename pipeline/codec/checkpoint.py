@@ -12,7 +12,7 @@ import torch
 
 from pipeline.codec.registry import Architecture, get_architecture
 from pipeline.errors import CodecError
-from pipeline.shards.retry import with_retries
+from pipeline.storage import with_retries
 
 FORMAT = "latent-shards-codec"
 FORMAT_VERSION = 2  # 2: optional integer h_s (pipeline.codec.integer)

@@ -38,12 +38,13 @@ from pipeline.convert.worker import RETRYABLE, ConvertOptions, Progress, ShardRe
 from pipeline.errors import ConfigError, DatasetError, SourceError, redact
 from pipeline.images import ImagePolicy
 from pipeline.shards import index as idx
-from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.layout import Layout
 from pipeline.shards.lease import ConvertLease
 from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri
 from pipeline.sources.uris import UriList
+from pipeline.storage import atomic_write, exists, read_file
 
 
 @dataclass(frozen=True)

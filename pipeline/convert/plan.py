@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.errors import ConfigError, DatasetError
-from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.layout import Layout
 from pipeline.sources.base import Listing, ListingFailure, SourceItem
 from pipeline.sources.uris import UriList
+from pipeline.storage import atomic_write, exists, read_file
 
 Entry = SourceItem | ListingFailure
 

@@ -14,8 +14,8 @@ from pipeline.convert.plan import ShardTask
 from pipeline.convert.worker import ShardResult
 from pipeline.errors import DatasetError
 from pipeline.shards import index as idx
-from pipeline.shards.layout import Layout, read_file
-from pipeline.shards.retry import with_retries
+from pipeline.shards.layout import Layout
+from pipeline.storage import read_file, with_retries
 
 
 def finished_shards(layout: Layout) -> set[str]:

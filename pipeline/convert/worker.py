@@ -31,11 +31,12 @@ from pipeline.images import (
     prepare_mask,
 )
 from pipeline.shards import index as idx
-from pipeline.shards.layout import Layout, atomic_write
+from pipeline.shards.layout import Layout
 from pipeline.shards.lease import check_holder
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
 from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
+from pipeline.storage import atomic_write
 
 READ_ERROR, MISSING, ENCODE_ERROR = Reason.READ_ERROR, Reason.MISSING, Reason.ENCODE_ERROR
 #: reasons `convert --retry-failed` tries again: the storage may answer now

@@ -11,8 +11,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards.layout import read_file
-from pipeline.shards.retry import with_retries
+from pipeline.storage import read_file, with_retries
 
 OK, FAILED = "ok", "failed"
 #: Key-value metadata key of a per-shard index: the shard's figures (ShardResult) as JSON.

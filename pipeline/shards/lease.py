@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 import fsspec
 
 from pipeline.errors import DatasetError
-from pipeline.shards.layout import Layout, atomic_write, exists, read_file
+from pipeline.shards.layout import Layout
+from pipeline.storage import atomic_write, exists, read_file
 
 log = logging.getLogger(__name__)
 

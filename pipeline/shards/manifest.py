@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 from pipeline import __version__
 from pipeline.errors import DatasetError
 from pipeline.shards import index as idx
-from pipeline.shards.layout import FORMAT_VERSION, Layout, atomic_write, check_shard_name, read_file
+from pipeline.shards.layout import FORMAT_VERSION, Layout, check_shard_name
+from pipeline.storage import atomic_write, read_file
 
 FORMAT = "latent-shards"
 

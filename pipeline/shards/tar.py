@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import fsspec
 
 from pipeline.errors import DatasetError, redact
-from pipeline.shards.retry import with_retries
+from pipeline.storage import with_retries
 
 MTIME = 0  # fixed: identical inputs give identical bytes
 BLOCK = tarfile.BLOCKSIZE

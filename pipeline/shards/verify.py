@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pipeline.errors import LatentShardsError, redact
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
-from pipeline.shards.layout import read_file
 from pipeline.shards.tar import open_tar, tar_members
+from pipeline.storage import read_file
 
 
 @dataclass(frozen=True)

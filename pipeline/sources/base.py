@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from pipeline.errors import ConfigError, SourceError, redact
-from pipeline.shards.retry import with_retries
+from pipeline.storage import with_retries
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp",
                     ".gif")

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import SourceError
-from pipeline.shards.layout import SPLIT_NAME
+from pipeline.names import SPLIT_NAME
 from pipeline.sources.base import Listing, SourceItem, canonical_uri, make_key, split_listing
 
 BATCH_ROWS = 65_536

@@ -255,7 +255,7 @@ def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp
                                      "index.parquet", "failures.parquet", "manifest.json"])
 def test_disk_full_at_any_file_leaves_it_absent_and_a_rerun_matches(photo_tree, tmp_path, monkeypatch,
                                                                      full_at):
-    from pipeline.shards import layout
+    from pipeline import storage
 
     clean = tmp_path / "clean"
     _convert(photo_tree, clean)
@@ -271,7 +271,7 @@ def test_disk_full_at_any_file_leaves_it_absent_and_a_rerun_matches(photo_tree, 
         return f
 
     out = tmp_path / "out"
-    monkeypatch.setattr(layout, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(storage, "open", full_disk_open, raising=False)
     with pytest.raises(OSError, match=f"no space left on the device writing .*{name}") as err:
         _convert(photo_tree, out)
     assert err.value.errno == errno.ENOSPC

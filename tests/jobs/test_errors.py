@@ -45,7 +45,7 @@ def test_out_below_a_file_is_one_line(photo_tree, tmp_path):
 
 
 def test_disk_full_writing_the_codec_is_one_line(photo_tree, tmp_path, monkeypatch):
-    from pipeline.shards import layout
+    from pipeline import storage
 
     real_open = open
 
@@ -57,7 +57,7 @@ def test_disk_full_writing_the_codec_is_one_line(photo_tree, tmp_path, monkeypat
             f.write = write
         return f
 
-    monkeypatch.setattr(layout, "open", full, raising=False)
+    monkeypatch.setattr(storage, "open", full, raising=False)
     res = CliRunner().invoke(app, ["convert", str(photo_tree), str(tmp_path / "o"), "--executor", "local",
                                    "--no-progress"])
     _one_line_error(res, "no space left on the device writing", "codec.pt")
@@ -78,14 +78,16 @@ def test_an_unexpected_error_is_one_line_without_its_secrets(tmp_path, monkeypat
         raise KeyError("while fetching https://user:hunter2@example.com/x.jpg?sig=abc")
 
     monkeypatch.setattr(driver, "make_plan", boom)
-    res = CliRunner().invoke(app, ["convert", str(tmp_path), str(tmp_path / "o"), "--executor", "local",
+    res = CliRunner().invoke(app, ["convert", str(tmp_path / "src"), str(tmp_path / "o"),
+                                   "--executor", "local",
                                    "--no-progress"])
     out = _one_line_error(res, "KeyError", "https://example.com/x.jpg?sig=***", "LATENTS_DEBUG=1")
     assert "hunter2" not in out and "abc" not in out
 
 
 def test_credentials_never_reach_the_manifest(photo_tree, tmp_path):
-    """The recorded command keeps no password, token or signature."""
+    """The recorded commands (the manifest's canonical one, the log's as typed) keep no
+    password, token or signature."""
     import json
 
     from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
@@ -97,8 +99,8 @@ def test_credentials_never_reach_the_manifest(photo_tree, tmp_path):
                                command=command))
     text = (out / "manifest.json").read_text() + "".join(p.read_text() for p in (out / "logs").iterdir())
     assert "hunter2" not in text and "deadbeef" not in text
-    assert json.loads((out / "manifest.json").read_text())["command"][-1] == \
-        "https://models.example.com/c.pt?X-Amz-Signature=***"
+    log = json.loads(next((out / "logs").iterdir()).read_text())
+    assert log["command"][-1] == "https://models.example.com/c.pt?X-Amz-Signature=***"
 
 
 def test_redact_keeps_what_is_not_a_secret():

@@ -1,15 +1,24 @@
-"""Retries with backoff for storage calls that fail transiently (object-store 5xx, SlowDown,
-connection resets, time-outs). Anything else — a missing file, a permission, a full disk —
-fails at once: retrying would only delay the error the user has to act on."""
+"""Storage at the bottom floor: every read and write of a file or object (any fsspec URL),
+retried with backoff where the failure is transient, written whole or not at all.
+
+Transient failures (object-store 5xx, SlowDown, connection resets, time-outs) are retried;
+anything else — a missing file, a permission, a full disk — fails at once: retrying would only
+delay the error the user has to act on. Every package may import this; it imports nothing
+of the project's, only the standard library and fsspec.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
+
+import fsspec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,3 +71,56 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None,
                         wait, attempt, attempts)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def atomic_write(url: str, data: bytes) -> None:
+    """Write ``data`` so that ``url`` is either absent or complete, never half-written.
+
+    Local files go to a temp name in the same folder and are renamed; object stores get a
+    single PUT, which is atomic there. Transient failures are retried with backoff
+    (`with_retries`); a full disk or a permission error fails at once.
+    """
+    try:
+        with_retries(lambda: _write_once(url, data), f"writing {url}")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {url}; free some space and "
+                          "rerun the same command (that file was not written, nothing is half-written, "
+                          "and what was written before it is kept)") from exc
+        raise
+
+
+def _write_once(url: str, data: bytes) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    if "file" in fs.protocol:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)
+
+
+def read_file(url: str) -> bytes:
+    def once() -> bytes:
+        with fsspec.open(url, "rb") as f:
+            return f.read()
+
+    return with_retries(once, f"reading {url}")
+
+
+def exists(url: str) -> bool:
+    def once() -> bool:
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.exists(path)
+
+    return with_retries(once, f"looking for {url}")

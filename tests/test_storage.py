@@ -5,8 +5,8 @@ import errno
 
 import pytest
 
-from pipeline.shards import retry
-from pipeline.shards.retry import is_transient, with_retries
+from pipeline import storage as retry
+from pipeline.storage import is_transient, with_retries
 
 
 @pytest.fixture(autouse=True)
