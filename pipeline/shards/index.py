@@ -144,5 +144,14 @@ def read_table(url: str) -> pa.Table:
 
 
 def table_from_bytes(data: bytes) -> pa.Table:
-    """The rows of a Parquet index (footer metadata is not part of the table)."""
-    return pq.read_table(io.BytesIO(data)).replace_schema_metadata(None)
+    """The rows of a Parquet index (footer metadata is not part of the table).
+
+    Read in this thread alone (no pre-buffering, no decoding threads), by a `pq.ParquetFile`
+    closed before this returns. Not `pq.read_table`: its dataset scanner leaves an Arrow pool
+    thread to drop the file (a Python object) some time after the call returns; in interpreter
+    shutdown that thread cannot take the GIL, and a good run aborts at exit (134, "terminate
+    called without an active exception"). Nor a `pa.BufferReader` over ``data``: its pages
+    would be slices of Python memory, which Arrow threads then release. A BytesIO is copied.
+    """
+    with pq.ParquetFile(io.BytesIO(data), pre_buffer=False) as f:
+        return f.read(use_threads=False).replace_schema_metadata(None)
