@@ -302,10 +302,10 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
               train_scenes: int = typer.Option(160, help="With --detection: train scenes."),
               val_scenes: int = typer.Option(40, help="With --detection: val scenes.")):
     """Build a CPU-sized labelled task from the bundled photos (classes = photos; base/novel split)."""
-    from pipeline.tasks import make_photo_task, task_recipe
+    from pipeline.tasks.classification import make_photo_task, task_recipe
 
     if detection:
-        from pipeline.scenes import SceneTask, make_scene_task
+        from pipeline.tasks.scenes import SceneTask, make_scene_task
 
         meta = make_scene_task(out, SceneTask(train=train_scenes, val=val_scenes, seed=seed))
         c = meta["counts"]

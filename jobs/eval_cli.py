@@ -42,7 +42,7 @@ def eval_rd(
         plot_curves,
         write_compressai_results,
     )
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
     codecs = {c: load_codec(CodecSpec(checkpoint=c, arch=arch)) for c in specs}

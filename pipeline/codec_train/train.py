@@ -27,7 +27,7 @@ from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
 from pipeline.codec_train.utility import ClassifyHead, rdu_loss
 from pipeline.errors import ConfigError
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 
 @dataclass(frozen=True)

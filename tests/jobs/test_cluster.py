@@ -85,7 +85,7 @@ def embedded(tmp_path_factory, photo_tree_module):
 def photo_tree_module(tmp_path_factory):
     from PIL import Image
 
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     root = tmp_path_factory.mktemp("photos") / "photos"
     for i, p in enumerate(bundled_photos(colour_only=True)[:6]):

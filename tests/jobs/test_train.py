@@ -7,7 +7,7 @@ import pytest
 from jobs.convert import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.images import ImagePolicy
-from pipeline.tasks import PhotoTask, make_photo_task
+from pipeline.tasks.classification import PhotoTask, make_photo_task
 from pipeline.train.data import InputSpec
 from pipeline.train.loop import TrainConfig, train_classifier
 
