@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.images import ImagePolicy
 from pipeline.tasks.classification import PhotoTask, make_photo_task

@@ -2,7 +2,7 @@
 
 The library owns the conversion; this module only picks the executor (the Ray actor pool of
 ``jobs.ray_convert`` by default, or the library's in-process one) and draws the bar. It is
-also runnable as ``python -m jobs.convert SRC OUT [options]``, e.g. under ``ray job submit``.
+also runnable as ``python -m jobs.convert_cli SRC OUT [options]``, e.g. under ``ray job submit``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def convert(
     print_summary(summarize(LatentDataset.open(out)))
 
 
-if __name__ == "__main__":  # `python -m jobs.convert SRC OUT [options]`, e.g. under `ray job submit`
+if __name__ == "__main__":  # `python -m jobs.convert_cli SRC OUT [options]`, e.g. under `ray job submit`
     from jobs.console import App
 
     main = App(add_completion=False)
