@@ -8,12 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.console import console
+from jobs.console import console, renamed
 
 
 def train_codec_cmd(
     out: str = typer.Argument(..., help="Checkpoint to write (latent-shards format)."),
-    arch: str = typer.Option("mbt2018-mean"), N: int = typer.Option(64), M: int = typer.Option(96),
+    arch: str = typer.Option(None, "--codec-arch", help="Codec architecture (default mbt2018-mean)."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
+    N: int = typer.Option(64), M: int = typer.Option(96),
     lmbda: float = typer.Option(0.013, help="Rate–distortion trade-off λ_d (λ_d·255²·MSE + bpp)."),
     steps: int = typer.Option(15300), batch_size: int = typer.Option(8),
     patch: int = typer.Option(128), lr: float = typer.Option(3e-4), seed: int = typer.Option(0),
@@ -44,6 +46,7 @@ def train_codec_cmd(
     rate–distortion–utility. Writes OUT, OUT.log.jsonl, OUT.state (resume) and OUT.head.pt."""
     from pipeline.codec_train.train import CodecTrainConfig, train_codec
 
+    arch = renamed(arch, old_arch, "--codec-arch", "--arch", "mbt2018-mean")
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
                            batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
                            init_from=init_from, source=source, workers=workers, utility=utility,

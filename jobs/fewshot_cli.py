@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.console import App, console, print_fewshot
+from jobs.console import App, console, print_fewshot, renamed
 from pipeline.errors import ConfigError
 
 fewshot_app = App(no_args_is_help=True, help="TFA two-stage few-shot learning from ŷ: classify or detect.")
@@ -28,7 +28,9 @@ def fewshot(
     data: str = typer.Option(..., help="Latent dataset root with train and val splits."),
     novel: str = typer.Option(None, help="Comma-separated novel class names."),
     split_file: Path = typer.Option(None, help="A fewshot.json (from make-task) naming the novel classes."),
-    arch: str = typer.Option("sresnet18"), base_epochs: int = typer.Option(10),
+    arch: str = typer.Option(None, "--model", help="The network (default sresnet18)."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
+    base_epochs: int = typer.Option(10),
     lr: float = typer.Option(0.05), batch_size: int = typer.Option(32),
     window: int = typer.Option(14), workers: int = typer.Option(2),
     shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
@@ -36,6 +38,7 @@ def fewshot(
     output: Path = typer.Option(Path("runs/fewshot.json"), help="Where the table is written as JSON."),
 ):
     """TFA two-stage few-shot: base training, then last-layer fine-tuning on k shots per class."""
+    arch = renamed(arch, old_arch, "--model", "--arch", "sresnet18")
     from pipeline.train.data import InputSpec
     from pipeline.train.fewshot import FewShotConfig, run_fewshot
 
@@ -57,7 +60,9 @@ def fewshot_detect(
     novel: str = typer.Option(None, help="Comma-separated novel class names."),
     split_file: str = typer.Option(None, help="A fewshot.json (make-task --detection) naming them."),
     voc_split: int = typer.Option(None, help="TFA's PASCAL VOC split 1, 2 or 3 (5 novel classes)."),
-    arch: str = typer.Option("fasterrcnn-sresnet18"), base_epochs: int = typer.Option(12),
+    arch: str = typer.Option(None, "--model", help="The detector (default fasterrcnn-sresnet18)."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
+    base_epochs: int = typer.Option(12),
     batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
     window: int = typer.Option(12, help="Latent crop side in cells."),
     workers: int = typer.Option(2), shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
@@ -66,6 +71,7 @@ def fewshot_detect(
 ):
     """TFA few-shot detection: base training on the base classes, then cosine box classifier
     and box regressor fine-tuned on k shots per class; novel and base AP50, mean ± std."""
+    arch = renamed(arch, old_arch, "--model", "--arch", "fasterrcnn-sresnet18")
     from pipeline.train.detect import DetectConfig
     from pipeline.train.fewshot_detect import VOC_SPLITS, FewShotDetectConfig, run_fewshot_detection
 

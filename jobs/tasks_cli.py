@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.console import console
+from jobs.console import console, renamed
 
 
 def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs."),
@@ -43,7 +43,8 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
 
 def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
-    arch: str = typer.Option(None),
+    arch: str = typer.Option(None, "--codec-arch", help="Codec architecture, for a CompressAI state dict."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
     threads: int = typer.Option(1, help="Torch threads for the per-stage profiles."),
     pipeline_figures: bool = typer.Option(True, "--pipeline/--no-pipeline",
                                           help="Also time convert (bare/local/Ray) and the loaders."),
@@ -74,6 +75,7 @@ def bench(
         if output:
             output.write_text(json.dumps(figures, indent=2))
         return
+    arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     figures = run_bench(CodecSpec(checkpoint=checkpoint, arch=arch), threads,
                         images if pipeline_figures else 0, workers,
                         source if pipeline_figures else None, epochs, batch_size, cache_dir)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.console import App, console
+from jobs.console import App, console, renamed
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 
@@ -14,7 +14,9 @@ train_app = App(no_args_is_help=True, help="Train models straight from latent sh
 @train_app.command("classify")
 def train_classify(
     data: str = typer.Option(..., help="Latent dataset root (or an image root with --pixels)."),
-    arch: str = typer.Option("sresnet18", help="sresnet18/34/50/101, cresnet*, resnet* (pixels)."),
+    arch: str = typer.Option(None, "--model", help="sresnet18/34/50/101, cresnet*, resnet* (pixels); "
+                             "default sresnet18."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
     epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(0.05),
     window: int = typer.Option(14, help="Latent crop side (14 = 224 px); pixels use 16x this."),
     workers: int = typer.Option(2, help="DataLoader worker processes (ŷ decoding runs there)."),
@@ -39,6 +41,7 @@ def train_classify(
 
     spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
                      cache, int(cache_gb * 2**30))
+    arch = renamed(arch, old_arch, "--model", "--arch", "sresnet18")
     cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
                       checkpoint_every=checkpoint_every, resume=resume)
     if resume and Path(out, "last.pt").is_file():
@@ -93,8 +96,10 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
     """The `train detect` / `train segment` command: the same options, its own defaults."""
     def command(
         data: str = typer.Option(..., help=data_help),
-        arch: str = typer.Option(None, help=f"{model}-sresnet18/34/50/101 (default 18); with --pixels "
+        arch: str = typer.Option(None, "--model",
+                                 help=f"{model}-sresnet18/34/50/101 (default 18); with --pixels "
                                  f"{model}-resnet*."),
+        old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
         epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
         window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
         workers: int = typer.Option(2, help="DataLoader worker processes."),
@@ -109,6 +114,7 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         resume: bool = typer.Option(False, help="Continue from OUT/last.pt (saved at every epoch's end) "
                                     "at the next epoch; the same options, or an error naming them."),
     ):
+        arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
              ray_workers, use_gpu, address, resume)
 

@@ -58,7 +58,7 @@ class DetectConfig:
         kind = "pixels" if self.pixels else "latent"
         if spec is None or spec.task != self.task or spec.input != kind:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
-            raise ConfigError(f"--arch for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
+            raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
