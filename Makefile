@@ -38,7 +38,7 @@ lint: $(STAMP) ## Lint with ruff
 
 # The bundled codecs: scale-only hyperpriors (N=64, M=96) at three λ, warm-started from the
 # bundled mean-scale codec's g_a / g_s / h_a, each then given an exact integer h_s.
-CODEC_TRAIN := --arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 \
+CODEC_TRAIN := --codec-arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 \
 	--threads 1 --init-from pipeline/codec/weights/mbt2018-mean.pt
 WEIGHTS := pipeline/codec/weights
 
@@ -69,7 +69,7 @@ mean-scale-codec: $(STAMP) ## Re-derive the bundled mean-scale codec's integer h
 # steps on the same reconstruction crops, once for rate–distortion alone (rd) and once with
 # the classification loss on the task's train split (task, Eq. 6); then an integer h_s each.
 TASK := runs/grey-textures
-FINETUNE := --arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 1e-4 --seed 0 \
+FINETUNE := --codec-arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 1e-4 --seed 0 \
 	--threads 1 --steps 2000
 UTILITY := --utility classify --task-source $(TASK) --lmbda-t 1 --task-batch-size 8 --task-patch 128
 TEXTURE_CODECS := rd-low task-low rd-mid task-mid

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from jobs.ray_convert import RayOptions
 from jobs.ray_session import connect
 from pipeline.codec.load import CodecSpec, load_codec

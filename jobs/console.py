@@ -36,6 +36,20 @@ def one_line(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
+def renamed(value, old_value, new: str, old: str, default=None):
+    """An option's value, given under its name ``new`` or, with a deprecation line, under the
+    name ``old`` it had before ``--arch`` meant one thing per command (codecs: --codec-arch,
+    networks: --model); ``default`` when neither is given."""
+    from pipeline.errors import ConfigError
+
+    if old_value is None:
+        return default if value is None else value
+    if value is not None and value != old_value:
+        raise ConfigError(f"{old} is the old name of {new}: give {new} only")
+    err.print(f"[yellow]warning:[/] {old} is deprecated here; use {new}")
+    return old_value
+
+
 def print_summary(s: dict) -> None:
     """A latent dataset's summary (`pipeline.shards.dataset.summarize`) as a table."""
     t = Table(title=f"latent dataset {s['root']}", show_header=False)

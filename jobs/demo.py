@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.images import ImagePolicy, prepare_image
-from pipeline.photos import bundled_photos
 from pipeline.shards.dataset import LatentDataset
+from pipeline.tasks.photos import bundled_photos
 
 
 def materialize_photos(folder: Path) -> Path:

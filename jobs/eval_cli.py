@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.console import App, console
+from jobs.console import App, console, renamed
 
 eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–distortion against JPEG/WebP/AVIF.")
 
@@ -18,7 +18,8 @@ def eval_rd(
     checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c",
                                          help="Codec checkpoint(s), one curve point each (default: "
                                          "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
-    arch: str = typer.Option(None),
+    arch: str = typer.Option(None, "--codec-arch", help="Codec architecture, for CompressAI state dicts."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
     images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the held-out "
                                 "bundled photos)."),
     all_photos: bool = typer.Option(False, help="Every bundled colour photo, not only the held-out ones."),
@@ -42,9 +43,10 @@ def eval_rd(
         plot_curves,
         write_compressai_results,
     )
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     specs = checkpoint or [f"bundled:{n}" for n in BUNDLED_CURVE if bundled_present(n)]
+    arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     codecs = {c: load_codec(CodecSpec(checkpoint=c, arch=arch)) for c in specs}
     others = {b: load_codec(CodecSpec(checkpoint=b)) for b in baseline or []}
     pictures = load_folder(images) if images else [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -11,6 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.codec.container import MAX_PIXELS
 from pipeline.errors import ConfigError, ImageError, Reason
+from pipeline.sources.base import SourceItem, read_bytes
+from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
 
 # Failure reasons: the one enumeration is pipeline.errors.Reason.
 EMPTY, NOT_IMAGE, TRUNCATED, BOMB = Reason.EMPTY, Reason.NOT_IMAGE, Reason.TRUNCATED, Reason.BOMB
@@ -239,3 +243,14 @@ def mask_png(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()
+
+
+def class_mask(item: SourceItem, policy: ImagePolicy, orig_hw: tuple[int, int],
+               read: Callable[[str], bytes] = read_bytes) -> np.ndarray | None:
+    """``item``'s class mask at its encoded size (None without one): a mask file made ready
+    like the image, or for COCO drawn from the polygons / RLE in the targets."""
+    if item.mask is None:
+        return None
+    if item.mask == MASK_FROM_TARGETS:
+        return fit_mask(render_class_mask(json.loads(item.targets)), policy, orig_hw)
+    return prepare_mask(read(item.mask), policy, orig_hw)

@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 from pipeline.codec import checkpoint  # noqa: E402
 from pipeline.codec.load import codec_from_checkpoint, load_codec  # noqa: E402
 from pipeline.codec.registry import ARCHITECTURES, get_architecture  # noqa: E402
-from pipeline.photos import bundled_photos  # noqa: E402
+from pipeline.tasks.photos import bundled_photos  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +208,7 @@ def photo_crops(n: int, size: int, seed: int = 0):
     """``n`` random ``size``-px crops of the bundled colour photos, as a float batch in [0, 1]."""
     import torch
 
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     rng = np.random.default_rng(seed)
     photos = [np.asarray(Image.open(p.path).convert("RGB")) for p in bundled_photos(colour_only=True)]

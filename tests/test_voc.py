@@ -12,10 +12,10 @@ from PIL import Image
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import SourceError
 from pipeline.images import ImagePolicy
-from pipeline.scenes import SceneTask, make_scene_task
 from pipeline.shards.verify import verify
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.voc import VOC_CLASSES
+from pipeline.tasks.scenes import SceneTask, make_scene_task
 
 
 def _xml(w, h, objects, size=True):

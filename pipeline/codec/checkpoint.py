@@ -155,7 +155,7 @@ def read(url: str | Path, arch: str | None = None) -> Checkpoint:
                           obj.get("quality"), obj.get("lmbda"), obj.get("metadata") or {}, ints)
     if arch is None:
         raise CodecError(
-            f"{url} is a plain CompressAI state dict: say which architecture it is (--arch)"
+            f"{url} is a plain CompressAI state dict: say which architecture it is (--codec-arch)"
         )
     if not isinstance(obj, dict):
         raise CodecError(f"{url} holds a {type(obj).__name__}, not a state dict")

@@ -73,7 +73,7 @@ def _zoo_checkpoint(arch_name: str, quality: int | None) -> Checkpoint:
         raise CodecError(
             f"could not fetch the pretrained {arch_name} q{quality} weights from the CompressAI "
             f"zoo ({type(exc).__name__}: {exc}); offline, download the .pth.tar elsewhere and "
-            "pass it with --checkpoint PATH --arch " + arch_name
+            "pass it with --checkpoint PATH --codec-arch " + arch_name
         ) from None
     return checkpoint.from_compressai_state_dict(model.state_dict(), arch_name, quality)
 
@@ -85,7 +85,7 @@ def read_spec(spec: CodecSpec) -> Checkpoint:
         return checkpoint.read(spec.checkpoint, arch=spec.arch)
     if spec.pretrained:
         if not spec.arch:
-            raise CodecError("--pretrained needs --arch")
+            raise CodecError("--pretrained needs --codec-arch")
         return _zoo_checkpoint(spec.arch, spec.quality)
     return checkpoint.read(bundled_checkpoint("default"))
 

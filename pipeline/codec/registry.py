@@ -18,6 +18,12 @@ SCALE_HYPERPRIOR = "scale-hyperprior"  # z ~ EntropyBottleneck, y ~ N(0, h_s(z))
 MEAN_SCALE_HYPERPRIOR = "mean-scale-hyperprior"  # y ~ N(mu, sigma) from h_s(z); two strings
 
 
+#: Pixels per latent cell (one y element) along each side: the geometry every registered
+#: codec's g_a has, and the one place it is defined (the loader's windows, the boxes and
+#: masks it carries, the detection models' anchors and the pixel baselines all follow it).
+CELL = 16
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A CompressAI model class with its zoo entry and the stable name datasets record."""
@@ -28,7 +34,7 @@ class Architecture:
     zoo_fn: Callable
     qualities: dict[int, tuple[int, int]]  # quality -> (N, M), CompressAI's table
     multiple: int = 64  # inputs are padded to this multiple (g_a /16, h_a /4)
-    downsample: int = 16  # pixels per y element along each side
+    downsample: int = CELL  # pixels per y element along each side
 
     def build(self, N: int, M: int) -> torch.nn.Module:
         if N <= 0 or M <= 0:

@@ -240,7 +240,7 @@ def photo_tensors(holdout: bool | None = False) -> list[tuple[str, torch.Tensor]
     (``holdout=False``), the held-out ones (True) or all (None)."""
     from PIL import Image
 
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     out = []
     for p in bundled_photos(colour_only=True):

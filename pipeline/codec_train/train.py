@@ -27,7 +27,7 @@ from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
 from pipeline.codec_train.utility import ClassifyHead, rdu_loss
 from pipeline.errors import ConfigError
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def cli_command(cfg: CodecTrainConfig) -> str:
     """The `latents train-codec` line that reproduces this configuration."""
     from pipeline.errors import redact
 
-    return (f"latents train-codec {cfg.out} --arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
+    return (f"latents train-codec {cfg.out} --codec-arch {cfg.arch} --N {cfg.N} --M {cfg.M} "
             f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
             f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
             + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")

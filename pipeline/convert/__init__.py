@@ -6,6 +6,8 @@
 - `driver`: `convert_dataset(job, executor)` (list → plan → resume → run → merge → manifest)
   and the in-process `LocalExecutor`. Other executors (Ray: ``jobs.ray_convert``) implement
   the `Executor` protocol.
+
+It may import the shard format, sources, images, the runtime codec and storage.
 """
 
 from pipeline.convert.driver import (

@@ -25,17 +25,15 @@ from pipeline.images import (
     DECODE,
     ImagePolicy,
     PreparedImage,
-    fit_mask,
+    class_mask,
     mask_png,
     prepare_image,
-    prepare_mask,
 )
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout
 from pipeline.shards.lease import check_holder
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
-from pipeline.sources.coco import MASK_FROM_TARGETS, render_class_mask
 from pipeline.storage import atomic_write
 
 READ_ERROR, MISSING, ENCODE_ERROR = Reason.READ_ERROR, Reason.MISSING, Reason.ENCODE_ERROR
@@ -171,17 +169,6 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
     except Exception as exc:  # noqa: BLE001 - malformed polygons / RLE: this sample's failure
         return Loaded(data, ImageError(Reason.BAD_ANNOTATION, f"its segmentation cannot be drawn "
                                        f"({type(exc).__name__}: {exc})"))
-
-
-def class_mask(item: SourceItem, policy: ImagePolicy, orig_hw: tuple[int, int],
-               read: Callable[[str], bytes] = read_bytes) -> np.ndarray | None:
-    """``item``'s class mask at its encoded size (None without one): a mask file made ready
-    like the image, or for COCO drawn from the polygons / RLE in the targets."""
-    if item.mask is None:
-        return None
-    if item.mask == MASK_FROM_TARGETS:
-        return fit_mask(render_class_mask(json.loads(item.targets)), policy, orig_hw)
-    return prepare_mask(read(item.mask), policy, orig_hw)
 
 
 def _encode_group(codec: Codec, imgs: list[PreparedImage]) -> list[EncodedLatent | Exception]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline.codec.codec import Codec
 from pipeline.images import ImagePolicy, prepare_image
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
 
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forwards
@@ -61,7 +62,7 @@ def seed_cost(s: SeedSchedule = SeedSchedule()) -> dict:
     from pipeline.models.registry import create_model
 
     codec = get_architecture(s.arch).build(s.N, s.M)
-    lat = s.task_size // 16
+    lat = s.task_size // CELL
     per_image = {
         # the whole codec (g_a, h_a, h_s, g_s) on one reconstruction crop
         "codec, reconstruction crop": forward_gflops(codec, 3, s.recon_patch, s.recon_patch),

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-CELL = 16  # pixels per latent cell along each side
+from pipeline.codec.registry import CELL
+
 IGNORE = 255
 TARGETS = ("class", "detection", "segmentation")
 

@@ -30,7 +30,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from pipeline.loader.targets import CELL
+from pipeline.codec.registry import CELL
 from pipeline.models.sresnet import PixelShuffleStem, StemConfig
 
 ANCHOR_SIZES = (16, 32, 64, 128, 256)  # one per FPN level (P2–P6)

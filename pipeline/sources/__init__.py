@@ -1,4 +1,8 @@
-"""Source readers, one registry keyed by format name."""
+"""Source readers, one registry keyed by format name: class-per-folder trees, ImageNet,
+Open Images, VOC, COCO and URI lists, each listing items (key, URI, split, label, targets).
+
+It may import storage, names and errors only: readers know nothing of codecs or shards.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.codec.registry import CELL
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 
 
@@ -34,7 +35,7 @@ def _latent_loader(spec: InputSpec, split: str, train: bool):
 def _pixel_loader(spec: InputSpec, split: str, train: bool):
     from torchvision import datasets, transforms
 
-    size = 16 * spec.window[0] if spec.window else 224
+    size = CELL * spec.window[0] if spec.window else 224
     tf = (transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
                               transforms.ToTensor()]) if train else
           transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))

@@ -5,7 +5,7 @@ The loader yields latent windows with their targets moved exactly with the crop 
 pycocotools' COCOeval (mAP@[.5:.95], AP50) or a confusion matrix (mIoU).
 
 Training targets leave out ``difficult`` and crowd boxes (they cannot be learnt as
-instances); evaluation ignores them instead of counting them (`pipeline.eval.detection`).
+instances); evaluation ignores them instead of counting them (`pipeline.train.metrics`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
-from pipeline.eval.detection import ConfusionMatrix, detection_metrics
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import IGNORE, detection_collate
 from pipeline.models.registry import MODELS, create_model
+from pipeline.train.metrics import ConfusionMatrix, detection_metrics
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class DetectConfig:
         kind = "pixels" if self.pixels else "latent"
         if spec is None or spec.task != self.task or spec.input != kind:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
-            raise ConfigError(f"--arch for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
+            raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
@@ -123,7 +124,7 @@ def check_targets(data, cfg: DetectConfig) -> None:
 
 
 def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
-    extra = {"window_px": 16 * cfg.window} if cfg.task == "detect" else {}
+    extra = {"window_px": CELL * cfg.window} if cfg.task == "detect" else {}
     # (pixels: ``latent_channels`` is 3, the RGB input)
     # segmentation: background (0) and one class per name (mask value = class + 1)
     return create_model(cfg.arch, latent_channels, num_classes + (cfg.task == "segment"), **extra)

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.convert.worker import class_mask
+from pipeline.codec.registry import CELL
 from pipeline.errors import SourceError
-from pipeline.images import ImagePolicy, prepare_image
-from pipeline.loader.targets import CELL, choose_crop, target_of
+from pipeline.images import ImagePolicy, class_mask, prepare_image
+from pipeline.loader.targets import choose_crop, target_of
 from pipeline.sources import list_source, read_bytes
 
 

@@ -27,7 +27,7 @@ def test_compressai_state_dict_loads_with_arch_and_gets_tables_once(tmp_path):
     torch.manual_seed(1)
     model = get_architecture("bmshj2018-hyperprior").build(16, 24)  # never update()d
     torch.save(model.state_dict(), tmp_path / "plain.pth.tar")
-    with pytest.raises(CodecError, match="--arch"):
+    with pytest.raises(CodecError, match="--codec-arch"):
         load_codec(CodecSpec(checkpoint=str(tmp_path / "plain.pth.tar")))
     codec = load_codec(CodecSpec(checkpoint=str(tmp_path / "plain.pth.tar"), arch="bmshj2018-hyperprior"))
     assert codec.identity.N == 16 and codec.identity.M == 24

@@ -16,7 +16,7 @@ from pipeline.codec import fast_rans
 from pipeline.codec.entropy import CdfTables, ScaleBuckets
 from pipeline.errors import CodecError, ContainerError
 from pipeline.images import ImagePolicy, prepare_image
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 from tests.conftest import gradient
 
 

@@ -105,11 +105,11 @@ def test_train_codec_with_a_classification_utility(tmp_path):
     from pipeline.codec.load import CodecSpec
     from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
     from pipeline.shards.verify import verify
-    from pipeline.tasks import PhotoTask, make_photo_task
+    from pipeline.tasks.classification import PhotoTask, make_photo_task
 
     make_photo_task(tmp_path / "task", PhotoTask(train_per_class=2, val_per_class=1, size=64))
     out = tmp_path / "c.pt"
-    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+    res = runner.invoke(app, ["train-codec", str(out), "--codec-arch", "bmshj2018-hyperprior", "--N", "8",
                               "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64",
                               "--threads", "1",
                               "--utility", "classify", "--task-source", str(tmp_path / "task"),
@@ -136,7 +136,7 @@ def test_streamed_task_crops_carry_their_class_and_train_a_codec(tmp_path):
 
     from pipeline.codec import checkpoint
     from pipeline.codec_train.crops import SourceCrops
-    from pipeline.tasks import make_photo_task, task_recipe
+    from pipeline.tasks.classification import make_photo_task, task_recipe
 
     meta = make_photo_task(tmp_path / "task", task_recipe("photo-crops", train_per_class=2, val_per_class=1,
                                                           size=64))
@@ -152,7 +152,7 @@ def test_streamed_task_crops_carry_their_class_and_train_a_codec(tmp_path):
         labels.add(label)
     assert labels == set(range(len(meta["classes"])))
     out = tmp_path / "c.pt"
-    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+    res = runner.invoke(app, ["train-codec", str(out), "--codec-arch", "bmshj2018-hyperprior", "--N", "8",
                               "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64",
                               "--threads", "1", "--utility", "classify", "--task-source",
                               str(tmp_path / "task"), "--task-batch-size", "4", "--task-workers", "1"],
@@ -171,7 +171,7 @@ def test_train_codec_then_integerize_warm_started(tmp_path):
     first, second, final = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
     common = ["--N", "8", "--M", "8", "--steps", "2", "--batch-size", "2", "--patch", "64", "--threads", "1"]
     assert runner.invoke(app, ["train-codec", str(first), *common]).exit_code == 0
-    res = runner.invoke(app, ["train-codec", str(second), "--arch", "bmshj2018-hyperprior", *common,
+    res = runner.invoke(app, ["train-codec", str(second), "--codec-arch", "bmshj2018-hyperprior", *common,
                               "--init-from", str(first)])
     assert res.exit_code == 0, res.output
     assert checkpoint.read(str(second)).metadata["command"].endswith(f"--init-from {first}")
@@ -220,7 +220,7 @@ def test_eval_rd_curve_of_several_checkpoints_on_a_folder(tmp_path):
     import numpy as np
 
     from pipeline.codec import checkpoint
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
     from tests.conftest import tiny_checkpoint
 
     paths = []
@@ -268,7 +268,7 @@ def test_train_codec_on_any_source_streams_crops_with_workers(tmp_path, photo_tr
     from pipeline.codec import checkpoint
 
     out = tmp_path / "c.pt"
-    res = runner.invoke(app, ["train-codec", str(out), "--arch", "bmshj2018-hyperprior", "--N", "8",
+    res = runner.invoke(app, ["train-codec", str(out), "--codec-arch", "bmshj2018-hyperprior", "--N", "8",
                               "--M", "8", "--steps", "3", "--batch-size", "2", "--patch", "64",
                               "--threads", "1", "--source", str(photo_tree), "--workers", "2"])
     assert res.exit_code == 0, res.output
@@ -295,7 +295,7 @@ def test_eval_utility_writes_the_table_and_plot(tmp_path):
     """A tiny Table 1: two rate points of one codec family and one of another, JPEG at each
     matched rate, the original pixels; 2 seeds of 1 epoch."""
     from pipeline.codec import checkpoint
-    from pipeline.tasks import PhotoTask, make_photo_task
+    from pipeline.tasks.classification import PhotoTask, make_photo_task
     from tests.conftest import tiny_checkpoint
 
     make_photo_task(tmp_path / "task", PhotoTask(train_per_class=2, val_per_class=1, size=64))

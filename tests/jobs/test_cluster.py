@@ -74,7 +74,7 @@ def head():
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory, photo_tree_module):
     out = tmp_path_factory.mktemp("embedded") / "out"
-    subprocess.run([sys.executable, "-m", "jobs.convert", str(photo_tree_module), str(out),
+    subprocess.run([sys.executable, "-m", "jobs.convert_cli", str(photo_tree_module), str(out),
                     "--shard-size", "3", "--workers", "2", "--no-progress"],
                    check=True, capture_output=True, cwd=ROOT,
                    env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
@@ -85,7 +85,7 @@ def embedded(tmp_path_factory, photo_tree_module):
 def photo_tree_module(tmp_path_factory):
     from PIL import Image
 
-    from pipeline.photos import bundled_photos
+    from pipeline.tasks.photos import bundled_photos
 
     root = tmp_path_factory.mktemp("photos") / "photos"
     for i, p in enumerate(bundled_photos(colour_only=True)[:6]):
@@ -120,7 +120,7 @@ def test_ray_job_submit_as_the_readme_shows(head, embedded, photo_tree_module, t
     out = tmp_path / "out"
     res = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-         "python", "-m", "jobs.convert", str(photo_tree_module), str(out), "--shard-size", "3",
+         "python", "-m", "jobs.convert_cli", str(photo_tree_module), str(out), "--shard-size", "3",
          "--workers", "2", "--address", "auto", "--no-progress"],
         env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and "succeeded" in res.stdout, res.stdout[-3000:] + res.stderr[-2000:]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.dataset import LatentDataset
 

@@ -106,3 +106,13 @@ def test_a_run_whose_lease_was_taken_stops_at_its_next_write(photo_tree, tmp_pat
                                                                    "train-000000.tar"]
     assert not (out / "manifest.json").exists()
     assert json.loads((out / LEASE_FILE).read_text())["run_id"] == "thief"  # left to its owner
+
+
+def test_the_old_option_name_still_works_with_a_deprecation_line(photo_tree, tmp_path):
+    """`--arch` named a codec here and a network in `train`: now --codec-arch and --model."""
+    res = _run(str(photo_tree), str(tmp_path / "out"), "--arch", "bmshj2018-hyperprior")
+    assert res.exit_code == 0, res.output
+    assert "--arch is deprecated here; use --codec-arch" in res.output
+    both = _run(str(photo_tree), str(tmp_path / "o2"), "--arch", "mbt2018-mean", "--codec-arch",
+                "bmshj2018-hyperprior")
+    assert both.exit_code == 2 and "give --codec-arch only" in both.output

@@ -129,7 +129,7 @@ def test_python_m_jobs_convert_answers_in_one_line_too(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "jobs.convert", str(tmp_path / "nothing-here"),
+    res = subprocess.run([sys.executable, "-m", "jobs.convert_cli", str(tmp_path / "nothing-here"),
                           str(tmp_path / "o"), "--executor", "local", "--no-progress"],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from jobs.ray_convert import RayOptions
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.verify import verify
@@ -71,7 +71,7 @@ def test_killed_actor_is_retried_and_dataset_is_complete(ray_cluster, photo_tree
 
 def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "jobs.convert", str(photo_tree), "OUT", "--shard-size", "1",
+    cmd = [sys.executable, "-m", "jobs.convert_cli", str(photo_tree), "OUT", "--shard-size", "1",
            "--workers", "1", "--torch-threads", "1", "--no-progress"]
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -129,8 +129,8 @@ def test_embedded_default_stays_embedded_beside_a_stale_cluster_address(photo_tr
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_TMPDIR": str(ray_tmp)}
     env.pop("RAY_ADDRESS", None)
     try:
-        res = subprocess.run([sys.executable, "-m", "jobs.convert", str(photo_tree), str(tmp_path / "out"),
-                              "--shard-size", "4", "--workers", "1", "--no-progress"],
+        res = subprocess.run([sys.executable, "-m", "jobs.convert_cli", str(photo_tree),
+                              str(tmp_path / "out"), "--shard-size", "4", "--workers", "1", "--no-progress"],
                              env=env, capture_output=True, text=True, timeout=300)
     finally:
         subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)

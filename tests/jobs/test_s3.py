@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.verify import verify

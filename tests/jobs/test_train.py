@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from jobs.convert import run_convert
+from jobs.convert_cli import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.images import ImagePolicy
-from pipeline.tasks import PhotoTask, make_photo_task
+from pipeline.tasks.classification import PhotoTask, make_photo_task
 from pipeline.train.data import InputSpec
 from pipeline.train.loop import TrainConfig, train_classifier
 
@@ -108,8 +108,9 @@ def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
     from jobs.cli import app
 
     root, _ = task
-    res = CliRunner().invoke(app, ["train", "classify", "--data", str(root / "latent"), "--arch", "cresnet18",
-                                   "--epochs", "1", "--window", "4", "--batch-size", "32", "--workers", "0",
+    res = CliRunner().invoke(app, ["train", "classify", "--data", str(root / "latent"),
+                                   "--model", "cresnet18", "--epochs", "1", "--window", "4",
+                                   "--batch-size", "32", "--workers", "0",
                                    "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c"),
                                    "--cache-gb", "0.0002"])
     assert res.exit_code == 0, res.output

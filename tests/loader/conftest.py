@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 
 def photo_folder(src: Path, n: int = 10) -> Path:

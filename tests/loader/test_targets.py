@@ -71,7 +71,7 @@ def test_choose_crop_keeps_the_loaders_draws_and_pads_small_grids():
 def scenes_dataset(tmp_path_factory):
     from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
     from pipeline.images import ImagePolicy
-    from pipeline.scenes import SceneTask, make_scene_task
+    from pipeline.tasks.scenes import SceneTask, make_scene_task
 
     root = tmp_path_factory.mktemp("scenes")
     make_scene_task(root / "voc", SceneTask(train=6, val=2, size=128, min_side=24, max_side=60))

@@ -2,7 +2,7 @@
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.images import ImagePolicy
-from pipeline.scenes import SceneTask, make_scene_task
+from pipeline.tasks.scenes import SceneTask, make_scene_task
 
 
 def scenes_dataset(root, train=4, val=2):

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.errors import ConfigError
 from pipeline.images import IGNORE_INDEX, voc_palette
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The library owns the conversion; this module only picks the executor (the Ray actor pool of
 ``jobs.ray_convert`` by default, or the library's in-process one) and draws the bar. It is
-also runnable as ``python -m jobs.convert SRC OUT [options]``, e.g. under ``ray job submit``.
+also runnable as ``python -m jobs.convert_cli SRC OUT [options]``, e.g. under ``ray job submit``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from jobs.console import console, print_summary
+from jobs.console import console, print_summary, renamed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,7 +47,9 @@ def convert(
                             help="Source layout: auto, imagefolder, imagenet, openimages, uris."),
     split: str = typer.Option(None, help="Only this split (default: every split; a plain folder is train)."),
     checkpoint: str = typer.Option(None, help="Codec checkpoint (latent-shards or CompressAI state dict)."),
-    arch: str = typer.Option(None, help="Codec architecture, for a CompressAI state dict or --pretrained."),
+    arch: str = typer.Option(None, "--codec-arch",
+                             help="Codec architecture, for a CompressAI state dict or --pretrained."),
+    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
     quality: int = typer.Option(None, help="Zoo quality 1..8, with --pretrained."),
     pretrained: bool = typer.Option(False, help="Fetch CompressAI zoo weights (needs network)."),
     size: int = typer.Option(256, help="Resize the shorter side to this (0 keeps the size)."),
@@ -76,6 +78,7 @@ def convert(
     from pipeline.shards.dataset import LatentDataset, summarize
 
     policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
+    arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     job = ConvertJob(src, out, fmt, split,
                      CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained),
                      ConvertOptions(policy, shard_size, batch_size, threads),
@@ -96,7 +99,7 @@ def convert(
     print_summary(summarize(LatentDataset.open(out)))
 
 
-if __name__ == "__main__":  # `python -m jobs.convert SRC OUT [options]`, e.g. under `ray job submit`
+if __name__ == "__main__":  # `python -m jobs.convert_cli SRC OUT [options]`, e.g. under `ray job submit`
     from jobs.console import App
 
     main = App(add_completion=False)

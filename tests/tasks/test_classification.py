@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.photos import bundled_photos
-from pipeline.tasks import make_photo_task, task_recipe
+from pipeline.tasks.classification import make_photo_task, task_recipe
+from pipeline.tasks.photos import bundled_photos
 
 
 def _digest(root):

@@ -9,7 +9,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.eval.detection import ConfusionMatrix, detection_metrics
+from pipeline.train.metrics import ConfusionMatrix, detection_metrics
 
 
 def test_detection_metrics_agree_with_pycocotools_on_a_hand_made_case():
