@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
-from pipeline.photos import bundled_photos
+from pipeline.tasks.photos import bundled_photos
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
 
