@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
-from pipeline.tasks.photos import bundled_photos
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
+from pipeline.tasks.photos import bundled_photos
 
 
 def test_reading_an_index_leaves_nothing_for_arrow_threads_to_release():
