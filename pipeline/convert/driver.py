@@ -202,8 +202,9 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
         torch.set_num_threads(job.torch_threads)
     src = canonical_uri(job.src)
     job = replace(job, src=src, out=canonical_uri(job.out))
-    check_out_apart(job.src, job.out)
     job = replace(job, fmt=detect_format(src) if job.fmt == "auto" else job.fmt)
+    if job.fmt not in WALKS_NAMED_FILES:
+        check_out_apart(job.src, job.out)
     layout = Layout.at(job.out)
     plan = make_plan(job)
     if not plan.records:
@@ -211,6 +212,11 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
                           "end in .jpg, .jpeg, .png, .webp, …")
     with ConvertLease(layout) as lease:  # one writer per OUT: a second run refuses, naming the first
         return _convert_leased(job, layout, plan, executor, observer, lease)
+
+
+#: layouts read through the files their annotations name (VOC's id lists, COCO's JSON), not by
+#: walking the tree: a dataset written inside such a root is never read back as input
+WALKS_NAMED_FILES = ("voc", "coco")
 
 
 def check_out_apart(src: str, out: str) -> None:
