@@ -1,0 +1,87 @@
+"""Converted bytes do not move: a fixed input converted with the default codec gives, file
+for file, the sha256 committed in ``tests/fixtures/convert-golden.json``.
+
+The fixture was recorded from the tree before the redesign step (#19) and checked equal
+after it. The inputs are crops of bundled PNG photos written as BMP (lossless both ways, no
+resampling, so neither Pillow's encoders nor its resizers can move them), converted at their
+own size with one torch thread. ``g_a`` is float arithmetic: its bits can differ on another
+CPU family, so the latent-dependent files are compared where torch reports the CPU
+capability the fixture was recorded on; elsewhere the test checks every file that does not
+pass through ``g_a`` and that two conversions agree byte for byte.
+
+To re-record after a deliberate format change: ``LATENT_SHARDS_REGOLD=1 pytest
+tests/convert/test_golden.py`` (and say why in the commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
+from pipeline.images import ImagePolicy
+from pipeline.tasks.photos import bundled_photos
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "convert-golden.json"
+#: the dataset records its source's absolute path (manifest, plan, index): one fixed place
+ROOT = Path("/tmp/latent-shards-golden")
+#: files whose bytes do not depend on g_a's float arithmetic
+CPU_FREE = ("plan.json", "codec/codec.pt", "codec/codec.json", "failures.parquet")
+
+
+def golden_inputs(root: Path) -> Path:
+    """Six crops (odd sizes: the padding path too) of the bundled PNG photos, as BMP, two classes."""
+    pngs = [p for p in bundled_photos(colour_only=True) if p.path.suffix == ".png"][:6]
+    for i, p in enumerate(pngs):
+        px = np.asarray(Image.open(p.path).convert("RGB"))[:120 - 8 * (i % 3), :136 + 8 * (i % 2)]
+        d = root / ("a" if i % 2 == 0 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(px)).save(d / f"{p.name}.bmp")
+    return root
+
+
+def tree_sha256(out: Path) -> dict[str, str]:
+    """sha256 of every file of a dataset but its run logs (wall time, host)."""
+    return {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(out.rglob("*")) if f.is_file() and "logs" not in f.relative_to(out).parts}
+
+
+def _convert(src: Path, out: Path) -> dict[str, str]:
+    convert_dataset(ConvertJob(str(src), str(out), torch_threads=1,
+                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
+    return tree_sha256(out)
+
+
+def test_converted_bytes_match_the_committed_fixture():
+    shutil.rmtree(ROOT, ignore_errors=True)
+    try:
+        _check(golden_inputs(ROOT / "src"))
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def _check(src: Path) -> None:
+    inputs = tree_sha256(src)
+    got = _convert(src, ROOT / "out")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("LATENT_SHARDS_REGOLD"):
+        FIXTURE.write_text(json.dumps({"cpu_capability": capability, "torch": torch.__version__,
+                                       "recorded_from": "LATENT_SHARDS_REGOLD",
+                                       "inputs": inputs, "files": got}, indent=1, sort_keys=True) + "\n")
+    want = json.loads(FIXTURE.read_text())
+    assert inputs == want["inputs"], "the golden inputs themselves changed (a bundled photo?)"
+    assert sorted(got) == sorted(want["files"])
+    if capability == want["cpu_capability"] and torch.__version__ == want["torch"]:
+        diff = sorted(k for k in got if got[k] != want["files"][k])
+        assert not diff, f"converted bytes moved: {diff}"
+    else:  # another CPU family: what g_a does not touch, and determinism here
+        assert {k: got[k] for k in CPU_FREE} == {k: want["files"][k] for k in CPU_FREE}
+        shutil.rmtree(ROOT / "out")
+        assert _convert(src, ROOT / "out") == got
