@@ -2,8 +2,9 @@
 
 1. Calibrate: the frozen encoder (``g_a``, ``h_a``) turns random crops of the training photos
    into (y, z symbols) pairs.
-2. Post-training quantisation (``integer.post_training_quantisation``): per-channel activation scales from the
-   calibration symbols, integer kernels, biases and divisors within the exactness bound.
+2. Post-training quantisation (``quantize.post_training_quantisation``): per-channel
+   activation scales from the calibration symbols, integer kernels, biases and divisors
+   within the exactness bound.
 3. Fine-tune ``h_s`` alone against the frozen encoder with the rate of y as the only loss:
    the integer network's forward pass with straight-through rounding (kernels, biases,
    requantisation), so what is trained is exactly what is then frozen into integers.
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from pipeline.codec import checkpoint, integer
 from pipeline.codec.checkpoint import Checkpoint
 from pipeline.codec.registry import MEAN_SCALE_HYPERPRIOR, SCALE_HYPERPRIOR, get_architecture
+from pipeline.codec_train import quantize
+from pipeline.codec_train.crops import CropSampler, read_rgb
 from pipeline.errors import CodecError
 
 
@@ -63,7 +66,7 @@ class _QatHS(torch.nn.Module):
 
     def effective(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s_in = self.scales[i - 1] if i else torch.ones(self.kernels[0].shape[1])
-        k, b = integer.rescaled(self.kernels[i], self.biases[i], self.scales[i], s_in, self.specs[i][0])
+        k, b = quantize.rescaled(self.kernels[i], self.biases[i], self.scales[i], s_in, self.specs[i][0])
         d = self.divisors[i]
         return k * d.view(-1, 1, 1, 1), b * d
 
@@ -102,23 +105,19 @@ def calibration_pairs(model: torch.nn.Module, family: str, images: list[torch.Te
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, z symbols, image number) of ``cfg.crops`` random crops (with flips) of ``images``,
     through the frozen encoder."""
-    rng = np.random.default_rng(cfg.seed)
     medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach().double()
     ys, zs, ids = [], [], []
     usable = [i for i, im in enumerate(images) if min(im.shape[1:]) >= cfg.patch]
     if not usable:
         raise CodecError(f"no calibration image is at least {cfg.patch}px on its shorter side")
+    sampler = CropSampler([images[i] for i in usable], cfg.patch, (1.0,), cfg.seed)
     with torch.no_grad():
         for start in range(0, cfg.crops, 8):
             batch = []
             for _ in range(min(8, cfg.crops - start)):
-                k = usable[rng.integers(len(usable))]
-                im = images[k]
-                ids.append(k)
-                y0 = rng.integers(im.shape[1] - cfg.patch + 1)
-                x0 = rng.integers(im.shape[2] - cfg.patch + 1)
-                crop = im[:, y0:y0 + cfg.patch, x0:x0 + cfg.patch]
-                batch.append(crop.flip(-1) if rng.random() < 0.5 else crop)
+                crop, k = sampler.draw()
+                batch.append(crop)
+                ids.append(usable[k])
             x = torch.stack(batch)
             y = model.g_a(x)
             z = model.h_a(torch.abs(y) if family == SCALE_HYPERPRIOR else y)
@@ -162,7 +161,7 @@ def integerize(ckpt: Checkpoint, images: list[torch.Tensor], cfg: IntegerizeConf
     y, z = y.float(), z.float()
     n_mean = m if mean else 0
 
-    layers, scales, ints = integer.post_training_quantisation(model.h_s, medians, z, m, n_mean, in_clip)
+    layers, scales, ints = quantize.post_training_quantisation(model.h_s, medians, z, m, n_mean, in_clip)
     history: list[dict] = []
     if cfg.steps:
         ints, history = _fine_tune(layers, scales, ints, in_clip, y, z, ids, m, mean, scale_bound, cfg,
@@ -213,7 +212,7 @@ def _fine_tune(layers, scales, ints, in_clip, y, z, ids, m, mean, scale_bound, c
             if on_log:
                 on_log(history[-1])
             if bits < best_bits:
-                cand = integer.integerize_layers(qat.to_float_layers(), scales, in_clip, m, n_mean,
+                cand = quantize.integerize_layers(qat.to_float_layers(), scales, in_clip, m, n_mean,
                                                  qat.divisors)
                 in_max = [in_clip] + [max(abs(c.lo), abs(c.hi)) for c in cand[:-1]]
                 if all(c.bound(a) < integer.EXACT_FP32 for c, a in zip(cand, in_max, strict=True)):
@@ -238,16 +237,10 @@ def strip_integer(ckpt: Checkpoint) -> Checkpoint:
 def photo_tensors(holdout: bool | None = False) -> list[tuple[str, torch.Tensor]]:
     """(name, ``[3, H, W]`` in [0, 1]) of the bundled colour photos: the training ones
     (``holdout=False``), the held-out ones (True) or all (None)."""
-    from PIL import Image
-
     from pipeline.tasks.photos import bundled_photos
 
-    out = []
-    for p in bundled_photos(colour_only=True):
-        if holdout is None or p.holdout == holdout:
-            a = np.asarray(Image.open(p.path).convert("RGB"))
-            out.append((p.name, torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255))
-    return out
+    return [(p.name, read_rgb(str(p.path))) for p in bundled_photos(colour_only=True)
+            if holdout is None or p.holdout == holdout]
 
 
 @dataclass(frozen=True)

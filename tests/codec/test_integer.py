@@ -13,7 +13,7 @@ import torch
 from pipeline.codec import checkpoint, integer
 from pipeline.codec.integer import EXACT_FP32, IntegerHyperSynthesis, IntLayer
 from pipeline.codec.load import CodecSpec, codec_from_checkpoint, load_codec
-from pipeline.codec_train import integerize
+from pipeline.codec_train import integerize, quantize
 from pipeline.errors import CodecError
 from tests.conftest import gradient, tiny_checkpoint
 
@@ -50,7 +50,7 @@ def test_integer_layers_compute_compressais_h_s(arch):
     # medians folded into an all-ones input channel: the same function on the symbols, borders too
     medians = torch.randn(16, dtype=torch.float64)
     layers = integer.float_layers(model.h_s)
-    layers[0] = integer.fold_medians(layers[0], medians)
+    layers[0] = quantize.fold_medians(layers[0], medians)
     x = z.round()
     for layer in layers:
         x = layer.forward(x)
