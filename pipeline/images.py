@@ -185,6 +185,17 @@ def prepare_image(data: bytes, policy: ImagePolicy) -> PreparedImage:
                          (arr.shape[0], arr.shape[1]), source_mode, bool(transposed))
 
 
+#: an image as decoded: no resize, no padding, any side of at least one pixel
+AS_DECODED = ImagePolicy(size=0, multiple=1, min_side=1)
+
+
+def upright_rgb(data: bytes) -> np.ndarray:
+    """An image as the converter sees it before resizing: EXIF turn applied, any mode made
+    8-bit RGB, the declared size checked against --max-pixels' default; uint8 ``[H, W, 3]``.
+    Codec training, calibration and evaluation read pixels through this (or `prepare_image`)."""
+    return prepare_image(data, AS_DECODED).pixels
+
+
 def _orientation(im: Image.Image) -> int:
     try:
         return int(im.getexif().get(0x0112, 0) or 0)

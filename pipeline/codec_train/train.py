@@ -9,7 +9,6 @@ entropy bottleneck's auxiliary quantile loss minimised by its own optimizer. Wit
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import time
@@ -20,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
+from pipeline.codec_train.crops import CropSampler, labelled_images, read_rgb
 from pipeline.codec_train.utility import ClassifyHead, rdu_loss
 from pipeline.errors import ConfigError
 from pipeline.tasks.photos import bundled_photos
@@ -111,82 +109,9 @@ def warm_start(model: torch.nn.Module, url: str) -> list[str]:
              if k in own and own[k].shape == v.shape and k.rsplit(".", 1)[-1] not in checkpoint.CDF_BUFFERS]
     params = {n for n, _ in model.named_parameters()}
     if not params.intersection(taken):
-        raise ValueError(f"{url} shares no learned tensor of matching name and shape with this model")
+        raise ConfigError(f"{url} shares no learned tensor of matching name and shape with this model")
     model.load_state_dict({**own, **{k: src[k].to(own[k].dtype) for k in taken}})
     return taken
-
-
-def _load_rgb(path: Path) -> torch.Tensor:
-    im = Image.open(path)
-    im = im.convert("RGB")
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255)
-
-
-class PatchSampler:
-    """Random crops (random scale, position, horizontal flip) from a list of images."""
-
-    def __init__(self, images: list[torch.Tensor], patch: int, scales, seed: int):
-        self.patch = patch
-        self.levels = []
-        for img in images:
-            for s in scales:
-                h, w = round(img.shape[1] * s), round(img.shape[2] * s)
-                if min(h, w) < patch:
-                    continue
-                lvl = img if s == 1.0 else F.interpolate(
-                    img[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False
-                )[0].clamp_(0, 1)
-                self.levels.append(lvl)
-        if not self.levels:
-            raise ValueError(f"no training image is at least {patch}px on its shorter side")
-        self.rng = np.random.default_rng(seed)
-
-    def batch(self, n: int) -> torch.Tensor:
-        out = torch.empty(n, 3, self.patch, self.patch)
-        for i in range(n):
-            img = self.levels[self.rng.integers(len(self.levels))]
-            y = self.rng.integers(img.shape[1] - self.patch + 1)
-            x = self.rng.integers(img.shape[2] - self.patch + 1)
-            crop = img[:, y : y + self.patch, x : x + self.patch]
-            out[i] = crop.flip(-1) if self.rng.random() < 0.5 else crop
-        return out
-
-
-class LabelledCrops:
-    """Random crops (and flips) of a labelled class-per-folder tree's ``train`` split, with
-    their class indices: the task batches of Eq. 6, drawn apart from the reconstruction ones."""
-
-    def __init__(self, source: str, patch: int, seed: int):
-        from pipeline.sources import list_source
-        from pipeline.sources.base import read_bytes
-
-        listing = list_source("auto", source, split="train")
-        items = [i for i in listing.items if i.label is not None]
-        if not items or len(listing.classes) < 2:
-            raise ConfigError(f"{source} has no labelled train images of at least 2 classes "
-                              "(a class-per-folder tree, or its train/ split)")
-        self.classes = tuple(listing.classes)
-        self.images, self.labels = [], []
-        for it in items:
-            img = Image.open(io.BytesIO(read_bytes(it.uri))).convert("RGB")
-            if min(img.size) < patch:  # small images are scaled up to one crop
-                s = patch / min(img.size)
-                img = img.resize((max(patch, round(img.width * s)), max(patch, round(img.height * s))),
-                                 Image.Resampling.BICUBIC)
-            self.images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255))
-            self.labels.append(it.label)
-        self.patch, self.rng = patch, np.random.default_rng(seed + 1)
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out, labels = torch.empty(n, 3, self.patch, self.patch), torch.empty(n, dtype=torch.long)
-        for i in range(n):
-            k = self.rng.integers(len(self.images))
-            img = self.images[k]
-            y = self.rng.integers(img.shape[1] - self.patch + 1)
-            x = self.rng.integers(img.shape[2] - self.patch + 1)
-            crop = img[:, y : y + self.patch, x : x + self.patch]
-            out[i], labels[i] = (crop.flip(-1) if self.rng.random() < 0.5 else crop), self.labels[k]
-        return out, labels
 
 
 def _split_params(model: torch.nn.Module):
@@ -250,8 +175,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
         stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed + rank)
         sampler = types.SimpleNamespace(batch=lambda n: next(stream), rng=None)
     else:
-        train_imgs = [_load_rgb(p.path) for p in photos if not p.holdout]
-        sampler = PatchSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed + rank)
+        train_imgs = [read_rgb(str(p.path)) for p in photos if not p.holdout]
+        sampler = CropSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed + rank)
     model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()  # the same weights on every rank
     if cfg.init_from:
         warm_start(model, cfg.init_from)
@@ -266,7 +191,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
                                                  cfg.task_workers, cfg.seed + rank + 1)
             task_crops = types.SimpleNamespace(classes=classes, batch=lambda n: next(labelled), rng=None)
         else:
-            task_crops = LabelledCrops(cfg.task_source, cfg.task_patch, cfg.seed + rank)
+            classes, images, labels = labelled_images(cfg.task_source)
+            task_crops = CropSampler(images, cfg.task_patch, (1.0,), cfg.seed + rank + 1, labels, classes)
         head = ClassifyHead(cfg.M, task_crops.classes, cfg.task_arch).train().to(device)
         main_params = main_params + list(head.parameters())
     opt = torch.optim.Adam(main_params, lr=cfg.lr)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.codec.codec import Codec
-from pipeline.images import pad_to_multiple, to_rgb
+from pipeline.images import pad_to_multiple, upright_rgb
 from pipeline.shards.index import bits_per_pixel
 
 #: Pillow quality settings swept for JPEG, WebP and AVIF.
@@ -92,7 +92,10 @@ def evaluate_image(codec: Codec, name: str, img: np.ndarray,
 
 
 def load_rgb(path) -> np.ndarray:
-    return np.asarray(to_rgb(Image.open(path)))
+    """An image file as the converter sees it (EXIF turn, colour), uint8 ``[H, W, 3]``."""
+    from pathlib import Path
+
+    return upright_rgb(Path(path).read_bytes())
 
 
 def load_folder(folder) -> list[tuple[str, np.ndarray]]:
