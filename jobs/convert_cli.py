@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from jobs.console import console, print_summary, renamed
+from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,7 +36,7 @@ def run_convert(job: ConvertJob, executor: str | Executor = "ray", ray: RayOptio
     elif executor == "local":
         executor = LocalExecutor()
     elif isinstance(executor, str):
-        raise ValueError(f"unknown executor {executor!r}; choose ray or local")
+        raise ConfigError(f"unknown executor {executor!r}; choose ray or local")
     with ConvertBar(console, progress) as bar:
         return convert_dataset(job, executor, bar)
 

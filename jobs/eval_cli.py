@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from jobs.console import App, console, renamed
+from pipeline.errors import ConfigError
 
 eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–distortion against JPEG/WebP/AVIF.")
 
@@ -114,7 +115,7 @@ def eval_utility(
     for c in codec:
         name, sep, ck = c.partition("=")
         if not sep or not name or not ck:
-            raise ValueError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
+            raise ConfigError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
         groups.setdefault(name, []).append(ck)
     cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
                         workers=workers, cost_batch=cost_batch, jpeg_match=jpeg_match)

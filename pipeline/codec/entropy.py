@@ -107,7 +107,7 @@ class ScaleBuckets:
     def __init__(self, table: np.ndarray):
         t = np.asarray(table, dtype=np.float64)
         if t.ndim != 1 or len(t) < 2 or not (np.diff(t) > 0).all() or t[0] <= 0:
-            raise ValueError("scale table must be positive and strictly increasing")
+            raise CodecError("scale table must be positive and strictly increasing")
         self.n = len(t)
         self.below = np.concatenate([[-np.inf], t])  # below[g] = table[g - 1]
         self.above = np.concatenate([t, [np.inf]])  # above[g] = table[g]

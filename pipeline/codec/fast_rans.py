@@ -85,7 +85,7 @@ def _load() -> ctypes.CDLL | None:
 def _lib_or_raise() -> ctypes.CDLL:
     lib = _load()
     if lib is None:
-        raise RuntimeError(f"fast rANS coder unavailable: {_failed}")
+        raise CodecError(f"fast rANS coder unavailable: {_failed}")
     return lib
 
 
@@ -106,7 +106,7 @@ class FastTables:
         self.sizes = np.ascontiguousarray(np.asarray(cdf_length, dtype=np.int32).reshape(-1))
         self.offsets = np.ascontiguousarray(np.asarray(offset, dtype=np.int32).reshape(-1))
         if self.cdf.ndim != 2 or len(self.cdf) != len(self.sizes) or len(self.sizes) != len(self.offsets):
-            raise ValueError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
+            raise CodecError(f"inconsistent CDF tables: cdf {self.cdf.shape}, sizes {self.sizes.shape}, "
                              f"offsets {self.offsets.shape}")
         self.starts = self._starts()
 
@@ -138,7 +138,7 @@ class FastTables:
         v = np.ascontiguousarray(values, dtype=np.int32).reshape(-1)
         idx = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
         if v.shape != idx.shape:
-            raise ValueError(f"{v.size} values but {idx.size} indexes")
+            raise CodecError(f"{v.size} values but {idx.size} indexes")
         # at most one word per rANS put: 1 per value, 1 + 1 + 7 more for an escaped one, 2 to flush
         capacity = 2 + v.size + 10 * self.escapes(v, idx).size
         buf = np.empty(capacity, dtype=np.uint32)

@@ -40,7 +40,7 @@ def shard_result(layout: Layout, task: ShardTask) -> ShardResult:
         if figures is None:
             return _shard_result_from_files(layout, task)
         result = ShardResult.from_json(figures)
-    except (ValueError, OSError) as exc:
+    except (DatasetError, ValueError, OSError) as exc:
         raise DatasetError(f"{url} is unreadable ({exc}); delete it and its .tar, then rerun "
                            "to convert that shard again") from exc
     if result.name != task.name:

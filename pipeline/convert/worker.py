@@ -20,7 +20,7 @@ import torch
 
 from pipeline.codec.codec import Codec, EncodedLatent
 from pipeline.convert.plan import Entry, ShardTask
-from pipeline.errors import ConfigError, ImageError, Reason, redact
+from pipeline.errors import ConfigError, DatasetError, ImageError, Reason, redact
 from pipeline.images import (
     DECODE,
     ImagePolicy,
@@ -78,7 +78,7 @@ class ShardResult:
     def from_json(cls, d: dict) -> ShardResult:
         missing = sorted(set(cls.__dataclass_fields__) - set(d))
         if missing:
-            raise ValueError(f"shard figures lack {', '.join(missing)}")
+            raise DatasetError(f"shard figures lack {', '.join(missing)}")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     @classmethod

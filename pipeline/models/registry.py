@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision import models as tvm
 
+from pipeline.errors import ConfigError
 from pipeline.models.detection import DeepLabV3, faster_rcnn
 from pipeline.models.sresnet import StemConfig, cresnet, sresnet
 
@@ -49,5 +50,5 @@ def create_model(name: str, in_channels: int, num_classes: int, **stem) -> nn.Mo
     try:
         spec = MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
     return spec.build(in_channels=in_channels, num_classes=num_classes, **stem)

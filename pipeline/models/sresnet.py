@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from pipeline.errors import ConfigError
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "mish": nn.Mish}
 
 
@@ -54,9 +56,9 @@ class PixelShuffleStem(nn.Module):
     def __init__(self, in_channels: int, cfg: StemConfig = StemConfig(), out_channels: int = 64):
         super().__init__()
         if cfg.shuffles not in (1, 2):
-            raise ValueError(f"shuffles must be 1 or 2, got {cfg.shuffles}")
+            raise ConfigError(f"shuffles must be 1 or 2, got {cfg.shuffles}")
         if cfg.activation not in ACTIVATIONS:
-            raise ValueError(f"activation {cfg.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"activation {cfg.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[cfg.activation]
         widths = [256, 64, 16][: cfg.shuffles + 1]
         layers: list[nn.Module] = [Block(in_channels, widths[0], cfg.residual, act)]

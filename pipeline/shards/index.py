@@ -11,6 +11,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import DatasetError
 from pipeline.storage import read_file, with_retries
 
 OK, FAILED = "ok", "failed"
@@ -127,11 +128,11 @@ def footer_metadata(url: str) -> dict[str, dict]:
         size = fs.size(path)
         tail = fs.cat_file(path, start=max(0, size - _FOOTER_TAIL), end=size)
         if len(tail) < 12 or tail[-4:] != b"PAR1":
-            raise ValueError(f"{url} is not a Parquet file (no PAR1 footer)")
+            raise DatasetError(f"{url} is not a Parquet file (no PAR1 footer)")
         need = int.from_bytes(tail[-8:-4], "little") + 8
         if need > len(tail):
             if need + 4 > size:
-                raise ValueError(f"{url}: Parquet footer length {need} exceeds the file")
+                raise DatasetError(f"{url}: Parquet footer length {need} exceeds the file")
             tail = fs.cat_file(path, start=size - need, end=size)
         meta = pq.read_metadata(io.BytesIO(b"PAR1" + tail[-need:])).metadata or {}
         return {k.decode(): json.loads(v) for k, v in meta.items() if k.decode().startswith("latent_shards.")}

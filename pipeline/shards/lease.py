@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from pipeline.errors import DatasetError
+from pipeline.errors import ConfigError, DatasetError
 from pipeline.shards.layout import Layout
 from pipeline.storage import atomic_write, exists, read_file
 
@@ -92,7 +92,7 @@ class ConvertLease:
 
     def __init__(self, layout: Layout, stale_after: float = 120.0, beat_every: float = 15.0):
         if beat_every >= stale_after:
-            raise ValueError("the heartbeat must come more often than a lease goes stale")
+            raise ConfigError("the heartbeat must come more often than a lease goes stale")
         self.url = layout.url(LEASE_FILE)
         self.root = layout.root
         self.stale_after, self.beat_every = stale_after, beat_every

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from pipeline.errors import SourceError
+from pipeline.errors import ConfigError, SourceError
 from pipeline.sources.base import Listing, ListingFailure, SourceItem, read_bytes
 from pipeline.sources.coco import list_coco
 from pipeline.sources.imagefolder import list_imagefolder
@@ -68,7 +68,7 @@ def list_source(fmt: str, root: str, split: str | None = None) -> Listing:
     try:
         reader = READERS[fmt]
     except KeyError:
-        raise ValueError(f"unknown source format {fmt!r}; choose auto or one of "
+        raise ConfigError(f"unknown source format {fmt!r}; choose auto or one of "
                          f"{', '.join(READERS)}") from None
     return reader(root, split=split)
 

@@ -6,6 +6,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import SourceError
+
 
 @dataclass(frozen=True)
 class Photo:
@@ -43,7 +45,7 @@ _TABLE = [
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise SourceError(
             f"package {package!r} is not installed; `make install` brings it "
             "(the bundled photos ship inside it)"
         )
@@ -60,5 +62,5 @@ def bundled_photos(colour_only: bool = False) -> list[Photo]:
         if path.is_file():
             out.append(Photo(name, package, path, colour, holdout))
     if not out:
-        raise FileNotFoundError("no bundled photo found in scikit-image, scikit-learn, matplotlib")
+        raise SourceError("no bundled photo found in scikit-image, scikit-learn, matplotlib")
     return out
