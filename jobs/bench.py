@@ -47,7 +47,7 @@ def run_bench(spec: CodecSpec, threads: int, images: int, workers: int, source: 
                                        options=opts), "local")
         on_ray = run_convert(ConvertJob(str(jpegs), f"{tmp}/ray", codec=spec, options=opts), "ray",
                              RayOptions(workers=workers))
-        figures["convert"] = {"images": local.manifest["totals"]["samples"], "bare_compress": bare,
+        figures["convert"] = {"images": local.manifest.totals.samples, "bare_compress": bare,
                               "local": local.images_per_s, "ray": on_ray.images_per_s}
         s = summarize(LatentDataset.open(f"{tmp}/local"))
         figures["storage"] = {k: s[k] for k in ("samples", "source_bytes", "shard_bytes", "storage_ratio",

@@ -36,7 +36,7 @@ def cache_warm(
     from pipeline.shards.dataset import LatentDataset
 
     m = LatentDataset.open(data).manifest
-    total = sum(s["samples"] for s in m["shards"] if not split or s["split"] in split)
+    total = sum(s.samples for s in m.shards if not split or s.split in split)
     with StepBar("warming", total, console) as advance:
         res = warm_cache(data, cache, int(cache_gb * 2**30), split or None, workers,
                          on_shard=lambda _name, n: advance(n), target=target)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from jobs.console import console, renamed
+from pipeline.errors import TrainError
 
 
 def train_codec_cmd(
@@ -58,7 +59,7 @@ def train_codec_cmd(
 
         res = run_codec_ray(cfg, ray_workers, gpus_per_worker, address)
         if res.error:
-            raise OSError(f"Ray Train failed: {res.error}")
+            raise TrainError(f"Ray Train failed: {res.error}")
     else:
         train_codec(cfg, on_log=lambda d: console.print(
             f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"

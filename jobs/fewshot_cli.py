@@ -88,7 +88,7 @@ def fewshot_detect(
         finetune_steps=finetune_steps)
     r = run_fewshot_detection(cfg, log=lambda d: console.print(
         f"k={d['k']} seed {d['seed']}: novel AP50 {d['novel_ap50']:.3f} base AP50 {d['base_ap50']:.3f}"
-        if "k" in d else f"base epoch {d['epoch']}: loss {d['loss']:.3f}"))
+        if "k" in d else f"base epoch {d['epoch']}: loss {d['train_loss']:.3f}"))
     rows = [(row["k"], row["novel_ap50_mean"], row["novel_ap50_std"], row["base_ap50_mean"],
              row["base_ap50_std"]) for row in r["table"]]
     print_fewshot(f"{arch} few-shot detection (TFA, cosine scale 20), {seeds} seeds: AP50", rows, r,

@@ -1,5 +1,5 @@
-"""`latents train classify` and `latents train-codec`: the loops locally, or on Ray Train
-workers (DDP for the classifier, averaged gradients for the codec)."""
+"""`latents train classify | detect | segment` and `latents train-codec`: the library's loops
+locally, or on Ray Train workers (DDP for the task models, averaged gradients for the codec)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,28 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from pipeline.train.loop import TrainConfig, train_classifier
+from pipeline.train.classify import TrainConfig
+from pipeline.train.detect import DetectConfig
+
+TaskConfig = TrainConfig | DetectConfig
 
 
-def run_local(cfg: TrainConfig, log: Callable[[dict], None], show_progress: bool = True) -> dict:
-    """The loop in this process, with a live rich bar over each epoch's batches."""
+def make_task(cfg: TaskConfig, **kwargs):
+    """The engine task a config describes: classification, or detection / segmentation."""
+    if isinstance(cfg, TrainConfig):
+        from pipeline.train.classify import ClassifyTask
+
+        return ClassifyTask(cfg, **kwargs)
+    from pipeline.train.detect import DetectTask
+
+    return DetectTask(cfg, **kwargs)
+
+
+def run_local(cfg: TaskConfig, log: Callable[[dict], None], show_progress: bool = True):
+    """The engine in this process, with a live rich bar over each epoch's batches."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.train.engine import fit
 
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
@@ -22,39 +38,50 @@ def run_local(cfg: TrainConfig, log: Callable[[dict], None], show_progress: bool
         def step(epoch: int, batch: int, batches: int, loss: float) -> None:
             bar.update(task, completed=batch, total=batches, epoch=epoch, loss=loss)
 
-        return train_classifier(cfg, log, on_batch=step)
+        return fit(make_task(cfg), log, on_batch=step)
 
 
 def _worker_loop(config: dict) -> None:
-    """Runs in each Ray Train worker: DDP is set up by Ray (gloo on CPU, nccl on GPU)."""
+    """Runs in each Ray Train worker: DDP is set up by Ray (gloo on CPU, nccl on GPU); rank 0
+    writes. Detection allows unused parameters (an RoI head may see no box of a class in a step)."""
     import ray.train
     import torch.distributed as dist
     from ray.train.torch import prepare_model
 
-    cfg: TrainConfig = config["cfg"]
+    from pipeline.train.engine import fit
+
+    cfg: TaskConfig = config["cfg"]
     rank = dist.get_rank()
-    result = train_classifier(cfg, log=lambda rec: ray.train.report(rec), wrap_model=prepare_model, rank=rank)
-    if config.get("trace_dir"):  # what each rank saw in epoch 0, for tests and debugging
-        import dataclasses
-        import hashlib
-        import json
+    task = make_task(cfg)
+    ddp = {} if isinstance(cfg, TrainConfig) else {"find_unused_parameters": True}
 
-        from pipeline.loader import LatentShardDataset
-        from pipeline.train.data import make_loader
+    def report(rec: dict) -> None:
+        if "resumed" not in rec:  # every rank reports each epoch (the report is collective)
+            ray.train.report(rec)
 
-        ds, _, _, _ = make_loader(cfg.input, cfg.train_split, True)
-        # this rank's share, whole grids (a crop of an integer ŷ is too often all zeros to name a sample)
-        whole = LatentShardDataset(dataclasses.replace(ds.cfg, window=None))
-        whole.set_epoch(0)
-        seen = [[hashlib.sha256(v.numpy().tobytes()).hexdigest()[:16], int(t)] for v, t in whole]
-        with open(os.path.join(config["trace_dir"], f"rank{rank}.json"), "w") as f:
-            json.dump({"rank": rank, "world": dist.get_world_size(), "samples": seen,
-                       "batches_per_epoch": result["batches_per_epoch"]}, f)
+    result = fit(task, report, wrap_model=lambda m: prepare_model(m, parallel_strategy_kwargs=ddp), rank=rank)
+    if config.get("trace_dir"):
+        _trace(task, rank, dist.get_world_size(), result.batches_per_epoch, config["trace_dir"])
 
 
-def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None = None,
+def _trace(task, rank: int, world: int, batches_per_epoch: list[int], trace_dir: str) -> None:
+    """What a classification rank saw in epoch 0, for tests and debugging: its share as whole
+    grids (a crop of an integer ŷ is too often all zeros to name a sample)."""
+    import hashlib
+    import json
+
+    from pipeline.loader import LatentShardDataset
+
+    whole = LatentShardDataset(dataclasses.replace(task.train.dataset.cfg, window=None))
+    whole.set_epoch(0)
+    seen = [[hashlib.sha256(v.numpy().tobytes()).hexdigest()[:16], int(t)] for v, t in whole]
+    with open(os.path.join(trace_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"rank": rank, "world": world, "samples": seen, "batches_per_epoch": batches_per_epoch}, f)
+
+
+def run_ray(cfg: TaskConfig, workers: int, use_gpu: bool, address: str | None = None,
             trace_dir: str | None = None):
-    """Ray Train `TorchTrainer` with ``workers`` DDP workers; returns Ray's Result."""
+    """Ray Train `TorchTrainer` with ``workers`` DDP workers running any task; returns Ray's Result."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -62,15 +89,19 @@ def run_ray(cfg: TrainConfig, workers: int, use_gpu: bool, address: str | None =
 
     connect(address)
     # workers run in their own folders: every path they open must be absolute
-    cfg = dataclasses.replace(cfg, out=_absolute(cfg.out),
-                              input=dataclasses.replace(cfg.input, data=_absolute(cfg.input.data),
-                                                        cache=_absolute(cfg.input.cache)))
-    storage = os.path.abspath(cfg.out or "runs/ray-train")
+    if isinstance(cfg, TrainConfig):
+        cfg = dataclasses.replace(cfg, out=_absolute(cfg.out),
+                                  input=dataclasses.replace(cfg.input, data=_absolute(cfg.input.data),
+                                                            cache=_absolute(cfg.input.cache)))
+        name = "classify"
+    else:
+        cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out),
+                                  cache=_absolute(cfg.cache))
+        name = cfg.task
     trainer = TorchTrainer(
         _worker_loop, train_loop_config={"cfg": cfg, "trace_dir": trace_dir},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(storage_path=storage, name="classify"))
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=os.path.abspath(cfg.out or "runs/ray-train"), name=name))
     return trainer.fit()
 
 
@@ -103,39 +134,6 @@ def run_codec_ray(cfg, workers: int, gpus_per_worker: float = 0.0, address: str 
                                      resources_per_worker=resources),
         run_config=RunConfig(storage_path=os.path.abspath(os.path.dirname(cfg.out) or "."),
                              name="ray-train-codec"))
-    return trainer.fit()
-
-
-def _detect_worker(config: dict) -> None:
-    """Runs in each Ray Train worker: DDP (unused parameters allowed: an RoI head may see no
-    box of a class in a step); rank 0 evaluates and saves."""
-    import ray.train
-    import torch.distributed as dist
-    from ray.train.torch import prepare_model
-
-    from pipeline.train.detect import train_detection
-
-    def wrap(m):
-        return prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True})
-
-    train_detection(config["cfg"], log=lambda rec: ray.train.report(rec), wrap_model=wrap,
-                    rank=dist.get_rank())
-
-
-def run_detect_ray(cfg, workers: int, use_gpu: bool, address: str | None = None):
-    """`train_detection` (detect or segment) on ``workers`` Ray Train DDP workers."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from jobs.ray_session import connect
-
-    connect(address)
-    cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out),
-                              cache=_absolute(cfg.cache))
-    trainer = TorchTrainer(
-        _detect_worker, train_loop_config={"cfg": cfg},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(storage_path=os.path.abspath(cfg.out or "runs/ray-train"), name=cfg.task))
     return trainer.fit()
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from jobs.console import App, console, renamed
+from pipeline.errors import TrainError
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 
@@ -21,7 +20,7 @@ def train_classify(
     window: int = typer.Option(14, help="Latent crop side (14 = 224 px); pixels use 16x this."),
     workers: int = typer.Option(2, help="DataLoader worker processes (ŷ decoding runs there)."),
     pixels: bool = typer.Option(False, help="Baseline: train on the JPEG source images instead."),
-    out: str = typer.Option("runs/classify", help="Folder for checkpoint.pt and metrics.jsonl."),
+    out: str = typer.Option("runs/classify", help="Folder for model.pt, last.pt and metrics.jsonl."),
     seed: int = typer.Option(0),
     ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
     use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
@@ -35,61 +34,60 @@ def train_classify(
                                          "(0: at each epoch's end only)."),
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
-    from jobs.train import run_local, run_ray
+    from pipeline.train.classify import TrainConfig
     from pipeline.train.data import InputSpec
-    from pipeline.train.loop import TrainConfig
 
     spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
                      cache, int(cache_gb * 2**30))
     arch = renamed(arch, old_arch, "--model", "--arch", "sresnet18")
-    cfg = TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
-                      checkpoint_every=checkpoint_every, resume=resume)
-    if resume and Path(out, "last.pt").is_file():
-        console.print(f"resuming from {out}/last.pt")
+    _train(TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
+                       checkpoint_every=checkpoint_every, resume=resume), ray_workers, use_gpu, address)
 
-    def show(r: dict) -> None:
-        console.print(f"epoch {r['epoch']}: loss {r['train_loss']:.3f} train {r['train_acc']:.3f} "
-                      f"val top-1 {r['val_top1']:.3f} top-5 {r['val_top5']:.3f} "
-                      f"({r['samples_per_s']:.1f} samples/s)")
+
+def epoch_line(r: dict) -> str:
+    """One console line for an engine record (any task)."""
+    if "resumed" in r:
+        return f"resuming from {r['resumed']} at epoch {r['epoch']}, batch {r['batch']}"
+    parts = [f"epoch {r['epoch']}: loss {r['train_loss']:.3f}"]
+    if "train_acc" in r:
+        parts.append(f"train {r['train_acc']:.3f}")
+    if "val_top1" in r:
+        parts.append(f"val top-1 {r['val_top1']:.3f} top-5 {r['val_top5']:.3f}")
+    if "map" in r:
+        parts.append(f"val mAP {r['map']:.3f} AP50 {r['ap50']:.3f}")
+    if "miou" in r:
+        parts.append(f"val mIoU {r['miou']:.3f}")
+    rate = f"{r['samples_per_s']:.1f} samples/s" if "samples_per_s" in r else f"{r['seconds']:.0f} s"
+    return " ".join(parts) + f" ({rate})"
+
+
+def _train(cfg, ray_workers: int, use_gpu: bool, address: str | None) -> None:
+    """Any task's run, here or on Ray Train; one line per epoch; the files it leaves."""
+    from jobs.train import run_local, run_ray
 
     if ray_workers:
         res = run_ray(cfg, ray_workers, use_gpu, address)
         if res.error:
-            raise OSError(f"Ray Train failed: {res.error}")
+            raise TrainError(f"Ray Train failed: {res.error}")
+        for rec in res.metrics_dataframe.to_dict("records") if res.metrics_dataframe is not None else []:
+            # a key some epochs lack (evaluation every few epochs) is NaN in the others' rows
+            console.print(epoch_line({k: v for k, v in rec.items() if v == v}))
     else:
-        run_local(cfg, show)
-    console.print(f"checkpoint and metrics in {out}/")
+        run_local(cfg, lambda r: console.print(epoch_line(r)))
+    console.print(f"model.pt, last.pt and metrics.jsonl in {cfg.out}/")
 
 
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
          workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
-         use_gpu: bool = False, address: str | None = None, resume: bool = False) -> None:
-    from pipeline.train.detect import DetectConfig, train_detection
+         use_gpu: bool = False, address: str | None = None, resume: bool = False,
+         checkpoint_every: int = 0) -> None:
+    from pipeline.train.detect import DetectConfig
 
     model = "fasterrcnn" if task == "detect" else "deeplabv3"
     arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
-                       cache=cache, out=out, pixels=pixels, resume=resume)
-
-    def show(r: dict) -> None:
-        if "resumed" in r:
-            console.print(f"resuming from {r['resumed']} at epoch {r['epoch']}")
-            return
-        figures = (f"mAP {r['map']:.3f} AP50 {r['ap50']:.3f}" if task == "detect"
-                   else f"mIoU {r['miou']:.3f}")
-        console.print(f"epoch {r['epoch']}: loss {r['loss']:.3f} val {figures} ({r['seconds']:.0f} s)")
-
-    if ray_workers:
-        from jobs.train import run_detect_ray
-
-        res = run_detect_ray(cfg, ray_workers, use_gpu, address)
-        if res.error:
-            raise OSError(f"Ray Train failed: {res.error}")
-        for rec in res.metrics_dataframe.to_dict("records") if res.metrics_dataframe is not None else []:
-            show(rec)
-    else:
-        train_detection(cfg, show)
-    console.print(f"model.pt and metrics.jsonl in {out}/")
+                       cache=cache, out=out, pixels=pixels, resume=resume, checkpoint_every=checkpoint_every)
+    _train(cfg, ray_workers, use_gpu, address)
 
 
 def _task_command(task: str, model: str, data_help: str, doc: str):
@@ -103,7 +101,7 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         epochs: int = typer.Option(12), batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
         window: int = typer.Option(12, help="Latent crop side in cells (12 = 192 px)."),
         workers: int = typer.Option(2, help="DataLoader worker processes."),
-        out: str = typer.Option(f"runs/{task}", help="Folder for model.pt and metrics.jsonl."),
+        out: str = typer.Option(f"runs/{task}", help="Folder for model.pt, last.pt and metrics.jsonl."),
         seed: int = typer.Option(0),
         cache: str = typer.Option(None, help="Warm decoded-latent cache directory (local disk)."),
         pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, "
@@ -111,12 +109,15 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         ray_workers: int = typer.Option(0, help="> 0: Ray Train TorchTrainer with this many DDP workers."),
         use_gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
         address: str = typer.Option(None, help="Ray cluster address (default: embedded)."),
-        resume: bool = typer.Option(False, help="Continue from OUT/last.pt (saved at every epoch's end) "
-                                    "at the next epoch; the same options, or an error naming them."),
+        resume: bool = typer.Option(False, help="Continue from OUT/last.pt at the exact next batch "
+                                    "(--pixels: the next epoch); the same options, or an error naming "
+                                    "them."),
+        checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
+                                             "(0: at each epoch's end only; ŷ inputs)."),
     ):
         arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
-             ray_workers, use_gpu, address, resume)
+             ray_workers, use_gpu, address, resume, checkpoint_every)
 
     command.__doc__ = doc
     return command

@@ -72,6 +72,10 @@ class ConfigError(LatentShardsError, ValueError):
     """An option or configuration value that cannot work (``--batch-size 0``)."""
 
 
+class TrainError(LatentShardsError):
+    """A training run failed where it runs (a Ray Train worker raised); the cause is named."""
+
+
 class SourceError(LatentShardsError):
     """The image source cannot be read as asked: no such layout, no images, no ``uri`` column."""
 

@@ -12,7 +12,7 @@ from tests.sources_fixtures import WNIDS, make_imagenet, make_openimages, make_u
 
 def _convert(src, out, **kw):
     job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=3), **kw)
-    return convert_dataset(job).manifest
+    return convert_dataset(job).manifest.raw
 
 
 def _accounted(out, expected):

@@ -40,7 +40,7 @@ from pipeline.images import ImagePolicy
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout
 from pipeline.shards.lease import ConvertLease
-from pipeline.shards.manifest import RunInfo, build_manifest, merge_indices, write_manifest
+from pipeline.shards.manifest import Manifest, RunInfo, build_manifest, merge_indices, write_manifest
 from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri
 from pipeline.sources.uris import UriList
@@ -133,7 +133,7 @@ class LocalExecutor:
 
 @dataclass(frozen=True)
 class ConvertSummary:
-    manifest: dict
+    manifest: Manifest
     converted: int  # shards converted by this run
     workers: list  # {pid, device, node} of each worker that ran shards
     skipped: int  # shards already done (resume)
@@ -149,7 +149,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+        raise ConfigError(f"--device {name}: no CUDA device is visible here; use --device cpu")
     return dev
 
 
@@ -321,7 +321,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
     images = sum(r.entries for r in todo)
     recovered = sum(results[r.name].samples for r in retried)
     summary = ConvertSummary(manifest, len(todo), workers, len(records) - len(todo), seconds,
-                             images / seconds, manifest["totals"]["failures_by_reason"],
+                             images / seconds, manifest.totals.failures_by_reason,
                              sum(r.entries for r in retried),
                              recovered)
     lease.check("its log")
@@ -330,7 +330,7 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
 
 
 def _finish(job: ConvertJob, layout: Layout, classes: tuple[str, ...], codec: Codec, ck_sha: str,
-            results: list[ShardResult], todo: list[ShardRecord]) -> dict:
+            results: list[ShardResult], todo: list[ShardRecord]) -> Manifest:
     """Merge the indices and write the manifest, unless an identical manifest is already there
     (a resume of a finished dataset then reads footers only)."""
     run = RunInfo(canonical_command(job), redact(job.src), job.fmt, classes,
@@ -340,11 +340,11 @@ def _finish(job: ConvertJob, layout: Layout, classes: tuple[str, ...], codec: Co
     if not todo and exists(layout.manifest) and exists(layout.index) and exists(layout.failures):
         old = json.loads(read_file(layout.manifest))
         if _same_run(old, build_manifest(run, shards, idx.to_table([]))):
-            return old
+            return Manifest.from_json(old, str(layout.manifest))
     _, failed = merge_indices(layout, [r.name for r in results])
     manifest = build_manifest(run, shards, failed)
     write_manifest(layout, manifest)
-    return json.loads(json.dumps(manifest))  # as it reads back from manifest.json
+    return Manifest.from_json(json.loads(json.dumps(manifest)))  # as it reads back from manifest.json
 
 
 def _same_run(old: dict, new: dict) -> bool:

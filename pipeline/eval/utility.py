@@ -31,8 +31,8 @@ from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import ConfigError, SourceError
 from pipeline.images import ImagePolicy
 from pipeline.shards.index import bits_per_pixel
+from pipeline.train.classify import TrainConfig, train_classifier
 from pipeline.train.data import InputSpec
-from pipeline.train.loop import TrainConfig, train_classifier
 
 JPEG_QUALITIES = tuple(range(1, 96))
 
@@ -217,7 +217,7 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
             ds = work / "latents" / f"{method}-{i}"
             m = convert_dataset(ConvertJob(str(source), str(ds), codec=CodecSpec(checkpoint=ck),
                                            options=ConvertOptions(ImagePolicy(size=0), shard_size=256)))
-            bpp = m.manifest["totals"]["mean_bpp"]
+            bpp = m.manifest.totals.mean_bpp
             if bpp is None:
                 raise SourceError(f"{source}: no image converted with {ck}; see {ds}/failures.parquet")
             latent = InputSpec(str(ds), window=(cfg.window, cfg.window), batch_size=cfg.batch_size,

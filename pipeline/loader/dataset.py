@@ -58,20 +58,20 @@ class LatentShardDataset(IterableDataset):
         self.data = LatentDataset.open(cfg.root)
         if codec is not None:
             self.data.load_codec(codec)  # refuses a codec with another fingerprint, naming both
-        shards = [s for s in self.data.manifest["shards"] if s["split"] == cfg.split and s["samples"]]
+        shards = self.data.manifest.shards_of(cfg.split)
         if not shards:
             raise LatentShardsError(f"{cfg.root} has no samples in split {cfg.split!r}; splits: "
-                                    f"{', '.join(self.data.manifest['splits'])}")
-        self.shards = [(self.data.layout.shard_tar(s["name"]), s["name"], s["samples"]) for s in shards]
-        self._shard_sha = {s["name"]: s["tar_sha256"] for s in shards}
-        self._shard_bytes = {s["name"]: s["tar_bytes"] for s in shards}
+                                    f"{', '.join(self.data.manifest.splits)}")
+        self.shards = [(self.data.layout.shard_tar(s.name), s.name, s.samples) for s in shards]
+        self._shard_sha = {s.name: s.tar_sha256 for s in shards}
+        self._shard_bytes = {s.name: s.tar_bytes for s in shards}
         self.cache = None
         if cfg.cache:
             self.cache = LatentCache.for_dataset(cfg.cache, self.data, cfg.cache_max_bytes, cfg.target)
             # before any worker starts (they then find the file ready); evicts shards that left the dataset
             # (every split's shards: the train and val loaders share one cache file)
-            self.cache.prepare(s["tar_sha256"] for s in self.data.manifest["shards"])
-        self.classes = list(self.data.manifest["classes"])
+            self.cache.prepare(s.tar_sha256 for s in self.data.manifest.shards)
+        self.classes = list(self.data.manifest.classes)
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
         self._codec = codec
@@ -96,10 +96,12 @@ class LatentShardDataset(IterableDataset):
         """
         self.epoch, self._iters = epoch, 0
 
-    def num_batches(self, batch_size: int, workers: int) -> int:
-        """Batches one epoch yields on this rank: each worker batches its own part."""
+    def num_batches(self, batch_size: int, workers: int, drop_last: bool = False) -> int:
+        """Batches one epoch yields on this rank: each worker batches its own part (and with
+        ``drop_last`` drops its own last partial batch)."""
         per, w = len(self), max(1, workers)
-        return sum(-(-(per * (i + 1) // w - per * i // w) // batch_size) for i in range(w))
+        parts = [per * (i + 1) // w - per * i // w for i in range(w)]
+        return sum(n // batch_size if drop_last else -(-n // batch_size) for n in parts)
 
     # -- mid-epoch resume -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -118,7 +120,8 @@ class LatentShardDataset(IterableDataset):
         Either ``{"epoch", "yielded"}``, one stream's own count (a worker's, or the whole
         rank's without workers), or ``{"epoch", "batches", "batch_size", "workers"}``: the
         batches a plain DataLoader with that many workers handed over, from which each worker
-        works out its own share (the DataLoader takes batches from its workers in turn).
+        works out its own share (the DataLoader takes batches from its workers in turn); add
+        ``"drop_last": True`` when the DataLoader drops each worker's last partial batch.
         The skipped samples are produced and dropped, so shuffles and crops stay those of an
         uninterrupted run.
         """
@@ -140,7 +143,8 @@ class LatentShardDataset(IterableDataset):
         if max(1, int(r["workers"])) != nworkers:
             raise ConfigError(f"the loader state was taken with {r['workers']} worker(s), this loader has "
                               f"{nworkers}; resume with the same --workers")
-        consumed, turn = resume_point(int(r["batches"]), int(r["batch_size"]), sizes)
+        consumed, turn = resume_point(int(r["batches"]), int(r["batch_size"]), sizes,
+                                      bool(r.get("drop_last", False)))
         role = (wid + turn) % nworkers
         return role, consumed[role]
 
@@ -214,7 +218,7 @@ class LatentShardDataset(IterableDataset):
             if self.cfg.window is not None:
                 # Placeholders (target -1, ignored by the loss) keep every rank's batch count equal,
                 # so DDP never waits forever for a rank that lost samples.
-                filler = torch.zeros(self.data.manifest["codec"]["M"], *self.cfg.window)
+                filler = torch.zeros(self.data.manifest.latent_channels, *self.cfg.window)
                 for _ in range(expected - yielded):
                     yield filler, self._filler_target()
 
@@ -300,14 +304,16 @@ def _said(exc: Exception) -> str:
     return str(exc) if isinstance(exc, LatentShardsError) else f"{type(exc).__name__}: {exc}"
 
 
-def resume_point(batches: int, batch_size: int, sizes: list[int]) -> tuple[list[int], int]:
+def resume_point(batches: int, batch_size: int, sizes: list[int],
+                 drop_last: bool = False) -> tuple[list[int], int]:
     """Samples each worker had handed over once a DataLoader delivered ``batches`` batches,
     and the worker whose turn came next.
 
     The DataLoader takes one batch from each worker in turn (worker 0, 1, …), skipping
-    workers that have run out; a worker's last batch may be partial.
+    workers that have run out; a worker's last batch may be partial, or with ``drop_last``
+    is dropped.
     """
-    left = [-(-n // batch_size) for n in sizes]  # batches each worker makes
+    left = [n // batch_size if drop_last else -(-n // batch_size) for n in sizes]  # each worker's batches
     taken = [0] * len(sizes)
     w = 0
     for _ in range(batches):

@@ -50,11 +50,11 @@ def warm_cache(root: str, cache: str, max_bytes: int = 20 * 2**30, splits: list[
     """Decode every sample of ``splits`` (default: all) of the dataset at ``root`` into the cache
     that loaders of ``target`` ("class", "detection", "segmentation") read."""
     manifest = LatentDataset.open(root).manifest
-    names = splits or [s for s in manifest["splits"] if manifest["splits"][s]["samples"]]
-    unknown = [s for s in names if s not in manifest["splits"]]
+    names = splits or manifest.splits_with_samples()
+    unknown = [s for s in names if s not in manifest.splits]
     if unknown:
         raise LatentShardsError(f"{root} has no split {', '.join(map(repr, unknown))}; "
-                                f"splits: {', '.join(manifest['splits'])}")
+                                f"splits: {', '.join(manifest.splits)}")
     datasets = {s: LatentShardDataset(LatentLoaderConfig(root, split=s, train=False, window=None,
                                                          cache=cache, cache_max_bytes=max_bytes,
                                                          target=target))

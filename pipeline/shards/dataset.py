@@ -9,19 +9,18 @@ import pyarrow as pa
 
 from pipeline.codec import checkpoint
 from pipeline.codec.codec import Codec
-from pipeline.codec.container import MAX_PIXELS
 from pipeline.codec.load import codec_from_checkpoint
 from pipeline.errors import DatasetError, FingerprintMismatch
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout
-from pipeline.shards.manifest import read_manifest
+from pipeline.shards.manifest import Manifest, read_manifest
 from pipeline.shards.tar import read_member
 
 
 @dataclass
 class LatentDataset:
     layout: Layout
-    manifest: dict
+    manifest: Manifest
 
     @classmethod
     def open(cls, root: str) -> LatentDataset:
@@ -30,17 +29,12 @@ class LatentDataset:
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["codec"]["fingerprint"]
+        return self.manifest.fingerprint
 
     @property
     def max_pixels(self) -> int:
-        """The most padded pixels a container of this dataset may declare: the --max-pixels it
-        was converted with (the converter refuses larger padded images)."""
-        v = (self.manifest.get("preprocessing") or {}).get("max_pixels", MAX_PIXELS)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise DatasetError(f"{self.layout.manifest}: preprocessing.max_pixels is {str(v)[:40]!r}, "
-                               "not a positive integer")
-        return v
+        """See `Manifest.max_pixels`."""
+        return self.manifest.max_pixels
 
     def load_codec(self, other: Codec | None = None) -> Codec:
         """The dataset's own codec (from OUT/codec/), refusing any whose fingerprint differs.
@@ -66,7 +60,7 @@ class LatentDataset:
 
     @cached_property
     def _tar_bytes(self) -> dict[str, int]:
-        return {s["name"]: s["tar_bytes"] for s in self.manifest["shards"]}
+        return {s.name: s.tar_bytes for s in self.manifest.shards}
 
     @cached_property
     def _positions(self) -> dict[str, int]:
@@ -110,22 +104,21 @@ def summarize(ds: LatentDataset) -> dict:
     reasons: dict[str, int] = {}
     for r in ds.failures.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1
-    t = ds.manifest["totals"]
+    t, m = ds.manifest.totals, ds.manifest
     pct = (lambda q: float(np.percentile(bpp, q))) if bpp.size else (lambda q: float("nan"))
     return {
         "root": ds.layout.root,
-        "samples": t["samples"],
-        "failures": t["failures"],
-        "shards": len(ds.manifest["shards"]),
-        "splits": ds.manifest["splits"],
-        "classes": len(ds.manifest["classes"]),
-        "source_bytes": t["source_bytes"],
-        "shard_bytes": t["shard_bytes"],
-        "storage_ratio": t["storage_ratio"],
-        "bpp_mean": t["mean_bpp"],
+        "samples": t.samples,
+        "failures": t.failures,
+        "shards": len(m.shards),
+        "splits": m.splits,
+        "classes": len(m.classes),
+        "source_bytes": t.source_bytes,
+        "shard_bytes": t.shard_bytes,
+        "storage_ratio": t.storage_ratio,
+        "bpp_mean": t.mean_bpp,
         "bpp_p50": pct(50),
         "bpp_p95": pct(95),
-        "codec": f"{ds.manifest['codec']['arch']} N={ds.manifest['codec']['N']} "
-                 f"M={ds.manifest['codec']['M']} {ds.fingerprint[:16]}",
+        "codec": f"{m.codec['arch']} N={m.codec['N']} M={m.latent_channels} {ds.fingerprint[:16]}",
         "failures_by_reason": dict(sorted(reasons.items())),
     }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
+from pipeline.codec.container import MAX_PIXELS
 from pipeline.errors import DatasetError
 from pipeline.shards import index as idx
 from pipeline.shards.layout import FORMAT_VERSION, Layout, check_shard_name
@@ -95,7 +97,98 @@ def write_manifest(layout: Layout, manifest: dict) -> None:
     atomic_write(layout.manifest, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_manifest(layout: Layout) -> dict:
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest lists it (checked by `read_manifest`)."""
+
+    name: str
+    split: str
+    samples: int
+    failures: int
+    tar_bytes: int
+    tar_sha256: str
+    rows_sha256: str | None = None  # the shard index's rows (older datasets: index_sha256)
+    index_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    samples: int
+    failures: int
+    failures_by_reason: dict[str, int]
+    source_bytes: int
+    shard_bytes: int
+    latent_bytes: int
+    storage_ratio: float | None
+    mean_bpp: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest:
+    """``manifest.json`` read once, its parts typed: what every reader of a dataset uses.
+
+    ``raw`` is the object as written (for tools that want a field not named here).
+    """
+
+    raw: dict[str, Any]
+    classes: tuple[str, ...]
+    splits: dict[str, dict[str, int]]  # split → {"samples", "failures", "shards"}
+    shards: tuple[ShardEntry, ...]
+    totals: Totals
+    codec: dict[str, Any]  # the codec's identity: arch, N, M, fingerprint, …
+    codec_checkpoint_sha256: str
+    preprocessing: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, m: dict, where: str = "manifest.json") -> Manifest:
+        try:
+            shards = tuple(ShardEntry(s["name"], s["split"], s["samples"], s["failures"], s["tar_bytes"],
+                                      s["tar_sha256"], s.get("rows_sha256"), s.get("index_sha256"))
+                           for s in m["shards"])
+            t = m["totals"]
+            # figures added over time are optional: a dataset of this format version from an
+            # earlier latent-shards lacks some
+            totals = Totals(t["samples"], t["failures"], dict(t.get("failures_by_reason") or {}),
+                            t.get("source_bytes", 0), t.get("shard_bytes", 0), t.get("latent_bytes", 0),
+                            t.get("storage_ratio"), t.get("mean_bpp"))
+            return cls(m, tuple(m["classes"]), dict(m["splits"]), shards, totals,
+                       dict(m["codec"]), m["codec_checkpoint"]["sha256"], dict(m.get("preprocessing") or {}))
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{where} lacks {e} or holds it in another shape; re-convert the "
+                               "dataset with this latent-shards") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifest) and self.raw == other.raw
+
+    @property
+    def fingerprint(self) -> str:
+        return self.codec["fingerprint"]
+
+    @property
+    def latent_channels(self) -> int:
+        """M: the channels of ŷ."""
+        return int(self.codec["M"])
+
+    @property
+    def max_pixels(self) -> int:
+        """The most padded pixels a container of this dataset may declare: the --max-pixels it
+        was converted with (the converter refuses larger padded images)."""
+        v = self.preprocessing.get("max_pixels", MAX_PIXELS)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise DatasetError(f"manifest.json: preprocessing.max_pixels is {str(v)[:40]!r}, "
+                               "not a positive integer")
+        return v
+
+    def splits_with_samples(self) -> list[str]:
+        return [s for s, d in self.splits.items() if d["samples"]]
+
+    def shards_of(self, split: str) -> list[ShardEntry]:
+        """The shards of ``split`` that hold samples, in order."""
+        return [s for s in self.shards if s.split == split and s.samples]
+
+
+def read_manifest(layout: Layout) -> Manifest:
+    """``layout``'s manifest, checked (format, version, every shard entry) and typed."""
     try:
         m = json.loads(read_file(layout.manifest))
     except FileNotFoundError:
@@ -107,7 +200,7 @@ def read_manifest(layout: Layout) -> dict:
         raise DatasetError(f"{layout.root} has format version {m.get('format_version')}; this "
                            f"latent-shards reads version {FORMAT_VERSION}")
     _check_shards(layout, m)
-    return m
+    return Manifest.from_json(m, str(layout.manifest))
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -40,42 +40,42 @@ def verify(root: str, sample: int | None = None, seed: int = 0,
     codec = None
     try:
         ck = read_file(ds.layout.codec_checkpoint)
-        want = ds.manifest["codec_checkpoint"]["sha256"]
+        want = ds.manifest.codec_checkpoint_sha256
         if hashlib.sha256(ck).hexdigest() != want:
             rep.faults.append(
                 Fault("codec", "", f"codec/codec.pt sha256 differs from manifest ({want[:16]}…)"))
         codec = ds.load_codec()
     except (LatentShardsError, OSError) as exc:
         rep.faults.append(Fault("codec", "", str(exc)))
-    shards = ds.manifest["shards"]
+    shards = ds.manifest.shards
     rows_by_shard, all_keys, tables = {}, [], []
     for s in shards:
         rows = []
         try:
-            raw = read_file(ds.layout.shard_index(s["name"]))
+            raw = read_file(ds.layout.shard_index(s.name))
             table = idx.table_from_bytes(raw)
-            if "rows_sha256" in s:
-                if idx.rows_sha256(table) != s["rows_sha256"]:
-                    rep.faults.append(Fault(s["name"], "", "shard index rows differ from the manifest"))
-            elif hashlib.sha256(raw).hexdigest() != s["index_sha256"]:  # datasets before the footer figures
-                rep.faults.append(Fault(s["name"], "", "shard index sha256 differs from the manifest"))
+            if s.rows_sha256 is not None:
+                if idx.rows_sha256(table) != s.rows_sha256:
+                    rep.faults.append(Fault(s.name, "", "shard index rows differ from the manifest"))
+            elif hashlib.sha256(raw).hexdigest() != s.index_sha256:  # datasets before the footer figures
+                rep.faults.append(Fault(s.name, "", "shard index sha256 differs from the manifest"))
             tables.append(table)
             rows = [r for r in table.to_pylist() if r["status"] == idx.OK]
         except Exception as exc:  # noqa: BLE001 - any unreadable index is a fault, not a crash
-            rep.faults.append(Fault(s["name"], "", f"shard index unreadable: {exc}"))
-        if len(rows) != s["samples"]:
-            rep.faults.append(Fault(s["name"], "", f"index holds {len(rows)} samples, "
+            rep.faults.append(Fault(s.name, "", f"shard index unreadable: {exc}"))
+        if len(rows) != s.samples:
+            rep.faults.append(Fault(s.name, "", f"index holds {len(rows)} samples, "
                                     f"manifest says {s['samples']}"))
-        rows_by_shard[s["name"]] = rows
-        all_keys += [(s["name"], r["key"]) for r in rows]
+        rows_by_shard[s.name] = rows
+        all_keys += [(s.name, r["key"]) for r in rows]
     _check_merged(rep, ds, tables)
     chosen = set(all_keys) if sample is None else set(
         random.Random(seed).sample(all_keys, min(sample, len(all_keys))))
     for s in shards:
         rep.shards += 1
-        _check_tar(rep, ds, s, rows_by_shard[s["name"]], codec, chosen)
+        _check_tar(rep, ds, s, rows_by_shard[s.name], codec, chosen)
         if on_shard:
-            on_shard(s["name"])
+            on_shard(s.name)
     return rep
 
 
@@ -83,21 +83,21 @@ def _check_tar(rep: VerifyReport, ds: LatentDataset, s: dict, rows: list[dict], 
     """One shard's tar, streamed once: its length and sha256 against the manifest, every member
     (`tar_members` names the odd ones), the chosen latents decoded as they pass, then the
     index rows against the members found. Never more than one member in memory."""
-    name = s["name"]
+    name = s.name
     decode = {f"{r['key']}.latent": r for r in rows if codec is not None and (name, r["key"]) in chosen}
     members: dict[str, tuple[int, int]] = {}
     sha, faults = hashlib.sha256(), []
     try:
-        with open_tar(ds.layout.shard_tar(name), s["tar_bytes"], sha) as stream:
+        with open_tar(ds.layout.shard_tar(name), s.tar_bytes, sha) as stream:
             for m, blob in tar_members(stream, name, faults.append, keep=decode.__contains__):
                 members[m.name] = (m.offset, m.size)
                 if blob is not None:
                     _decode(rep, name, decode[m.name], blob, codec)
-            stream.skip(s["tar_bytes"] - stream.pos)  # after a fault that ended the walk: hash the rest
+            stream.skip(s.tar_bytes - stream.pos)  # after a fault that ended the walk: hash the rest
     except OSError as exc:
         rep.faults.append(Fault(name, "", redact(f"tar unreadable: {exc}")))
         return
-    if sha.hexdigest() != s["tar_sha256"]:
+    if sha.hexdigest() != s.tar_sha256:
         rep.faults.append(Fault(name, "", "tar sha256 differs from the manifest"))
     rep.faults += [Fault(name, "", f.problem) for f in faults]
     _check_rows(rep, name, rows, members, ds.fingerprint)

@@ -1,15 +1,9 @@
-"""Classification training and evaluation, the same loop for ŷ and for pixels, local or DDP."""
+"""Classification from ŷ or pixels: the task the training engine runs, and its evaluation."""
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +11,7 @@ import torch.nn.functional as F
 from pipeline.errors import ConfigError
 from pipeline.models.registry import MODELS, create_model
 from pipeline.train.data import InputSpec, make_loader
-
-logger = logging.getLogger(__name__)
+from pipeline.train.engine import RunOptions, Schedule, fit, jsonable, seed_epoch
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,7 @@ class TrainConfig:
     val_split: str = "val"
     classes: tuple[int, ...] | None = None  # train on these labels only (few-shot base stage)
     stem: dict = field(default_factory=dict)  # sResNet stem ablation options
-    out: str | None = None  # folder for checkpoint.pt, last.pt and metrics.jsonl
+    out: str | None = None  # folder for model.pt, last.pt and metrics.jsonl
     seed: int = 0
     checkpoint_every: int = 0  # also save last.pt every this many steps (0: at each epoch's end only)
     resume: bool = False  # continue from out/last.pt at the exact next sample, if it is there
@@ -66,135 +59,87 @@ def evaluate(model, loader, device, classes: tuple[int, ...] | None = None) -> d
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "n": n}
 
 
-def _lr(cfg: TrainConfig, step: int, total: int, warm: int) -> float:
-    step = min(step, total - 1)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
 #: what must match between a run and the one that resumes it
-_RESUME_KEYS = ("input", "arch", "epochs", "lr", "weight_decay", "label_smoothing", "train_split",
-                "classes", "stem", "seed")
+RESUME_KEYS = ("input", "arch", "epochs", "lr", "weight_decay", "label_smoothing", "train_split",
+               "classes", "stem", "seed")
 
 
-def _save_last(cfg: TrainConfig, model, opt, step: int, epoch: int, batch: int, sums: tuple,
-               history: list) -> None:
-    """``out/last.pt``: everything a run needs to go on from the next sample, written whole."""
-    path = Path(cfg.out) / "last.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".last.pt.{os.getpid()}.tmp")
-    torch.save({"step": step, "epoch": epoch, "batch": batch, "sums": list(sums), "history": history,
-                "model": getattr(model, "module", model).state_dict(), "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "config": _jsonable(cfg)}, tmp)
-    os.replace(tmp, path)
+class ClassifyTask:
+    """Classification as an engine task (`pipeline.train.engine`): cross-entropy over the
+    labelled samples of a batch (unlabelled ones and classes outside ``classes`` count for
+    nothing, so batch shapes stay equal across DDP ranks), top-1/top-5 each epoch."""
 
+    def __init__(self, cfg: TrainConfig):
+        torch.manual_seed(cfg.seed)
+        if (MODELS[cfg.arch].input == "latent") != (cfg.input.kind == "latent"):
+            raise ConfigError(f"--model {cfg.arch} takes {MODELS[cfg.arch].input}, the input is "
+                              f"{cfg.input.kind}")
+        self.cfg = cfg
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.train = make_loader(cfg.input, cfg.train_split, True)
+        self.val = make_loader(cfg.input, cfg.val_split, False)
+        self.classes = self.train.classes
+        in_ch = self.train.codec["M"] if self.train.codec else 3
+        self.model = create_model(cfg.arch, in_ch, len(self.classes), **cfg.stem).to(self.device)
+        ds = self.train.dataset
+        self.mid_epoch = hasattr(ds, "load_state_dict")
+        self.steps_per_epoch = (ds.num_batches(cfg.input.batch_size, cfg.input.workers)
+                                if hasattr(ds, "num_batches") else len(self.train.loader))
+        self.schedule = Schedule(cfg.epochs, cfg.lr, cfg.weight_decay, warmup=self.steps_per_epoch)
+        self.run = RunOptions(cfg.out, cfg.resume, cfg.checkpoint_every)
+        self.config = jsonable(asdict(cfg))
+        self.resume_keys = RESUME_KEYS
+        self.keep = torch.tensor(cfg.classes) if cfg.classes is not None else None
 
-def _load_last(cfg: TrainConfig) -> dict | None:
-    path = Path(cfg.out or "") / "last.pt"
-    if not (cfg.resume and cfg.out and path.is_file()):
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    now, then = _jsonable(cfg), state["config"]
-    diff = [k for k in _RESUME_KEYS if now.get(k) != then.get(k)]
-    if diff:
-        raise ConfigError(f"{path} was saved by a run with other {', '.join(diff)}; resume with the same "
-                          "options, or train into another --out")
-    return state
+    def batches(self, epoch: int, skip: int):
+        ds = self.train.dataset
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+        seed_epoch(self.train.generator, self.cfg.seed, epoch)
+        if skip:
+            ds.load_state_dict({"epoch": epoch, "batches": skip, "batch_size": self.cfg.input.batch_size,
+                                "workers": self.cfg.input.workers})
+        return self.train.loader
+
+    def loss(self, net, batch):
+        x, y = (t.to(self.device, non_blocking=True) for t in batch)
+        logits = net(x)
+        mask = y >= 0
+        if self.keep is not None:
+            mask &= torch.isin(y, self.keep.to(self.device))
+        per = F.cross_entropy(logits, y.clamp_min(0), reduction="none",
+                              label_smoothing=self.cfg.label_smoothing)
+        loss = (per * mask).sum() / mask.sum().clamp_min(1)
+        n = int(mask.sum())
+        correct = ((logits.argmax(1) == y) & mask).sum().item()
+        return loss, {"n": n, "loss": loss.item() * n, "correct": correct}
+
+    def summary(self, sums: dict, seconds: float) -> dict:
+        n = max(sums.get("n", 0), 1)
+        return {"train_loss": sums.get("loss", 0.0) / n, "train_acc": sums.get("correct", 0) / n,
+                "samples_per_s": sums.get("n", 0) / seconds}
+
+    def evaluate(self, rank: int) -> dict:
+        ev = evaluate(self.model, self.val.loader, self.device, self.cfg.classes)
+        return {"val_top1": ev["top1"], "val_top5": ev["top5"], "val_n": ev["n"]}
+
+    def saved(self) -> dict:
+        codec = self.train.codec
+        return {"task": "classify", "arch": self.cfg.arch, "classes": self.classes,
+                "codec_fingerprint": codec["fingerprint"] if codec else None}
 
 
 def train_classifier(cfg: TrainConfig, log: Callable[[dict], None] = print,
                      wrap_model: Callable = lambda m: m, rank: int = 0,
                      on_batch: Callable[[int, int, int, float], None] | None = None) -> dict:
-    """Train, evaluate each epoch, save ``checkpoint.pt`` and ``metrics.jsonl`` (rank 0).
+    """Train, evaluate each epoch; with ``cfg.out`` (rank 0) ``model.pt``, ``metrics.jsonl`` and
+    ``last.pt`` (`pipeline.train.engine.fit`). With ``cfg.resume`` a run starts from
+    ``last.pt`` at the exact next sample of its epoch and ends with the weights an
+    uninterrupted run ends with.
 
-    ``on_batch(epoch, batch, batches_per_epoch, loss)`` is called after every step (progress).
-    With ``cfg.out``, ``last.pt`` is saved at each epoch's end (and every ``checkpoint_every``
-    steps); with ``cfg.resume`` a run starts from it, at the exact next sample of its epoch,
-    and ends with the weights an uninterrupted run ends with.
+    Returns ``{"history", "classes", "batches_per_epoch", "model"}``.
     """
-    torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_ds, train_loader, class_names, codec = make_loader(cfg.input, cfg.train_split, True)
-    _, val_loader, _, _ = make_loader(cfg.input, cfg.val_split, False)
-    in_ch = codec["M"] if codec else 3
-    if (MODELS[cfg.arch].input == "latent") != (cfg.input.kind == "latent"):
-        raise ValueError(f"{cfg.arch} takes {MODELS[cfg.arch].input}, the input is {cfg.input.kind}")
-    model = wrap_model(create_model(cfg.arch, in_ch, len(class_names), **cfg.stem).to(device))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    steps_per_epoch = (train_ds.num_batches(cfg.input.batch_size, cfg.input.workers)
-                       if hasattr(train_ds, "num_batches") else len(train_loader))
-    total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
-    keep = torch.tensor(cfg.classes) if cfg.classes is not None else None
-    step, history, batches_per_epoch, start, skip, sums = 0, [], [], 0, 0, (0, 0.0, 0)
-    if cfg.checkpoint_every and not hasattr(train_ds, "load_state_dict"):
-        raise ConfigError("--checkpoint-every needs an input that resumes mid-epoch (latent shards); "
-                          "pixel runs save last.pt at each epoch's end")
-    last = _load_last(cfg)
-    if last is not None:
-        getattr(model, "module", model).load_state_dict(last["model"])
-        opt.load_state_dict(last["optimizer"])
-        torch.set_rng_state(last["torch_rng"])
-        step, history, start, skip, sums = (last["step"], last["history"], last["epoch"], last["batch"],
-                                            tuple(last["sums"]))
-        logger.info("resuming %s/last.pt: epoch %d, batch %d, step %d", cfg.out, start, skip, step)
-    for epoch in range(start, cfg.epochs):
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        if skip and hasattr(train_ds, "load_state_dict"):
-            train_ds.load_state_dict({"epoch": epoch, "batches": skip, "batch_size": cfg.input.batch_size,
-                                      "workers": cfg.input.workers})
-        elif skip:
-            raise ConfigError("this input cannot resume mid-epoch; resume from an epoch's end")
-        model.train()
-        (seen, loss_sum, correct), batches = (sums if skip else (0, 0.0, 0)), skip
-        t0, skip = time.perf_counter(), 0
-        for x, y in train_loader:
-            batches += 1
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step, total, warm)
-            logits = model(x)
-            # Unlabelled samples and placeholders (-1), and classes outside ``classes``, contribute
-            # nothing; batch shapes stay equal across DDP ranks.
-            mask = y >= 0
-            if keep is not None:
-                mask &= torch.isin(y, keep.to(device))
-            per = F.cross_entropy(logits, y.clamp_min(0), reduction="none",
-                                  label_smoothing=cfg.label_smoothing)
-            loss = (per * mask).sum() / mask.sum().clamp_min(1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            seen += int(mask.sum())
-            loss_sum += loss.item() * int(mask.sum())
-            correct += ((logits.argmax(1) == y) & mask).sum().item()
-            if cfg.out and rank == 0 and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                _save_last(cfg, model, opt, step, epoch, batches, (seen, loss_sum, correct), history)
-            if on_batch:
-                on_batch(epoch, batches, steps_per_epoch, loss.item())
-        batches_per_epoch.append(batches)
-        ev = evaluate(model, val_loader, device, cfg.classes)
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "val_top1": ev["top1"], "val_top5": ev["top5"], "val_n": ev["n"],
-               "samples_per_s": seen / (time.perf_counter() - t0), "batches": batches, "rank": rank}
-        history.append(rec)
-        log(rec)
-        if cfg.out and rank == 0:
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            _save_last(cfg, model, opt, step, epoch + 1, 0, (0, 0.0, 0), history)
-    result = {"history": history, "classes": class_names, "batches_per_epoch": batches_per_epoch}
-    if cfg.out and rank == 0:
-        state = getattr(model, "module", model).state_dict()
-        torch.save({"arch": cfg.arch, "state_dict": state, "classes": class_names,
-                    "codec_fingerprint": codec["fingerprint"] if codec else None,
-                    "config": _jsonable(cfg), "history": history}, Path(cfg.out) / "checkpoint.pt")
-    result["model"] = getattr(model, "module", model)
-    return result
-
-
-def _jsonable(cfg: TrainConfig) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=list))
+    task = ClassifyTask(cfg)
+    r = fit(task, log, on_batch, wrap_model, rank)
+    return {"history": r.history, "classes": task.classes, "batches_per_epoch": r.batches_per_epoch,
+            "model": r.model}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,13 +24,26 @@ class InputSpec:
     cache_max_bytes: int = 20 * 2**30
 
 
+class Loader(NamedTuple):
+    """One split's input: the dataset, the DataLoader over it, the class names, the codec
+    section of the dataset's manifest (``None`` for pixels), and the generator the DataLoader
+    draws from (its shuffle and worker seeds; `pipeline.train.engine.seed_epoch` reseeds it)."""
+
+    dataset: Any
+    loader: DataLoader
+    classes: list[str]
+    codec: dict | None
+    generator: torch.Generator
+
+
 def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed, cache=spec.cache,
                                                cache_max_bytes=spec.cache_max_bytes))
-    loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers,
+    g = torch.Generator().manual_seed(spec.seed)
+    loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers, generator=g,
                         persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
-    return ds, loader, ds.classes, ds.data.manifest["codec"]
+    return Loader(ds, loader, ds.classes, ds.data.manifest.codec, g)
 
 
 def _pixel_loader(spec: InputSpec, split: str, train: bool):
@@ -47,9 +61,9 @@ def _pixel_loader(spec: InputSpec, split: str, train: bool):
     g = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(ds, batch_size=spec.batch_size, shuffle=train and sampler is None, sampler=sampler,
                         num_workers=spec.workers, persistent_workers=spec.workers > 0, generator=g)
-    return ds, loader, ds.classes, None
+    return Loader(ds, loader, ds.classes, None, g)
 
 
-def make_loader(spec: InputSpec, split: str, train: bool):
-    """(dataset, DataLoader, class names, codec identity or None)."""
+def make_loader(spec: InputSpec, split: str, train: bool) -> Loader:
+    """``split`` of ``spec``'s input, shuffled and augmented when ``train``."""
     return (_latent_loader if spec.kind == "latent" else _pixel_loader)(spec, split, train)

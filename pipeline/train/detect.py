@@ -10,13 +10,8 @@ instances); evaluation ignores them instead of counting them (`pipeline.train.me
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +22,7 @@ from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import IGNORE, detection_collate
 from pipeline.models.registry import MODELS, create_model
+from pipeline.train.engine import RunOptions, Schedule, fit, jsonable, seed_epoch
 from pipeline.train.metrics import ConfusionMatrix, detection_metrics
 
 
@@ -49,7 +45,8 @@ class DetectConfig:
     classes: tuple[int, ...] | None = None  # train on these classes only (others' boxes dropped)
     eval_every: int = 1  # evaluate after every this many epochs (and after the last)
     pixels: bool = False  # baseline: ``data`` is the detection source (voc, coco), cut like ŷ
-    resume: bool = False  # continue from out/last.pt (saved at every epoch's end) at the next epoch
+    resume: bool = False  # continue from out/last.pt at the exact next batch (pixels: the next epoch)
+    checkpoint_every: int = 0  # also save last.pt every this many steps (ŷ inputs only)
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -66,13 +63,15 @@ class DetectConfig:
 
 def detection_loader(cfg: DetectConfig, split: str, train: bool):
     """(dataset, DataLoader) of ``split``: latent windows, or with ``cfg.pixels`` the source's
-    pixels cut by the same rule (`pipeline.train.pixel_detect`)."""
+    pixels cut by the same rule (`pipeline.train.pixel_detect`). The DataLoader draws from its
+    own ``generator`` (`pipeline.train.engine.seed_epoch`)."""
     target = "detection" if cfg.task == "detect" else "segmentation"
     window = (cfg.window, cfg.window) if train else None
     # training drops each worker's last partial batch: DeepLabV3's ASPP pooling normalises a
     # 1x1 map, which a batch of one cannot
     common = {"batch_size": cfg.batch_size if train else 1, "num_workers": cfg.workers,
-              "collate_fn": detection_collate, "drop_last": train}
+              "collate_fn": detection_collate, "drop_last": train,
+              "generator": torch.Generator().manual_seed(cfg.seed)}
     if cfg.pixels:
         from pipeline.train.pixel_detect import PixelDetectionDataset
 
@@ -102,15 +101,6 @@ def relabel(target: dict, label_map: torch.Tensor) -> dict:
     new = label_map[target["labels"]]
     keep = new >= 0
     return {**{k: v[keep] for k, v in target.items() if k != "mask"}, "labels": new[keep]}
-
-
-def _save_last(out: Path, cfg: DetectConfig, model, opt, epoch: int, step: int, history: list) -> None:
-    """``out/last.pt`` at an epoch's end: what `--resume` goes on from, written whole."""
-    tmp = out / f".last.pt.{os.getpid()}.tmp"
-    torch.save({"epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg)},
-               tmp)
-    os.replace(tmp, out / "last.pt")
 
 
 def check_targets(data, cfg: DetectConfig) -> None:
@@ -150,84 +140,78 @@ def evaluate(model, loader: DataLoader, task: str, num_classes: int,
     return {"miou": miou, "iou_per_class": per_class}
 
 
+class DetectTask:
+    """Detection or segmentation as an engine task (`pipeline.train.engine`): Faster R-CNN's
+    summed losses or per-pixel cross-entropy; rank 0 evaluates (batch 1, whole grids)."""
+
+    def __init__(self, cfg: DetectConfig, model: torch.nn.Module | None = None,
+                 label_map: torch.Tensor | None = None):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.label_map = cfg, label_map
+        self.train_ds, self.train_loader = detection_loader(cfg, cfg.train_split, True)
+        _, self.val_loader = detection_loader(cfg, cfg.val_split, False)
+        self.classes = self.train_ds.classes
+        if not cfg.pixels:
+            check_targets(self.train_ds.data, cfg)
+        self.channels = 3 if cfg.pixels else self.train_ds.data.manifest.latent_channels
+        self.num_classes = len(self.classes) if label_map is None else int((label_map >= 0).sum())
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = (model or build_model(cfg, self.channels, self.num_classes)).to(self.device)
+        self.mid_epoch = not cfg.pixels
+        self.steps_per_epoch = (len(self.train_ds) // cfg.batch_size if cfg.pixels
+                                else self.train_ds.num_batches(cfg.batch_size, cfg.workers, drop_last=True))
+        self.schedule = Schedule(cfg.epochs, cfg.lr, cfg.weight_decay, warmup=min(100, self.steps_per_epoch))
+        self.run = RunOptions(cfg.out, cfg.resume, cfg.checkpoint_every, cfg.eval_every)
+        self.config = jsonable(asdict(cfg))
+        self.resume_keys = tuple(k for k in self.config
+                                 if k not in ("resume", "eval_every", "checkpoint_every"))
+
+    def batches(self, epoch: int, skip: int):
+        self.train_ds.set_epoch(epoch)
+        seed_epoch(self.train_loader.generator, self.cfg.seed, epoch)
+        if skip:
+            self.train_ds.load_state_dict({"epoch": epoch, "batches": skip, "batch_size": self.cfg.batch_size,
+                                           "workers": self.cfg.workers, "drop_last": True})
+        return self.train_loader
+
+    def loss(self, net, batch):
+        y, targets = batch
+        if self.cfg.task == "detect":
+            if self.label_map is not None:
+                targets = [relabel(t, self.label_map) for t in targets]
+            losses = net(y.to(self.device), [trainable(t, self.cfg.classes, self.device) for t in targets])
+            loss = sum(losses.values())
+        else:
+            masks = torch.stack([t["mask"] for t in targets]).to(self.device)
+            loss = F.cross_entropy(net(y.to(self.device)), masks, ignore_index=IGNORE)
+        return loss, {"n": 1, "loss": loss.item()}
+
+    def summary(self, sums: dict, seconds: float) -> dict:
+        return {"train_loss": sums.get("loss", 0.0) / max(sums.get("n", 0), 1)}
+
+    def evaluate(self, rank: int) -> dict:
+        if rank:  # every rank reports (Ray Train's report is collective); rank 0 evaluates
+            return {}
+        return evaluate(self.model, self.val_loader, self.cfg.task, self.num_classes, self.label_map)
+
+    def saved(self) -> dict:
+        return {"task": self.cfg.task, "arch": self.cfg.arch, "classes": self.classes,
+                "latent_channels": self.channels}
+
+
 def train_detection(cfg: DetectConfig, log: Callable[[dict], None] = print,
                     model: torch.nn.Module | None = None,
-                    on_batch: Callable[[int, int, float], None] | None = None,
+                    on_batch: Callable[[int, int, int, float], None] | None = None,
                     label_map: torch.Tensor | None = None, wrap_model: Callable = lambda m: m,
                     rank: int = 0) -> dict:
-    """Train ``cfg.epochs`` epochs, evaluating after each; with ``out``: ``model.pt`` (weights,
-    arch, classes), ``metrics.jsonl``. ``model`` continues from given weights; ``label_map``
-    (detection) trains and evaluates on a subset of the classes, renumbered (class → new
-    index, −1: boxes dropped), as few-shot base training does.
+    """Train ``cfg.epochs`` epochs, evaluating after every ``eval_every``; with ``out``:
+    ``model.pt`` (weights, arch, classes), ``metrics.jsonl``, ``last.pt`` (at each epoch's end
+    and every ``checkpoint_every`` steps; ŷ inputs resume mid-epoch). ``model`` continues from
+    given weights; ``label_map`` (detection) trains and evaluates on a subset of the classes,
+    renumbered (class → new index, −1: boxes dropped), as few-shot base training does.
 
     Under torch.distributed (Ray Train), ``wrap_model`` makes the training module (DDP) and
-    each rank reads its own share of the shards; rank 0 alone evaluates, logs and saves."""
-    torch.manual_seed(cfg.seed)
-    train_ds, train_loader = detection_loader(cfg, cfg.train_split, True)
-    _, val_loader = detection_loader(cfg, cfg.val_split, False)
-    classes = train_ds.classes
-    if not cfg.pixels:
-        check_targets(train_ds.data, cfg)
-    M = 3 if cfg.pixels else train_ds.data.manifest["codec"]["M"]
-    n_classes = len(classes) if label_map is None else int((label_map >= 0).sum())
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = (model or build_model(cfg, M, n_classes)).to(device)
-    net = wrap_model(model)  # what trains (DDP under Ray); ``model`` is evaluated and saved
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    steps_per_epoch = (len(train_ds) // cfg.batch_size if cfg.pixels
-                       else train_ds.num_batches(cfg.batch_size, cfg.workers))
-    total, warm, step = cfg.epochs * steps_per_epoch, min(100, steps_per_epoch), 0
-    out = Path(cfg.out) if cfg.out and rank == 0 else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    history, start = [], 0
-    last = Path(cfg.out or "") / "last.pt"
-    if cfg.resume and cfg.out and last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        diff = sorted(k for k, v in asdict(cfg).items() if k != "resume" and state["config"].get(k) != v)
-        if diff:
-            raise ConfigError(f"{last} was saved by a run with other {', '.join(diff)}; resume with the "
-                              "same options, or train into another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start, step, history = state["epoch"] + 1, state["step"], state["history"]
-        log({"resumed": str(last), "epoch": start})
-    for epoch in range(start, cfg.epochs):
-        train_ds.set_epoch(epoch)
-        net.train()
-        t0, loss_sum, n = time.perf_counter(), 0.0, 0
-        for y, targets in train_loader:
-            lr = cfg.lr * (min(1.0, (step + 1) / warm)) * 0.5 * (1 + math.cos(math.pi * step / total))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if cfg.task == "detect":
-                if label_map is not None:
-                    targets = [relabel(t, label_map) for t in targets]
-                losses = net(y.to(device), [trainable(t, cfg.classes, device) for t in targets])
-                loss = sum(losses.values())
-            else:
-                masks = torch.stack([t["mask"] for t in targets]).to(device)
-                loss = F.cross_entropy(net(y.to(device)), masks, ignore_index=IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step, n, loss_sum = step + 1, n + 1, loss_sum + loss.item()
-            if on_batch:
-                on_batch(epoch, n, loss_sum / n)
-        rec = {"epoch": epoch, "loss": loss_sum / max(n, 1), "seconds": time.perf_counter() - t0}
-        if not (epoch + 1) % cfg.eval_every or epoch + 1 == cfg.epochs:
-            if rank == 0:  # every rank reports (Ray Train's report is collective); rank 0 evaluates
-                rec.update(evaluate(model, val_loader, cfg.task, n_classes, label_map))
-            history.append(rec)
-            log(rec)
-            if out:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-        if out:
-            _save_last(out, cfg, model, opt, epoch, step, history)
-    if out:
-        torch.save({"arch": cfg.arch, "classes": classes, "latent_channels": M, "config": asdict(cfg),
-                    "state_dict": model.state_dict()}, out / "model.pt")
-    return {"history": history, "classes": classes, "model": model}
+    each rank reads its own share of the shards; rank 0 alone evaluates and saves."""
+    task = DetectTask(cfg, model, label_map)
+    r = fit(task, log, on_batch, wrap_model, rank)
+    return {"history": r.history, "classes": task.classes, "model": r.model}

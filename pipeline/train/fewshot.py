@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.stages import crop_and_flip
+from pipeline.train.classify import TrainConfig, train_classifier
 from pipeline.train.data import InputSpec
-from pipeline.train.loop import TrainConfig, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def run_fewshot(cfg: FewShotConfig, log=print) -> dict:
     classes = train_ds.classes
     unknown = set(cfg.novel) - set(classes)
     if unknown:
-        raise ValueError(f"novel classes {sorted(unknown)} are not in the dataset's classes {classes}")
+        raise ConfigError(f"novel classes {sorted(unknown)} are not in the dataset's classes {classes}")
     novel = [classes.index(c) for c in cfg.novel]
     base = [i for i in range(len(classes)) if i not in novel]
     stage1 = train_classifier(TrainConfig(cfg.input, arch=cfg.arch, epochs=cfg.base_epochs, lr=cfg.lr,

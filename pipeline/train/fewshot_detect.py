@@ -169,11 +169,11 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
     """Base training, then every (k, seed) fine-tuning; novel / base AP50 per run and their
     mean ± std per k."""
     data = LatentDataset.open(cfg.base.data)
-    classes = list(data.manifest["classes"])
+    classes = list(data.manifest.classes)
     novel = novel_indices(classes, cfg.novel)
     base = [c for c in range(len(classes)) if c not in novel]
     torch.manual_seed(cfg.base.seed)  # every (k, seed) run below is seeded on its own too
-    base_model = build_model(cfg.base, data.manifest["codec"]["M"], len(base))
+    base_model = build_model(cfg.base, data.manifest.latent_channels, len(base))
     # stage 1 trains on base classes renumbered 0..B-1 (novel boxes removed)
     base_model = _base_training(cfg, base_model, base, len(classes), log)
     rows = [r for r in data.index.to_pylist() if r["split"] == cfg.base.train_split]

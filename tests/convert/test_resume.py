@@ -69,7 +69,7 @@ def test_resuming_a_finished_dataset_on_s3_reads_under_one_percent(counting_s3, 
                      codec=CodecSpec(checkpoint="bundled:high-rate"),
                      options=ConvertOptions(ImagePolicy(size=0), shard_size=4))
     first = convert_dataset(job)
-    shard_bytes = sum(s["tar_bytes"] for s in first.manifest["shards"])
+    shard_bytes = sum(s.tar_bytes for s in first.manifest.shards)
     assert first.converted == 2 and shard_bytes > 3_000_000
     before = {p: s3.cat_file(p) for p in s3.find("resume/ds") if "/logs/" not in p}
 
@@ -83,7 +83,8 @@ def test_resuming_a_finished_dataset_on_s3_reads_under_one_percent(counting_s3, 
 
 def test_footer_figures_are_the_manifest_entries(photo_tree, tmp_path):
     out = tmp_path / "out"
-    m = convert_dataset(ConvertJob(str(photo_tree), str(out), options=ConvertOptions(shard_size=3))).manifest
+    job = ConvertJob(str(photo_tree), str(out), options=ConvertOptions(shard_size=3))
+    m = convert_dataset(job).manifest.raw
     layout = Layout.at(str(out))
     assert finished_shards(layout) == {s["name"] for s in m["shards"]}
     for s in m["shards"]:

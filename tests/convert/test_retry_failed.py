@@ -60,11 +60,11 @@ def _latents(out: str) -> dict[str, bytes]:
 def test_transient_failures_become_samples_in_new_shards(flaky_src, flaky, tmp_path, photo_tree):
     src, out = flaky_src
     first = convert_dataset(_job(src, out))
-    assert first.manifest["totals"] == {**first.manifest["totals"], "samples": 4, "failures": 4}
+    assert (first.manifest.totals.samples, first.manifest.totals.failures) == (4, 4)
     assert first.failures_by_reason == {"read-error": 4}
     flaky.fail_reading = ""  # the store answers again
     s = convert_dataset(_job(src, out, retry=True))
-    m = s.manifest
+    m = s.manifest.raw
     assert (s.retried, s.recovered, s.converted) == (4, 4, 2)
     assert [x["name"] for x in m["shards"]] == [f"train-{i:06d}" for i in range(5)]
     assert m["totals"]["samples"] == 8 and m["totals"]["failures"] == 0
@@ -83,7 +83,7 @@ def test_failing_again_keeps_one_ledger_row_per_input(flaky_src, flaky):
     convert_dataset(_job(src, out))
     s = convert_dataset(_job(src, out, retry=True))  # still failing
     assert (s.retried, s.recovered) == (4, 0)
-    m = s.manifest
+    m = s.manifest.raw
     assert len(m["shards"]) == 5 and m["totals"]["failures"] == 4 and m["splits"]["train"]["failures"] == 4
     ledger = LatentDataset.open(out).failures.to_pandas()
     assert sorted(ledger["shard"]) == ["train-000003", "train-000003", "train-000003", "train-000004"]
@@ -97,9 +97,9 @@ def test_a_crash_mid_retry_is_finished_by_a_plain_rerun(flaky_src, flaky, monkey
     with _killed_at_shard(monkeypatch, 4), pytest.raises(Crash):  # the round's second shard
         convert_dataset(_job(src, out, retry=True))
     # the first run's manifest, index and ledger still stand together: nothing half-merged
-    assert verify(out).ok and LatentDataset.open(out).manifest["totals"]["samples"] == 4
+    assert verify(out).ok and LatentDataset.open(out).manifest.totals.samples == 4
     s = convert_dataset(_job(src, out))  # no --retry-failed: the recorded round is finished
-    assert s.converted == 1 and s.manifest["totals"]["samples"] == 8
+    assert s.converted == 1 and s.manifest.totals.samples == 8
     assert verify(out).ok
     # and it is the same dataset, byte for byte, that an uninterrupted retry writes
     out2 = out.replace("/out", "/out2")
@@ -132,6 +132,6 @@ def test_retry_on_an_unfinished_dataset_finishes_it_then_retries(flaky_src, flak
     s = convert_dataset(_job(src, out, retry=True))
     # shard 2 is finished (its photos read now), then shard 1's two failures are retried in shard 3
     assert (s.converted, s.skipped, s.retried, s.recovered) == (2, 2, 2, 2)
-    assert [x["name"] for x in s.manifest["shards"]][-1] == "train-000003"
-    assert s.manifest["totals"] == {**s.manifest["totals"], "samples": 8, "failures": 0}
+    assert [x.name for x in s.manifest.shards][-1] == "train-000003"
+    assert (s.manifest.totals.samples, s.manifest.totals.failures) == (8, 0)
     assert verify(out).ok

@@ -72,11 +72,11 @@ def test_one_file_or_three_convert_to_the_same_dataset(photo_tree, tmp_path, mon
     opts = ConvertOptions(shard_size=3)
     a = convert_dataset(ConvertJob(one, str(tmp_path / "a"), options=opts)).manifest
     b = convert_dataset(ConvertJob(three, str(tmp_path / "b"), options=opts)).manifest
-    assert a["shards"] == b["shards"] and a["totals"]["samples"] == len(rows) - 1
-    assert a["totals"]["failures_by_reason"] == {"missing": 1}
+    assert a.shards == b.shards and a.totals.samples == len(rows) - 1
+    assert a.totals.failures_by_reason == {"missing": 1}
     assert verify(str(tmp_path / "b")).ok
     ds = LatentDataset.open(str(tmp_path / "b"))
-    assert set(ds.manifest["splits"]) == {"train", "val"}
+    assert set(ds.manifest.splits) == {"train", "val"}
 
 
 def test_planning_memory_does_not_grow_with_the_list(tmp_path):

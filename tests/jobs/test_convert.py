@@ -30,7 +30,7 @@ GOOD_BAD = {"cmyk", "sixteen", "palette", "rgba", "rotated", "café au lait"}
 def _convert(src, out, shard_size=4, executor="local", **kw) -> dict:
     job = ConvertJob(str(src), str(out), options=ConvertOptions(shard_size=shard_size, batch_size=3),
                      command=("latents", "convert", "SRC", "OUT"), **kw)
-    return run_convert(job, executor).manifest
+    return run_convert(job, executor).manifest.raw
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -247,7 +247,7 @@ def test_a_second_run_into_the_same_out_refuses_naming_the_first(photo_tree, tmp
     (out / "convert.lease").write_text(json.dumps(lease))
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert LatentDataset.open(str(out)).manifest["totals"]["samples"] == 8
+    assert LatentDataset.open(str(out)).manifest.totals.samples == 8
     assert not (out / "convert.lease").exists()
 
 
@@ -333,7 +333,7 @@ def test_retry_failed_from_the_command_line(photo_tree, flaky):
     res = CliRunner().invoke(app, [*args, "--retry-failed"])
     assert res.exit_code == 0, res.output
     assert "retried 4 failure(s): 4 converted now, 0 failed again" in res.output
-    assert LatentDataset.open("flaky://cli-retry/out").manifest["totals"]["samples"] == 8
+    assert LatentDataset.open("flaky://cli-retry/out").manifest.totals.samples == 8
 
 
 def test_bench_plan_rows_prints_the_planning_footprint(tmp_path):

@@ -44,7 +44,7 @@ def test_train_detect_and_segment_commands_write_model_and_metrics(scenes, tmp_p
 @pytest.mark.slow
 def test_fewshot_detect_command_writes_the_table(scenes, tmp_path):
     out = tmp_path / "fsd.json"
-    novel = ",".join(LatentDataset.open(str(scenes)).manifest["classes"][-2:])
+    novel = ",".join(LatentDataset.open(str(scenes)).manifest.classes[-2:])
     res = CliRunner().invoke(app, ["fewshot", "detect", "--data", str(scenes), "--novel", novel,
                                    "--base-epochs", "1", "--batch-size", "4", "--window", "6",
                                    "--workers", "0",

@@ -63,12 +63,13 @@ def test_killed_actor_is_retried_and_dataset_is_complete(ray_cluster, photo_tree
     s = _run(photo_tree, out, "ray")
     t.join()
     assert killed, "the chaos thread never found a worker to kill"
-    assert s.manifest["totals"]["samples"] == 8
+    assert s.manifest.totals.samples == 8
     rep = verify(str(out))
     assert rep.ok and rep.decoded == 8
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # three embedded Ray start-ups in subprocesses: about a minute here
 def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "jobs.convert_cli", str(photo_tree), "OUT", "--shard-size", "1",
@@ -109,7 +110,7 @@ def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
              (str(lst), str(tmp_path / "out-uris"), 5)]
     for src, out, listed in cases:
         job = ConvertJob(src, out, options=ConvertOptions(shard_size=2))
-        m = run_convert(job, "ray", RayOptions(workers=2)).manifest
+        m = run_convert(job, "ray", RayOptions(workers=2)).manifest.raw
         assert m["totals"]["samples"] + m["totals"]["failures"] == listed, src
         rep = verify(out)
         assert rep.ok and rep.decoded == m["totals"]["samples"], (src, rep.faults)
@@ -118,6 +119,7 @@ def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
             assert len(index) == m["totals"]["samples"]
 
 
+@pytest.mark.slow  # a `ray start` head and an embedded Ray: about 20 s here
 def test_embedded_default_stays_embedded_beside_a_stale_cluster_address(photo_tree, tmp_path):
     """`ray start` once ran here and was killed: its address file is still in Ray's temp dir.
     Plain `latents convert SRC OUT` (no --address) must start its own Ray, not join that one."""

@@ -15,7 +15,7 @@ def test_convert_from_s3_to_s3_and_verify(s3, photo_tree):
     s3.mkdir("out-a")
     upload_tree(s3, photo_tree, "src-a/photos")
     job = ConvertJob("s3://src-a/photos", "s3://out-a/ds", options=ConvertOptions(shard_size=3))
-    m = run_convert(job, "local").manifest
+    m = run_convert(job, "local").manifest.raw
     assert m["totals"]["samples"] == 8 and m["source"]["uri"] == "s3://src-a/photos"
     assert sorted(p.rsplit("/", 1)[-1] for p in s3.ls("out-a/ds/shards")) == sorted(
         [f"train-{i:06d}.{e}" for i in range(3) for e in ("tar", "parquet")])

@@ -8,8 +8,8 @@ from jobs.convert_cli import run_convert
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.images import ImagePolicy
 from pipeline.tasks.classification import PhotoTask, make_photo_task
+from pipeline.train.classify import TrainConfig, train_classifier
 from pipeline.train.data import InputSpec
-from pipeline.train.loop import TrainConfig, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,10 @@ def test_sresnet18_learns_from_latents_well_above_chance(task, tmp_path):
 
     ds = LatentDataset.open(str(root / "latent"))
     cache = LatentCache.for_dataset(tmp_path / "cache", ds)
-    assert cache.stats()["samples"] == ds.manifest["totals"]["samples"]  # train and val, all cached
+    assert cache.stats()["samples"] == ds.manifest.totals.samples  # train and val, all cached
     import torch
 
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert ck["classes"] == sorted(meta["classes"]) and len(ck["codec_fingerprint"]) == 64
 
 
@@ -120,7 +120,7 @@ def test_cli_train_classify_takes_the_cache_options(task, tmp_path):
     ds = LatentDataset.open(str(root / "latent"))
     st = LatentCache.for_dataset(tmp_path / "c", ds).stats()
     assert 0 < st["bytes"] <= int(0.0002 * 2**30)  # bounded by --cache-gb
-    assert st["samples"] < ds.manifest["totals"]["samples"]  # so shards were evicted
+    assert st["samples"] < ds.manifest.totals.samples  # so shards were evicted
 
 
 @pytest.mark.ray

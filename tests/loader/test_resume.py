@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 import pipeline.loader.dataset as ld
 from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
-from pipeline.loader.dataset import consumed_by_worker
+from pipeline.loader.dataset import consumed_by_worker, resume_point
 
 
 def _name(y, t) -> str:
@@ -45,6 +45,25 @@ def test_resume_after_k_batches_over_two_workers_and_two_ranks(latent_root, monk
         ds.load_state_dict({"epoch": 1, "batches": k, "batch_size": batch, "workers": 2})
         rest = _batches(DataLoader(ds, batch_size=batch, num_workers=2))
         assert rest == full[k:], k
+
+
+def test_resume_point_with_dropped_partial_batches():
+    # workers of 5, 2 and 4 samples, batches of 2, each worker's partial batch dropped:
+    # they make 2, 1 and 2 batches; turns 0, 1, 2, 0, (1 is out) 2
+    assert resume_point(3, 2, [5, 2, 4], drop_last=True) == ([2, 2, 2], 0)
+    assert resume_point(5, 2, [5, 2, 4], drop_last=True) == ([4, 2, 4], 0)
+    assert resume_point(99, 2, [5, 2, 4], drop_last=True)[0] == [4, 2, 4]
+
+
+@pytest.mark.parametrize("batch", [2, 3])
+def test_resume_with_drop_last_after_every_batch_count(latent_root, batch):
+    """What detection training asks for: a DataLoader that drops each worker's last partial batch."""
+    full = _batches(DataLoader(_dataset(latent_root), batch_size=batch, num_workers=2, drop_last=True))
+    assert len(full) == _dataset(latent_root).num_batches(batch, 2, drop_last=True)
+    for k in range(len(full) + 1):
+        ds = _dataset(latent_root, epoch=0)
+        ds.load_state_dict({"epoch": 1, "batches": k, "batch_size": batch, "workers": 2, "drop_last": True})
+        assert _batches(DataLoader(ds, batch_size=batch, num_workers=2, drop_last=True)) == full[k:], k
 
 
 def test_a_streams_own_state_resumes_it(latent_root):

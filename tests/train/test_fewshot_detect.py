@@ -28,7 +28,7 @@ def scenes(tmp_path_factory):
 def test_k_shot_draws_hold_their_class_and_reach_k(scenes):
     data = LatentDataset.open(str(scenes))
     rows = [r for r in data.index.to_pylist() if r["split"] == "train"]
-    classes = data.manifest["classes"]
+    classes = data.manifest.classes
     for k, seed in ((1, 0), (2, 1)):
         chosen = sample_shots(rows, len(classes), k, seed)
         assert chosen == sample_shots(rows, len(classes), k, seed)  # seeded
@@ -44,11 +44,11 @@ def test_k_shot_draws_hold_their_class_and_reach_k(scenes):
 
 def test_fine_tuning_changes_only_the_box_classifier_and_regressor(scenes):
     data = LatentDataset.open(str(scenes))
-    classes = data.manifest["classes"]
+    classes = data.manifest.classes
     base = list(range(len(classes) - 3))
     cfg = FewShotDetectConfig(DetectConfig(str(scenes), "detect", batch_size=2, window=6, workers=0),
                               tuple(classes[-3:]), finetune_steps=3)
-    model = build_model(cfg.base, data.manifest["codec"]["M"], len(base))
+    model = build_model(cfg.base, data.manifest.latent_channels, len(base))
     old = model.roi_heads.box_predictor
     model.roi_heads.box_predictor = _grow_predictor(old, len(classes), base, 20.0)
     new = model.roi_heads.box_predictor

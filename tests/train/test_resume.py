@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
+from pipeline.train.classify import TrainConfig, train_classifier
 from pipeline.train.data import InputSpec
-from pipeline.train.loop import TrainConfig, train_classifier
 
 
 class Killed(BaseException):

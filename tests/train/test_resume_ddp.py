@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pipeline.train.classify import TrainConfig, train_classifier
 from pipeline.train.data import InputSpec
-from pipeline.train.loop import TrainConfig, train_classifier
 
 pytestmark = pytest.mark.slow  # three 2-process runs: about 75 s here
 
