@@ -111,7 +111,7 @@ def test_a_crash_mid_retry_is_finished_by_a_plain_rerun(flaky_src, flaky, monkey
 
 
 def test_nothing_transient_to_retry_changes_nothing(photo_tree, tmp_path):
-    from tests.sources_fixtures import make_uri_list
+    from tests.sources.fixtures import make_uri_list
 
     lst = make_uri_list(tmp_path / "list", photo_tree)  # one listed file is missing: permanent
     out = tmp_path / "out"

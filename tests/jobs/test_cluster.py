@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.test_convert import _tree_bytes
+from tests.trees import tree_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def _same(a: Path, b: Path) -> None:
     """Same dataset bytes; the manifests differ only in the command line that made them."""
     import json
 
-    ta, tb = _tree_bytes(a), _tree_bytes(b)
+    ta, tb = tree_bytes(a), tree_bytes(b)
     ma, mb = json.loads(ta.pop("manifest.json")), json.loads(tb.pop("manifest.json"))
     ma.pop("command"), mb.pop("command")
     assert ma == mb and ta == tb

@@ -17,7 +17,7 @@ from jobs.convert_cli import run_convert
 from jobs.ray_convert import RayOptions
 from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.verify import verify
-from tests.jobs.test_convert import _tree_bytes
+from tests.trees import tree_bytes
 
 pytestmark = pytest.mark.ray
 
@@ -32,7 +32,7 @@ def test_ray_output_is_byte_identical_to_in_process(ray_cluster, photo_tree, tmp
     s = _run(photo_tree, tmp_path / "ray", "ray")
     assert s.converted == 8 and len({w["pid"] for w in s.workers}) == 2
     _run(photo_tree, tmp_path / "local", "local")
-    assert _tree_bytes(tmp_path / "ray") == _tree_bytes(tmp_path / "local")
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
 
 
 def _worker_pids() -> list[int]:
@@ -77,7 +77,7 @@ def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     ref = tmp_path / "ref"
     ref.mkdir()
     subprocess.run(cmd, cwd=ref, env=env, check=True, capture_output=True)
-    reference = _tree_bytes(ref / "OUT")
+    reference = tree_bytes(ref / "OUT")
 
     run = tmp_path / "run"
     run.mkdir()
@@ -90,7 +90,7 @@ def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     proc.wait()
     assert not (run / "OUT" / "manifest.json").exists()
     subprocess.run(cmd, cwd=run, env=env, check=True, capture_output=True)
-    assert _tree_bytes(run / "OUT") == reference
+    assert tree_bytes(run / "OUT") == reference
     assert Path(run / "OUT" / "index.parquet").is_file()
 
 
@@ -98,7 +98,7 @@ def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
     import pandas as pd
 
     from tests.conftest import upload_tree
-    from tests.sources_fixtures import make_imagenet, make_openimages, make_uri_list
+    from tests.sources.fixtures import make_imagenet, make_openimages, make_uri_list
 
     make_imagenet(tmp_path / "imagenet")
     s3.mkdir("ray-src")

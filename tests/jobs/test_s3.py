@@ -7,7 +7,7 @@ from pipeline.convert import ConvertJob, ConvertOptions
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.verify import verify
 from tests.conftest import upload_tree
-from tests.sources_fixtures import make_imagenet
+from tests.sources.fixtures import make_imagenet
 
 
 def test_convert_from_s3_to_s3_and_verify(s3, photo_tree):

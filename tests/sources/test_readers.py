@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.sources import detect_format, list_source
-from tests.sources_fixtures import WNIDS, make_imagenet, make_openimages, make_uri_list
+from tests.sources.fixtures import WNIDS, make_imagenet, make_openimages, make_uri_list
 
 
 def _convert(src, out, **kw):
