@@ -32,6 +32,7 @@ from pipeline.images import (
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout
 from pipeline.shards.lease import check_holder
+from pipeline.shards.manifest import ShardEntry
 from pipeline.shards.tar import TarBuilder
 from pipeline.sources.base import ListingFailure, SourceItem, read_bytes
 from pipeline.storage import atomic_write
@@ -57,15 +58,9 @@ class ConvertOptions:
 
 
 @dataclass(frozen=True)
-class ShardResult:
+class ShardResult(ShardEntry):
     """A finished shard's figures, as the manifest lists them and its index footer records them."""
 
-    name: str
-    split: str
-    samples: int
-    failures: int
-    tar_bytes: int
-    tar_sha256: str
     rows_sha256: str  # idx.rows_sha256 of its index rows (the file's own hash cannot sit in it)
     source_bytes: int  # of the samples that made it
     latent_bytes: int

@@ -99,7 +99,8 @@ def write_manifest(layout: Layout, manifest: dict) -> None:
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard as the manifest lists it (checked by `read_manifest`)."""
+    """A shard's name, counts and tar: what every manifest entry holds (the converter's
+    `ShardResult` adds its figures)."""
 
     name: str
     split: str
@@ -107,6 +108,12 @@ class ShardEntry:
     failures: int
     tar_bytes: int
     tar_sha256: str
+
+
+@dataclass(frozen=True)
+class ListedShard(ShardEntry):
+    """One shard as a manifest read back lists it (checked by `read_manifest`)."""
+
     rows_sha256: str | None = None  # the shard index's rows (older datasets: index_sha256)
     index_sha256: str | None = None
 
@@ -133,7 +140,7 @@ class Manifest:
     raw: dict[str, Any]
     classes: tuple[str, ...]
     splits: dict[str, dict[str, int]]  # split → {"samples", "failures", "shards"}
-    shards: tuple[ShardEntry, ...]
+    shards: tuple[ListedShard, ...]
     totals: Totals
     codec: dict[str, Any]  # the codec's identity: arch, N, M, fingerprint, …
     codec_checkpoint_sha256: str
@@ -142,7 +149,7 @@ class Manifest:
     @classmethod
     def from_json(cls, m: dict, where: str = "manifest.json") -> Manifest:
         try:
-            shards = tuple(ShardEntry(s["name"], s["split"], s["samples"], s["failures"], s["tar_bytes"],
+            shards = tuple(ListedShard(s["name"], s["split"], s["samples"], s["failures"], s["tar_bytes"],
                                       s["tar_sha256"], s.get("rows_sha256"), s.get("index_sha256"))
                            for s in m["shards"])
             t = m["totals"]
@@ -182,7 +189,7 @@ class Manifest:
     def splits_with_samples(self) -> list[str]:
         return [s for s, d in self.splits.items() if d["samples"]]
 
-    def shards_of(self, split: str) -> list[ShardEntry]:
+    def shards_of(self, split: str) -> list[ListedShard]:
         """The shards of ``split`` that hold samples, in order."""
         return [s for s in self.shards if s.split == split and s.samples]
 
