@@ -52,19 +52,23 @@ def _list_files(root: str) -> tuple[str, ...]:
 
 
 def _open_batches(uri: str) -> Iterator[dict[str, list]]:
-    """Record batches of one list file as columns of Python values (strings for CSV)."""
+    """Record batches of one list file as columns of Python values (strings for CSV).
+
+    Arrow reads the Python file on this thread only (no pre-buffering, no decode threads) and
+    is closed before the file: no Arrow pool thread may hold the file after a failing run
+    (the abort at exit that `pipeline.shards.index.table_from_bytes` fixed for indices)."""
     with fsspec.open(uri, "rb") as f:
         if uri.lower().endswith(".parquet"):
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            if "uri" not in names:
-                raise SourceError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
-            cols = [c for c in _COLUMNS if c in names]
-            for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
-                yield b.to_pydict()
+            with pq.ParquetFile(f, pre_buffer=False) as pf:
+                names = pf.schema_arrow.names
+                if "uri" not in names:
+                    raise SourceError(f"{uri} has no 'uri' column (columns: {', '.join(names)})")
+                cols = [c for c in _COLUMNS if c in names]
+                for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols, use_threads=False):
+                    yield b.to_pydict()
         else:
             types = {c: pa.string() for c in _COLUMNS}
-            reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
                                     convert_options=pacsv.ConvertOptions(column_types=types,
                                                                          strings_can_be_null=True))
             names = reader.schema.names
