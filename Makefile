@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint default-codec mean-scale-codec eval-codecs eval clean
+.PHONY: help install test test-all demo bench lint photos default-codec mean-scale-codec eval-codecs eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench: $(STAMP) ## Measure conversion stages, convert and loader throughput, def
 	mkdir -p runs
 	$(BIN)/latents bench --output runs/bench.json
 	$(BIN)/latents bench --checkpoint bundled:mbt2018-mean --output runs/bench-mbt2018-mean.json
+
+photos: $(STAMP) ## Fetch Debian's wallpaper photographs into data/photos (train/, heldout/, photos.json)
+	$(BIN)/latents fetch-photos data/photos
 
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check pipeline jobs tests

@@ -11,7 +11,7 @@ from jobs.convert_cli import convert
 from jobs.dataset_cli import decode, demo, inspect, verify
 from jobs.eval_cli import eval_app
 from jobs.fewshot_cli import fewshot_app
-from jobs.tasks_cli import bench, make_task
+from jobs.tasks_cli import bench, fetch_photos, make_task
 from jobs.train_cli import train_app
 
 app = App(add_completion=False, no_args_is_help=True,
@@ -26,6 +26,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(cache_app, name="cache")
 app.add_typer(fewshot_app, name="fewshot")
 app.command("make-task")(make_task)
+app.command("fetch-photos")(fetch_photos)
 app.command()(bench)
 
 

@@ -41,6 +41,21 @@ def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs.
                   f"few-shot novel classes: {', '.join(meta['novel'])}")
 
 
+def fetch_photos(dest: Path = typer.Argument(Path("data/photos"), help="Folder for the packages and the "
+                                            "photo sets (not committed).")):
+    """Fetch Debian's wallpaper photographs (apt-get download, dpkg -x) and build DEST/train
+    (codec training), DEST/heldout (Kodak-sized, for `latents eval rd` only) and DEST/photos.json
+    (each file's package, version and licence)."""
+    from pipeline.tasks.wallpapers import build_photo_sets, fetch_packages
+
+    versions = fetch_packages(dest)
+    m = build_photo_sets(dest, versions)
+    n = {r: sum(1 for p in m["photos"] if p["role"] == r) for r in ("train", "heldout")}
+    console.print(f"{n['train']} training photographs in {dest}/train, {n['heldout']} held-out ones "
+                  f"(768x512) in {dest}/heldout, from {', '.join(f'{k} {v}' for k, v in versions.items())}; "
+                  f"each file's licence in {dest}/photos.json")
+
+
 def bench(
     checkpoint: str = typer.Option(None, help="Codec checkpoint (default: the bundled codec)."),
     arch: str = typer.Option(None, "--codec-arch", help="Codec architecture, for a CompressAI state dict."),
