@@ -26,6 +26,14 @@ def train_codec_cmd(
     source: str = typer.Option(None, help="Train on crops of this source (any layout `convert` reads, "
                                "local or fsspec; its train split) instead of the bundled photos."),
     workers: int = typer.Option(2, help="With --source: DataLoader workers decoding and cropping."),
+    photos: str = typer.Option(None, help="A photo set from `make photos` (data/photos): its train/ "
+                               "photographs join the bundled ones; OUT.data.json lists every file."),
+    max_side: int = typer.Option(2048, help="Training photos are held downscaled to this longer side."),
+    resume: bool = typer.Option(False, help="Go on from OUT.state at the exact next step (same options; "
+                                "--steps may grow)."),
+    heldout: str = typer.Option(None, help="Held-out images (e.g. data/photos/heldout): their PSNR and "
+                                "bpp join the log every --heldout-every steps. Never trained on."),
+    heldout_every: int = typer.Option(0, help="A multiple of 50 (0: never)."),
     utility: str = typer.Option(None, help="classify: also train a task head on ŷ (Eq. 6, "
                                 "R + λ_d·D + λ_t·L_task); needs --task-source."),
     task_source: str = typer.Option(None, help="Labelled class-per-folder images for the task "
@@ -53,7 +61,8 @@ def train_codec_cmd(
                            init_from=init_from, source=source, workers=workers, utility=utility,
                            task_source=task_source, lmbda_t=lmbda_t,
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
-                           task_quantise=task_quantise, task_workers=task_workers)
+                           task_quantise=task_quantise, task_workers=task_workers, photos=photos,
+                           max_side=max_side, resume=resume, heldout=heldout, heldout_every=heldout_every)
     if ray_workers:
         from jobs.train import run_codec_ray
 
@@ -61,9 +70,22 @@ def train_codec_cmd(
         if res.error:
             raise TrainError(f"Ray Train failed: {res.error}")
     else:
-        train_codec(cfg, on_log=lambda d: console.print(
-            f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"
-            + (f" task {d['task']:.3f}" if "task" in d else "")))
+        from jobs.progress import StepBar
+
+        def show(d: dict) -> None:
+            console.print(f"step {d['step']}: loss {d['loss']:.3f} bpp {d['bpp']:.3f} PSNR {d['psnr']:.2f} dB"
+                          + (f" task {d['task']:.3f}" if "task" in d else "")
+                          + (f" | held out: {d['heldout_bpp']:.3f} bpp {d['heldout_psnr']:.2f} dB"
+                             if "heldout_psnr" in d else ""))
+
+        with StepBar("training", steps, console) as advance:
+            done = [0]
+
+            def step(k: int) -> None:
+                advance(k - done[0])
+                done[0] = k
+
+            train_codec(cfg, on_log=show, on_step=step)
     console.print(f"wrote {out}")
 
 

@@ -26,9 +26,16 @@ from pipeline.sources import detect_format, list_source
 from pipeline.sources.base import canonical_uri, read_bytes
 
 
-def read_rgb(uri: str) -> torch.Tensor:
-    """The image at ``uri`` as ``[3, H, W]`` float in [0, 1], read as the converter reads it."""
-    return to_tensor(upright_rgb(read_bytes(uri)))
+def read_rgb(uri: str, max_side: int | None = None) -> torch.Tensor:
+    """The image at ``uri`` as ``[3, H, W]`` float in [0, 1], read as the converter reads it;
+    with ``max_side``, downscaled (bicubic, antialiased) so that its longer side is at most that."""
+    img = to_tensor(upright_rgb(read_bytes(uri)))
+    h, w = img.shape[1:]
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        img = F.interpolate(img[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bicubic",
+                            antialias=True, align_corners=False)[0].clamp_(0, 1)
+    return img
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline.codec import checkpoint
 from pipeline.codec.registry import get_architecture
@@ -51,6 +52,11 @@ class CodecTrainConfig:
     extra_metadata: dict = field(default_factory=dict)
     source: str | None = None  # train on crops of any source the converter reads (its train split)
     workers: int = 2  # DataLoader workers decoding and cropping the source's images
+    photos: str | None = None  # a photo set from `make photos`: its train/ photos join the bundled ones
+    max_side: int = 2048  # in-memory training photos are downscaled (antialiased) to this longer side
+    resume: bool = False  # go on from OUT.state at the exact next step (model, optimisers, RNG, crops)
+    heldout: str | None = None  # a folder of held-out images: PSNR / bpp logged every heldout_every steps
+    heldout_every: int = 0
     # rate–distortion–utility (Eq. 6): a task head on ŷ, trained jointly from its own batches
     utility: str | None = None  # "classify"
     task_source: str | None = None  # labelled images: a class-per-folder tree (its train/ split)
@@ -76,6 +82,12 @@ class CodecTrainConfig:
                               f"not {self.utility!r}")
         if self.utility and not self.task_source:
             raise ConfigError("--utility classify needs --task-source: a labelled class-per-folder tree")
+        if self.heldout_every % 50:
+            raise ConfigError("--heldout-every is a multiple of 50 (the log interval), "
+                              f"not {self.heldout_every}")
+        if self.source and self.photos:
+            raise ConfigError("--source streams its own images; --photos adds photos to the bundled ones: "
+                              "give one of them")
         if self.utility and (self.lmbda_t < 0 or self.task_batch_size <= 0 or self.task_patch % 64):
             raise ConfigError("--lmbda-t must be >= 0, --task-batch-size positive and --task-patch a "
                               "multiple of 64")
@@ -90,6 +102,7 @@ def cli_command(cfg: CodecTrainConfig) -> str:
             f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
             + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
+            + (f" --photos {cfg.photos} --max-side {cfg.max_side}" if cfg.photos else "")
             + (f" --utility {cfg.utility} --task-source {redact(cfg.task_source)} --lmbda-t {cfg.lmbda_t} "
                f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
                f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}"
@@ -156,27 +169,96 @@ def _average_grads(params: list, world: int) -> None:
         p.grad.div_(world)
 
 
+#: options a resumed run may change (the rest must match the run that saved OUT.state)
+_FREE_ON_RESUME = ("steps", "resume", "threads", "workers", "save_every", "heldout", "heldout_every",
+                   "command", "extra_metadata")
+
+
+def _resume_state(cfg: CodecTrainConfig) -> dict | None:
+    """OUT.state when ``--resume`` asks for it; a fresh run refuses to overwrite one."""
+    path = Path(str(cfg.out) + ".state")
+    if not path.exists():
+        return None
+    if not cfg.resume:
+        raise ConfigError(f"{path} holds an unfinished run: pass --resume to go on from it, or train into "
+                          "another OUT")
+    st = torch.load(path, map_location="cpu", weights_only=False)
+    then = st.get("config")
+    if then is not None:
+        now = _jsonable(cfg)
+        diff = sorted(k for k in now if k not in _FREE_ON_RESUME and now[k] != then.get(k))
+        if diff:
+            raise ConfigError(f"{path} was saved by a run with other {', '.join(diff)}; resume with the same "
+                              "options (--steps may grow), or train into another OUT")
+    return st
+
+
+def _jsonable(cfg: CodecTrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=list))
+
+
+def training_images(cfg: CodecTrainConfig, photos) -> tuple[list[torch.Tensor], dict]:
+    """The in-memory training photos (the bundled ones not held out, and a `make photos` set's
+    train/ files), each at most ``max_side`` long, and the data manifest that lists them."""
+    from pipeline.tasks.wallpapers import training_files
+
+    images = [read_rgb(str(p.path), cfg.max_side) for p in photos if not p.holdout]
+    data = {"bundled": [{"name": p.name, "package": p.package} for p in photos if not p.holdout],
+            "bundled_holdout": [p.name for p in photos if p.holdout]}
+    if cfg.photos:
+        rows = training_files(Path(cfg.photos))
+        images += [read_rgb(str(Path(cfg.photos) / r["file"]), cfg.max_side) for r in rows]
+        data["photos"] = rows
+    return images, data
+
+
+@torch.no_grad()
+def heldout_figures(model: torch.nn.Module, images: list[torch.Tensor]) -> dict:
+    """Mean PSNR and bpp (from the likelihoods, not a bitstream) of the model on whole images."""
+    model.eval()
+    psnrs, bpps = [], []
+    for img in images:
+        h, w = img.shape[1:]
+        x = F.pad(img[None], (0, -w % 64, 0, -h % 64), mode="replicate")
+        out = model(x)
+        rec = out["x_hat"][..., :h, :w].clamp(0, 1)
+        psnrs.append(-10 * math.log10(max(F.mse_loss(rec, img[None]).item(), 1e-12)))
+        bits = sum(-torch.log2(v).sum().item() for v in out["likelihoods"].values())
+        bpps.append(bits / (h * w))
+    model.train()
+    return {"heldout_psnr": float(np.mean(psnrs)), "heldout_bpp": float(np.mean(bpps))}
+
+
 def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, rank: int = 0,
-                world: int = 1, device: torch.device | str = "cpu") -> checkpoint.Checkpoint | None:
-    """Train, saving a finalized half-precision checkpoint every ``save_every`` steps.
+                world: int = 1, device: torch.device | str = "cpu",
+                on_step: Callable[[int], None] | None = None) -> checkpoint.Checkpoint | None:
+    """Train, saving a finalized half-precision checkpoint every ``save_every`` steps, with
+    ``OUT.state`` (what ``--resume`` goes on from, exactly: model, optimisers, torch's RNG and
+    the crop sampler's) and ``OUT.data.json`` (every training file, with its package).
 
     With ``world`` > 1 (ranks of a torch.distributed group, e.g. Ray Train workers) each rank
     draws its own crops and the gradients are averaged every step; rank 0 alone logs, builds
-    the CDF tables and writes the checkpoint (the others return None).
+    the CDF tables and writes the checkpoint (the others return None). ``on_step(step)``
+    follows every step (progress). A streamed ``--source`` resumes with fresh crops.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     photos = bundled_photos()
+    st = _resume_state(cfg)
     if cfg.source:  # crops streamed from the source by DataLoader workers
         from pipeline.codec_train.crops import crop_batches
+        from pipeline.errors import redact
 
         stream = crop_batches(cfg.source, cfg.patch, cfg.batch_size, cfg.workers, cfg.scales, cfg.seed + rank)
         sampler = types.SimpleNamespace(batch=lambda n: next(stream), rng=None)
+        data = {"source": redact(cfg.source)}
     else:
-        train_imgs = [read_rgb(str(p.path)) for p in photos if not p.holdout]
+        train_imgs, data = training_images(cfg, photos)
         sampler = CropSampler(train_imgs, cfg.patch, cfg.scales, cfg.seed + rank)
+    heldout = ([read_rgb(str(f)) for f in sorted(Path(cfg.heldout).iterdir()) if f.is_file()]
+               if cfg.heldout and cfg.heldout_every else [])
     model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()  # the same weights on every rank
     if cfg.init_from:
         warm_start(model, cfg.init_from)
@@ -199,8 +281,9 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     state_path = Path(str(cfg.out) + ".state")
     start = 0
-    if state_path.exists():  # resume an interrupted run
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+    t0, acc = time.time(), []
+    log: dict = {}
+    if st is not None:  # resume an interrupted run
         model.load_state_dict(st["model"], strict=False)
         if head is not None:
             head.load_state_dict(st["head"])
@@ -210,10 +293,12 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
         aux_opt.load_state_dict(st["aux_opt"])
         if not cfg.source:  # a streamed source starts its crops afresh on resume
             sampler.rng = st["rng"]
-        start = st["step"]
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])
+        start, acc, log = st["step"], list(st.get("acc", [])), dict(st.get("log", {}))
+    if rank == 0:
+        Path(str(cfg.out) + ".data.json").write_text(json.dumps(data, indent=1) + "\n")
     log_path = Path(str(cfg.out) + ".log.jsonl")
-    t0, acc = time.time(), []
-    log: dict = {}
     for step in range(start + 1, cfg.steps + 1):
         if step == int(cfg.lr_drop_at * cfg.steps):
             for g in opt.param_groups:
@@ -245,6 +330,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
                    "aux": float(a[3]), "s_per_step": (time.time() - t0) / len(acc)}
             if head is not None:
                 log["task"] = float(a[4])  # λ_t · task loss
+            if heldout and (step % cfg.heldout_every == 0 or step == cfg.steps):
+                log.update(heldout_figures(model, heldout))
             acc, t0 = [], time.time()
             on_log(log)
             with open(log_path, "a") as f:
@@ -256,7 +343,12 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
                 torch.save({"arch": head.arch, "classes": list(head.classes),
                             "state_dict": head.state_dict()}, str(cfg.out) + ".head.pt")
                 extra = {"head": head.state_dict(), "task_rng": task_crops.rng}
+            tmp = state_path.with_name(state_path.name + ".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "rng": sampler.rng, "step": step, **extra},
-                       state_path)
+                        "aux_opt": aux_opt.state_dict(), "rng": sampler.rng, "step": step,
+                        "torch_rng": torch.get_rng_state(), "acc": acc, "log": log,
+                        "config": _jsonable(cfg), **extra}, tmp)
+            tmp.replace(state_path)  # whole or not at all: a kill while saving keeps the last state
+        if on_step:
+            on_step(step)
     return _snapshot(model, cfg, cfg.steps, log, photos, head) if rank == 0 else None
