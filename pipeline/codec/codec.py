@@ -200,7 +200,8 @@ class Codec:
         m = self.arch.multiple
         ds = self.arch.downsample
         want_y = (self.identity.M, hp // ds, wp // ds)
-        want_z = None if self.arch.family == FACTORIZED else (self.identity.N, hp // 64, wp // 64)
+        want_z = None if self.arch.family == FACTORIZED else (self.arch.z_channels(self.identity.N), hp // 64,
+                                                              wp // 64)
         problems = []
         if hp % m or wp % m or not hp or not wp:
             problems.append(f"padded size {hp}x{wp} is not a positive multiple of {m}")

@@ -180,7 +180,7 @@ def hyper_synthesis(model: torch.nn.Module, arch: Architecture, N: int, M: int,
     gc = model.gaussian_conditional
     hs = IntegerHyperSynthesis.from_state_dict(integer_h_s, gc.scale_table.detach().cpu().numpy(),
                                                float(gc.lower_bound_scale.bound.item()), where)
-    want = (N, M, M if arch.family == MEAN_SCALE_HYPERPRIOR else 0)
+    want = (arch.z_channels(N), M, M if arch.family == MEAN_SCALE_HYPERPRIOR else 0)
     got = (hs.z_channels, hs.scale_channels, hs.mean_channels)
     if got != want:
         raise CodecError(f"{where}: its integer h_s maps {got[0]} z channels to {got[1]} scales and "

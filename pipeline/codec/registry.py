@@ -6,9 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from compressai.entropy_models import EntropyBottleneck
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from compressai.models.utils import conv, deconv
 from compressai.zoo import bmshj2018_factorized, bmshj2018_hyperprior, mbt2018_mean
 from compressai.zoo.image import cfgs
+from torch import nn
 
 from pipeline.errors import CodecError
 
@@ -24,6 +27,25 @@ MEAN_SCALE_HYPERPRIOR = "mean-scale-hyperprior"  # y ~ N(mu, sigma) from h_s(z);
 CELL = 16
 
 
+class SlimHyperprior(ScaleHyperprior):
+    """Ballé et al.'s scale hyperprior with the main transforms ``g_a`` / ``g_s`` of width N and
+    the hyper path (``h_a``, z, ``h_s``) of a fixed width ``hyper``: capacity goes where the
+    pixels are, while ``h_s``, which every ŷ decode runs, stays as slim as the default's."""
+
+    def __init__(self, N: int, M: int, hyper: int = 64, **kwargs):
+        super().__init__(N, M, **kwargs)
+        self.entropy_bottleneck = EntropyBottleneck(hyper)
+        self.h_a = nn.Sequential(conv(M, hyper, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+                                 conv(hyper, hyper), nn.ReLU(inplace=True), conv(hyper, hyper))
+        self.h_s = nn.Sequential(deconv(hyper, hyper), nn.ReLU(inplace=True), deconv(hyper, hyper),
+                                 nn.ReLU(inplace=True), conv(hyper, M, stride=1, kernel_size=3),
+                                 nn.ReLU(inplace=True))
+
+
+def _no_zoo(*args, **kwargs):
+    raise CodecError("this architecture has no CompressAI zoo weights: train it (`latents train-codec`)")
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A CompressAI model class with its zoo entry and the stable name datasets record."""
@@ -35,11 +57,16 @@ class Architecture:
     qualities: dict[int, tuple[int, int]]  # quality -> (N, M), CompressAI's table
     multiple: int = 64  # inputs are padded to this multiple (g_a /16, h_a /4)
     downsample: int = CELL  # pixels per y element along each side
+    hyper: int | None = None  # the hyper path's width when it is not N (`SlimHyperprior`)
 
     def build(self, N: int, M: int) -> torch.nn.Module:
         if N <= 0 or M <= 0:
             raise CodecError(f"{self.name}: N and M must be positive, got N={N}, M={M}")
-        return self.model_cls(N, M)
+        return self.model_cls(N, M, self.hyper) if self.hyper else self.model_cls(N, M)
+
+    def z_channels(self, N: int) -> int:
+        """Channels of z (the hyper latent): the hyper path's width."""
+        return self.hyper or N
 
     def channels(self, quality: int) -> tuple[int, int]:
         if quality not in self.qualities:
@@ -74,6 +101,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "mbt2018-mean", MEAN_SCALE_HYPERPRIOR, MeanScaleHyperprior, mbt2018_mean,
             cfgs["mbt2018-mean"],
+        ),
+        Architecture(
+            "slim-hyperprior", SCALE_HYPERPRIOR, SlimHyperprior, _no_zoo,
+            {q: (n, m) for q, (n, m) in cfgs["bmshj2018-hyperprior"].items()}, hyper=64,
         ),
     )
 }

@@ -103,6 +103,7 @@ def cli_command(cfg: CodecTrainConfig) -> str:
             + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
             + (f" --photos {cfg.photos} --max-side {cfg.max_side}" if cfg.photos else "")
+            + (f" --scales {','.join(map(str, cfg.scales))}" if cfg.scales != (1.0, 0.75, 0.5) else "")
             + (f" --utility {cfg.utility} --task-source {redact(cfg.task_source)} --lmbda-t {cfg.lmbda_t} "
                f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
                f"--task-arch {cfg.task_arch} --task-quantise {cfg.task_quantise}"

@@ -132,6 +132,20 @@ def test_scale_only_y_hat_is_the_integer_symbols():
         assert torch.equal(a, b) and torch.equal(a, a.round())  # the same ŷ, whichever h_s
 
 
+def test_a_slim_hyper_path_wider_than_nothing_integerizes_and_decodes():
+    """slim-hyperprior: g_a / g_s of width N (16 here), z and h_s of width 64; the integer h_s
+    maps 64 z channels, and ŷ is the same integer symbols as with the float h_s."""
+    fck = tiny_checkpoint("slim-hyperprior")
+    model = checkpoint.build_model(fck)
+    assert model.g_a[0].out_channels == 16 and model.h_s[0].in_channels == 64
+    ick = integerize.integerize(fck, _images(), integerize.IntegerizeConfig(crops=16, patch=128, steps=0))
+    fc, ic = codec_from_checkpoint(fck), codec_from_checkpoint(ick)
+    assert ic.entropy.z_channels == 64
+    x = _batch(1, seed=4)
+    (ei,), (ef,) = ic.encode(x, [(180, 250)]), fc.encode(x, [(180, 250)])
+    assert torch.equal(ic.decode_y(ei.data), fc.decode_y(ef.data))
+
+
 def test_quantised_indexes_follow_the_float_ones(int_pair):
     """PTQ is a faithful copy: most CDF indexes equal the float path's, the rest are neighbours."""
     fck, ick = int_pair
