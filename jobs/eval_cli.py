@@ -21,8 +21,9 @@ def eval_rd(
                                          "the bundled rate points, bundled:low-rate … bundled:high-rate)."),
     arch: str = typer.Option(None, "--codec-arch", help="Codec architecture, for CompressAI state dicts."),
     old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
-    images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the held-out "
-                                "bundled photos)."),
+    images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the 12 held-out "
+                                "wallpaper photographs in data/photos/heldout from `make photos`, else "
+                                "the 2 held-out bundled photos)."),
     all_photos: bool = typer.Option(False, help="Every bundled colour photo, not only the held-out ones."),
     baseline: list[str] = typer.Option(None, help="Other codec(s) to compare at their own rate: the "
                                        "curve's PSNR at the same bpp (e.g. bundled:mbt2018-mean)."),
@@ -42,6 +43,7 @@ def eval_rd(
         load_folder,
         load_rgb,
         plot_curves,
+        worst_against_jpeg,
         write_compressai_results,
     )
     from pipeline.tasks.photos import bundled_photos
@@ -50,6 +52,13 @@ def eval_rd(
     arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     codecs = {c: load_codec(CodecSpec(checkpoint=c, arch=arch)) for c in specs}
     others = {b: load_codec(CodecSpec(checkpoint=b)) for b in baseline or []}
+    from pipeline.tasks.wallpapers import DEFAULT_DEST, HELDOUT
+
+    if images is None and not all_photos and (DEFAULT_DEST / HELDOUT).is_dir():
+        images = DEFAULT_DEST / HELDOUT
+    if images is None and not all_photos:
+        console.print(f"the 2 held-out bundled photos; `make photos` builds the 12-photo held-out set in "
+                      f"{DEFAULT_DEST / HELDOUT}")
     pictures = load_folder(images) if images else [
         (p.name, load_rgb(p.path)) for p in bundled_photos(colour_only=True) if all_photos or p.holdout]
     name = "latent-shards " + ", ".join(sorted({c.identity.arch for c in codecs.values()}))
@@ -66,6 +75,11 @@ def eval_rd(
         t.add_row(spec, "[bold]mean", f"{m['codec_bpp']:.3f}", f"{m['codec_psnr']:.2f}",
                   f"{m['codec_msssim']:.4f}", f"{m['jpeg_psnr_at_bpp']:.2f}",
                   f"{m['webp_psnr_at_bpp']:.2f}", "")
+        w = worst_against_jpeg(rows)
+        if w is not None:
+            t.add_row(spec, f"[bold]worst: {w.image}", f"{w.codec_bpp:.3f}", f"{w.codec_psnr:.2f}",
+                      f"{w.codec_msssim:.4f}", f"{w.jpeg_psnr_at_bpp:.2f}", f"{w.webp_psnr_at_bpp:.2f}",
+                      f"{w.codec_psnr - w.jpeg_psnr_at_bpp:+.2f} dB")
     console.print(t)
     c = Table(title=f"curve over {len(pictures)} image(s): mean bpp, PSNR and MS-SSIM per rate point")
     for col in ("point", "bpp", "PSNR", "MS-SSIM"):

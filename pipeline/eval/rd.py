@@ -178,6 +178,13 @@ def reference_curves(sweeps: list[dict[str, list[tuple[float, float, float]]]]) 
     return out
 
 
+def worst_against_jpeg(rows: list[RDPoint]) -> RDPoint | None:
+    """The image where the codec falls furthest below JPEG at its own bpp (None when no image
+    has a JPEG figure at that rate)."""
+    known = [p for p in rows if not math.isnan(p.jpeg_psnr_at_bpp)]
+    return min(known, key=lambda p: p.codec_psnr - p.jpeg_psnr_at_bpp) if known else None
+
+
 def _mean_point(rows: list[RDPoint]) -> dict:
     return {k: float(np.nanmean([getattr(p, k) for p in rows])) if any(
         not math.isnan(getattr(p, k)) for p in rows) else float("nan")

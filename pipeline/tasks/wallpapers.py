@@ -33,6 +33,7 @@ PACKAGES = ("lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-2
             "plasma-workspace-wallpapers", "sway-backgrounds")
 ILLUSTRATIONS_ONLY = ("lomiri-wallpapers", "gnome-backgrounds", "sway-backgrounds")
 KODAK = (768, 512)
+DEFAULT_DEST = Path("data/photos")  # where `make photos` builds the sets
 TRAIN, HELDOUT = "train", "heldout"
 
 

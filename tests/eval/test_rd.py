@@ -5,7 +5,7 @@ import warnings
 
 from PIL import Image
 
-from pipeline.eval.rd import Curve, bd_rate, plot_curves
+from pipeline.eval.rd import Curve, RDPoint, bd_rate, plot_curves, worst_against_jpeg
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 
@@ -64,3 +64,11 @@ def test_curves_speak_compressais_results_layout():
         "bpp": [0.2, 0.4], "psnr": [30.0, 33.0], "psnr-rgb": [30.0, 33.0],
         "ms-ssim": [0.95, 0.97], "ms-ssim-rgb": [0.95, 0.97]}}
     assert "ms-ssim" not in Curve("small", [0.2], [30.0], [float("nan")]).to_json()["results"]
+
+
+def test_the_worst_image_is_the_one_furthest_below_jpeg():
+    nan = float("nan")
+    rows = [RDPoint("sea", 0.3, 33.0, 31.0, 34.0, 0.1), RDPoint("cloth", 0.4, 22.0, 30.5, 31.0, 0.1),
+            RDPoint("tiny", 0.02, 15.0, nan, nan, 0.1)]
+    assert worst_against_jpeg(rows).image == "cloth"  # 8.5 dB below; "tiny" has no JPEG figure
+    assert worst_against_jpeg(rows[2:]) is None
