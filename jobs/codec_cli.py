@@ -29,6 +29,8 @@ def train_codec_cmd(
     photos: str = typer.Option(None, help="A photo set from `make photos` (data/photos): its train/ "
                                "photographs join the bundled ones; OUT.data.json lists every file."),
     max_side: int = typer.Option(2048, help="Training photos are held downscaled to this longer side."),
+    synthetic: int = typer.Option(0, help="Also train on this many dead-leaves images (768 px, coloured "
+                                  "from the training photos)."),
     scales: str = typer.Option("1.0,0.75,0.5", help="Crop scales: each crop is drawn from the photo resized "
                                "by one of these (never below one crop)."),
     resume: bool = typer.Option(False, help="Go on from OUT.state at the exact next step (same options; "
@@ -64,7 +66,8 @@ def train_codec_cmd(
                            task_source=task_source, lmbda_t=lmbda_t,
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
                            task_quantise=task_quantise, task_workers=task_workers, photos=photos,
-                           max_side=max_side, resume=resume, heldout=heldout, heldout_every=heldout_every,
+                           max_side=max_side, synthetic=synthetic, resume=resume, heldout=heldout,
+                           heldout_every=heldout_every,
                            scales=tuple(float(v) for v in scales.split(",")))
     if ray_workers:
         from jobs.train import run_codec_ray

@@ -54,6 +54,7 @@ class CodecTrainConfig:
     workers: int = 2  # DataLoader workers decoding and cropping the source's images
     photos: str | None = None  # a photo set from `make photos`: its train/ photos join the bundled ones
     max_side: int = 2048  # in-memory training photos are downscaled (antialiased) to this longer side
+    synthetic: int = 0  # add this many dead-leaves images (768 px, coloured from the photos)
     resume: bool = False  # go on from OUT.state at the exact next step (model, optimisers, RNG, crops)
     heldout: str | None = None  # a folder of held-out images: PSNR / bpp logged every heldout_every steps
     heldout_every: int = 0
@@ -103,6 +104,7 @@ def cli_command(cfg: CodecTrainConfig) -> str:
             + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
             + (f" --photos {cfg.photos} --max-side {cfg.max_side}" if cfg.photos else "")
+            + (f" --synthetic {cfg.synthetic}" if cfg.synthetic else "")
             + (f" --scales {','.join(map(str, cfg.scales))}" if cfg.scales != (1.0, 0.75, 0.5) else "")
             + (f" --utility {cfg.utility} --task-source {redact(cfg.task_source)} --lmbda-t {cfg.lmbda_t} "
                f"--task-batch-size {cfg.task_batch_size} --task-patch {cfg.task_patch} "
@@ -210,6 +212,12 @@ def training_images(cfg: CodecTrainConfig, photos) -> tuple[list[torch.Tensor], 
         rows = training_files(Path(cfg.photos))
         images += [read_rgb(str(Path(cfg.photos) / r["file"]), cfg.max_side) for r in rows]
         data["photos"] = rows
+    if cfg.synthetic:
+        from pipeline.codec_train.synthetic import dead_leaves_set
+
+        images += dead_leaves_set(cfg.synthetic, 768, cfg.seed, images)
+        data["synthetic"] = {"model": "dead-leaves, r^-3 radii, colours from the photos",
+                             "images": cfg.synthetic, "size": 768, "seed": cfg.seed}
     return images, data
 
 

@@ -92,3 +92,20 @@ def test_no_labelled_images_is_a_clear_error(tmp_path):
     (tmp_path / "train" / "only" / "x.png").write_bytes(buf.getvalue())
     with pytest.raises(ConfigError, match="at least 2 classes"):
         labelled_images(str(tmp_path))
+
+
+def test_dead_leaves_are_seeded_covered_and_coloured_from_the_photos():
+    from pipeline.codec_train.synthetic import dead_leaves, dead_leaves_set
+
+    two = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))]
+    a, b = dead_leaves_set(2, 64, 5, two), dead_leaves_set(2, 64, 5, two)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and not torch.equal(a[0], a[1])
+    one = [torch.tensor([[[0.2]], [[0.4]], [[0.6]]]).expand(3, 8, 8).contiguous()]
+    # one colour in the photos: every pixel (edges averaged too) is that colour
+    flat = dead_leaves_set(1, 64, 5, one)[0]
+    assert torch.allclose(flat, one[0][:, :1, :1].expand(3, 64, 64), atol=1 / 255)
+    palette = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+    img = dead_leaves(96, np.random.default_rng(0), palette)
+    colours = {tuple(c) for c in img.reshape(-1, 3)}
+    assert colours <= {(255, 0, 0), (0, 0, 255), (127, 0, 127)}  # the palette (and its mean in gaps)
+    assert len(colours) >= 2
