@@ -38,6 +38,7 @@ def train_codec_cmd(
     heldout: str = typer.Option(None, help="Held-out images (e.g. data/photos/heldout): their PSNR and "
                                 "bpp join the log every --heldout-every steps. Never trained on."),
     heldout_every: int = typer.Option(0, help="A multiple of 50 (0: never)."),
+    save_every: int = typer.Option(250, help="Write OUT and OUT.state every this many steps."),
     utility: str = typer.Option(None, help="classify: also train a task head on ŷ (Eq. 6, "
                                 "R + λ_d·D + λ_t·L_task); needs --task-source."),
     task_source: str = typer.Option(None, help="Labelled class-per-folder images for the task "
@@ -67,7 +68,7 @@ def train_codec_cmd(
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
                            task_quantise=task_quantise, task_workers=task_workers, photos=photos,
                            max_side=max_side, synthetic=synthetic, resume=resume, heldout=heldout,
-                           heldout_every=heldout_every,
+                           heldout_every=heldout_every, save_every=save_every,
                            scales=tuple(float(v) for v in scales.split(",")))
     if ray_workers:
         from jobs.train import run_codec_ray
