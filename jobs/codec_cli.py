@@ -23,6 +23,8 @@ def train_codec_cmd(
     threads: int = typer.Option(0, help="Torch CPU threads (0: default)."),
     init_from: str = typer.Option(None, help="Start from this checkpoint's tensors where names "
                                   "and shapes match (e.g. a scale-only codec from a mean-scale one)."),
+    widen_from: str = typer.Option(None, help="Start a slim-hyperprior of width --N from this narrower "
+                                   "scale hyperprior, widened without changing its function (Net2Net)."),
     source: str = typer.Option(None, help="Train on crops of this source (any layout `convert` reads, "
                                "local or fsspec; its train split) instead of the bundled photos."),
     workers: int = typer.Option(2, help="With --source: DataLoader workers decoding and cropping."),
@@ -63,7 +65,8 @@ def train_codec_cmd(
     arch = renamed(arch, old_arch, "--codec-arch", "--arch", "mbt2018-mean")
     cfg = CodecTrainConfig(out=out, arch=arch, N=N, M=M, lmbda=lmbda, steps=steps,
                            batch_size=batch_size, patch=patch, lr=lr, seed=seed, threads=threads,
-                           init_from=init_from, source=source, workers=workers, utility=utility,
+                           init_from=init_from, widen_from=widen_from, source=source, workers=workers,
+                           utility=utility,
                            task_source=task_source, lmbda_t=lmbda_t,
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
                            task_quantise=task_quantise, task_workers=task_workers, photos=photos,

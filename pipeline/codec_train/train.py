@@ -48,6 +48,7 @@ class CodecTrainConfig:
     save_every: int = 250
     scales: tuple[float, ...] = (1.0, 0.75, 0.5)
     init_from: str | None = None  # checkpoint whose same-named, same-shaped tensors start the run
+    widen_from: str | None = None  # a narrower scale hyperprior, widened to N without changing its function
     command: str = ""
     extra_metadata: dict = field(default_factory=dict)
     source: str | None = None  # train on crops of any source the converter reads (its train split)
@@ -86,6 +87,9 @@ class CodecTrainConfig:
         if self.heldout_every % 50:
             raise ConfigError("--heldout-every is a multiple of 50 (the log interval), "
                               f"not {self.heldout_every}")
+        if self.widen_from and (self.arch != "slim-hyperprior" or self.init_from):
+            raise ConfigError("--widen-from makes a slim-hyperprior (--codec-arch slim-hyperprior) and "
+                              "replaces --init-from")
         if self.source and self.photos:
             raise ConfigError("--source streams its own images; --photos adds photos to the bundled ones: "
                               "give one of them")
@@ -102,6 +106,7 @@ def cli_command(cfg: CodecTrainConfig) -> str:
             f"--lmbda {cfg.lmbda} --steps {cfg.steps} --batch-size {cfg.batch_size} "
             f"--patch {cfg.patch} --lr {cfg.lr} --seed {cfg.seed} --threads {cfg.threads}"
             + (f" --init-from {redact(cfg.init_from)}" if cfg.init_from else "")
+            + (f" --widen-from {redact(cfg.widen_from)}" if cfg.widen_from else "")
             + (f" --source {redact(cfg.source)} --workers {cfg.workers}" if cfg.source else "")
             + (f" --photos {cfg.photos} --max-side {cfg.max_side}" if cfg.photos else "")
             + (f" --synthetic {cfg.synthetic}" if cfg.synthetic else "")
@@ -271,6 +276,13 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     model = get_architecture(cfg.arch).build(cfg.N, cfg.M).train()  # the same weights on every rank
     if cfg.init_from:
         warm_start(model, cfg.init_from)
+    if cfg.widen_from:
+        from pipeline.codec_train.widen import widen
+
+        narrow = checkpoint.build_model(checkpoint.read(cfg.widen_from))
+        if int(narrow.M) != cfg.M:
+            raise ConfigError(f"{cfg.widen_from} has M={narrow.M}; widening keeps M: give --M {narrow.M}")
+        model = widen(narrow, cfg.N, seed=cfg.seed).train()
     model.to(device)
     main_params, aux_params = _split_params(model)
     head, task_crops = None, None
