@@ -19,7 +19,7 @@ from pipeline.codec.codec import Codec
 from pipeline.errors import ConfigError, DatasetError, LatentShardsError
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
-from pipeline.loader.targets import TARGETS, build_target, choose_crop, crop_latent, pack_payload
+from pipeline.loader.targets import TARGETS, ScaleAug, build_target, choose_crop, crop_latent, pack_payload
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.tar import ShardFault
 
@@ -39,6 +39,7 @@ class LatentLoaderConfig:
     cache_max_bytes: int = 20 * 2**30  # evict least-recently-used shards beyond this
     target: str = "class"  # "class": the class index; "detection" / "segmentation": a dict
     min_visible: float = 0.3  # detection: a cropped box keeps at least this share of its area
+    augment: ScaleAug | None = None  # training: a RandomResizedCrop-like region resampled to the window
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -208,7 +209,7 @@ class LatentShardDataset(IterableDataset):
         expected, yielded = sum(s.stop - s.start for s in slices), 0
         for y_hat, target in items:
             yielded += 1
-            crop = choose_crop((y_hat.shape[1], y_hat.shape[2]), self.cfg.window, rng)
+            crop = choose_crop((y_hat.shape[1], y_hat.shape[2]), self.cfg.window, rng, self.cfg.augment)
             if self.cfg.target != "class":
                 target = build_target(self.cfg.target, target, crop, self.cfg.min_visible)
             yield crop_latent(y_hat, crop), target

@@ -14,6 +14,13 @@ Rules, applied in this order:
    at least ``min_visible`` of its area (default 0.3) and at least one pixel on each side;
 2. flip (horizontal): ``x → 16·w − x`` for boxes (xmin and xmax swap), the mask mirrored.
 
+With scale augmentation (`ScaleAug`, like torchvision's ``RandomResizedCrop``) the crop is a
+region of ``rh × rw`` cells resampled to the ``h × w`` window: ŷ by ``nearest`` (its integer
+values kept), ``bilinear`` or ``area``; every point maps by the one affine map
+``x → (x − 16·left)·w/rw``, ``y → (y − 16·top)·h/rh`` (cell centres to cell centres, as
+``align_corners=False`` resampling does), boxes exactly, masks by nearest sampling of the
+pixel centres. Clipping and ``min_visible`` are judged in the region, before the resampling.
+
 A grid smaller than the window is zero-padded on the right and bottom (the loader's rule for
 ŷ); boxes are untouched by it and the mask is 255 there.
 """
@@ -22,34 +29,75 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.codec.registry import CELL
+from pipeline.errors import ConfigError
 
 IGNORE = 255
 TARGETS = ("class", "detection", "segmentation")
 
 
+RESAMPLE = {"nearest": "nearest-exact", "bilinear": "bilinear", "area": "area"}
+
+
+@dataclass(frozen=True)
+class ScaleAug:
+    """Scale and aspect augmentation of ŷ: a region of ``scale`` × the grid's area with an
+    aspect in ``ratio`` (log-uniform), drawn as ``RandomResizedCrop`` draws it, resampled to
+    the training window."""
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    resample: str = "nearest"  # nearest keeps ŷ's integers; bilinear; area
+
+    def __post_init__(self):
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ConfigError(f"scale augmentation wants 0 < scale ≤ 1 and ratio > 0 (low, high), got "
+                              f"scale {self.scale}, ratio {self.ratio}")
+        if self.resample not in RESAMPLE:
+            raise ConfigError(f"--resample is one of {', '.join(RESAMPLE)}, not {self.resample!r}")
+
+
 @dataclass(frozen=True)
 class Crop:
-    """Where a latent window sits in its grid (cells), and whether it is mirrored."""
+    """Where a latent window sits in its grid (cells), and whether it is mirrored; with
+    ``src_height`` / ``src_width`` the window is resampled from a region of that size."""
 
     top: int
     left: int
     height: int  # window, cells
     width: int
     flip: bool
+    src_height: int | None = None  # the region, cells (None: the window itself)
+    src_width: int | None = None
+    resample: str = "nearest"
+
+    @property
+    def region(self) -> tuple[int, int]:
+        return self.src_height or self.height, self.src_width or self.width
+
+    @property
+    def scaled(self) -> bool:
+        return self.region != (self.height, self.width)
 
 
-def choose_crop(grid_hw: tuple[int, int], window: tuple[int, int] | None, rng: random.Random | None) -> Crop:
+def choose_crop(grid_hw: tuple[int, int], window: tuple[int, int] | None, rng: random.Random | None,
+                aug: ScaleAug | None = None) -> Crop:
     """A random (``rng``) or centre (``rng=None``) window and a random flip. The random
-    draws are the loader's since its first version: top, left, then the flip."""
+    draws are the loader's since its first version: top, left, then the flip. With ``aug``
+    (training only) a resampled region instead (`choose_region`)."""
+    if aug is not None and rng is not None and window is not None:
+        return choose_region(grid_hw, window, rng, aug)
     h, w = grid_hw
     if window is None:
         wh, ww, top, left = h, w, 0, 0
@@ -62,7 +110,42 @@ def choose_crop(grid_hw: tuple[int, int], window: tuple[int, int] | None, rng: r
     return Crop(top, left, wh, ww, flip)
 
 
+def choose_region(grid_hw: tuple[int, int], window: tuple[int, int], rng: random.Random,
+                  aug: ScaleAug) -> Crop:
+    """torchvision's ``RandomResizedCrop`` draw on the latent grid (whole cells): up to ten
+    tries at an area and a log-uniform aspect that fit, else the whole grid cut to the
+    nearest allowed aspect, centred; then the flip."""
+    h, w = grid_hw
+    lr = (math.log(aug.ratio[0]), math.log(aug.ratio[1]))
+    for _ in range(10):
+        area = h * w * rng.uniform(*aug.scale)
+        aspect = math.exp(rng.uniform(*lr))
+        rw, rh = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < rw <= w and 0 < rh <= h:
+            top, left = rng.randint(0, h - rh), rng.randint(0, w - rw)
+            break
+    else:
+        aspect = w / h
+        if aspect < aug.ratio[0]:
+            rw, rh = w, max(1, round(w / aug.ratio[0]))
+        elif aspect > aug.ratio[1]:
+            rh, rw = h, max(1, round(h * aug.ratio[1]))
+        else:
+            rh, rw = h, w
+        rh, rw = min(rh, h), min(rw, w)
+        top, left = (h - rh) // 2, (w - rw) // 2
+    flip = rng.random() < 0.5
+    return Crop(top, left, window[0], window[1], flip, rh, rw, aug.resample)
+
+
 def crop_latent(y: torch.Tensor, crop: Crop) -> torch.Tensor:
+    if crop.scaled:
+        rh, rw = crop.region
+        region = y[:, crop.top : crop.top + rh, crop.left : crop.left + rw][None]
+        mode = RESAMPLE[crop.resample]
+        kw = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+        y = F.interpolate(region.float(), size=(crop.height, crop.width), mode=mode, **kw)[0].to(y.dtype)
+        return (y.flip(-1) if crop.flip else y).contiguous()
     ph, pw = max(0, crop.top + crop.height - y.shape[1]), max(0, crop.left + crop.width - y.shape[2])
     if ph or pw:
         y = torch.nn.functional.pad(y, (0, pw, 0, ph))
@@ -76,14 +159,17 @@ def crop_boxes(boxes: np.ndarray, image_hw: tuple[int, int], crop: Crop,
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x0, y0 = crop.left * CELL, crop.top * CELL
     W, H = crop.width * CELL, crop.height * CELL
+    RH, RW = (v * CELL for v in crop.region)
     ih, iw = image_hw
     lo = np.array([max(x0, 0), max(y0, 0)] * 2, dtype=np.float64)
-    hi = np.array([min(x0 + W, iw), min(y0 + H, ih)] * 2, dtype=np.float64)
+    hi = np.array([min(x0 + RW, iw), min(y0 + RH, ih)] * 2, dtype=np.float64)
     clipped = np.clip(boxes, lo, hi)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     keep = (cw >= 1) & (ch >= 1) & (cw * ch >= min_visible * np.maximum(area, 1e-12))
     out = clipped[keep] - np.array([x0, y0, x0, y0], dtype=np.float64)
+    if crop.scaled:
+        out = out * np.array([W / RW, H / RH, W / RW, H / RH])
     if crop.flip:
         out = np.stack([W - out[:, 2], out[:, 1], W - out[:, 0], out[:, 3]], axis=1)
     return out.reshape(-1, 4), keep
@@ -94,6 +180,13 @@ def crop_mask(mask: np.ndarray, crop: Crop) -> np.ndarray:
     H, W = crop.height * CELL, crop.width * CELL
     y0, x0 = crop.top * CELL, crop.left * CELL
     out = np.full((H, W), IGNORE, dtype=np.uint8)
+    if crop.scaled:  # nearest: each output pixel's centre, mapped back into the region
+        RH, RW = (v * CELL for v in crop.region)
+        ys = y0 + np.floor((np.arange(H) + 0.5) * RH / H).astype(np.int64)
+        xs = x0 + np.floor((np.arange(W) + 0.5) * RW / W).astype(np.int64)
+        iy, ix = ys < mask.shape[0], xs < mask.shape[1]
+        out[np.ix_(iy, ix)] = mask[np.ix_(ys[iy], xs[ix])]
+        return out[:, ::-1].copy() if crop.flip else out
     sub = mask[y0 : y0 + H, x0 : x0 + W]
     out[: sub.shape[0], : sub.shape[1]] = sub
     return out[:, ::-1].copy() if crop.flip else out

@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.codec.registry import CELL
+from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+from pipeline.loader.targets import ScaleAug
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class InputSpec:
     seed: int = 0
     cache: str | None = None  # warm decoded-latent cache directory (latent inputs only)
     cache_max_bytes: int = 20 * 2**30
+    augment: ScaleAug | None = None  # ŷ: scale / aspect augmentation of the training window
+
+    def __post_init__(self):
+        if self.kind == "pixels" and self.augment is not None:
+            raise ConfigError("scale augmentation (--scale-aug) is for ŷ; pixels get RandomResizedCrop")
 
 
 class Loader(NamedTuple):
@@ -39,7 +46,8 @@ class Loader(NamedTuple):
 def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed, cache=spec.cache,
-                                               cache_max_bytes=spec.cache_max_bytes))
+                                               cache_max_bytes=spec.cache_max_bytes,
+                                               augment=spec.augment if train else None))
     g = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers, generator=g,
                         persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
-from pipeline.loader.targets import IGNORE, detection_collate
+from pipeline.loader.targets import IGNORE, ScaleAug, detection_collate
 from pipeline.models.registry import MODELS, create_model
 from pipeline.train.engine import RunOptions, Schedule, fit, jsonable, seed_epoch
 from pipeline.train.metrics import ConfusionMatrix, detection_metrics
@@ -47,6 +47,7 @@ class DetectConfig:
     pixels: bool = False  # baseline: ``data`` is the detection source (voc, coco), cut like ŷ
     resume: bool = False  # continue from out/last.pt at the exact next batch (pixels: the next epoch)
     checkpoint_every: int = 0  # also save last.pt every this many steps (ŷ inputs only)
+    augment: ScaleAug | None = None  # ŷ: scale / aspect augmentation of the training window
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -57,6 +58,8 @@ class DetectConfig:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
             raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
+        if self.pixels and self.augment is not None:
+            raise ConfigError("scale augmentation (--scale-aug) is for ŷ; the pixel baseline cuts windows")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
@@ -83,7 +86,8 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
                 rank=torch.distributed.get_rank() if dist else 0, shuffle=True, seed=cfg.seed, drop_last=True)
         return ds, DataLoader(ds, sampler=ds.sampler, **common)
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
-                                               window=window, target=target, cache=cfg.cache))
+                                               window=window, target=target, cache=cfg.cache,
+                                               augment=cfg.augment if train else None))
     return ds, DataLoader(ds, persistent_workers=False, **common)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.loader.targets import Crop, choose_crop, crop_boxes, crop_latent, crop_mask
+from pipeline.loader.targets import Crop, ScaleAug, choose_crop, crop_boxes, crop_latent, crop_mask
 
 
 def test_hand_made_boxes_under_crop_and_flip():
@@ -56,6 +56,84 @@ def test_boxes_agree_with_a_raster_reference():
             assert out[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         else:
             assert win.sum() < 0.3 * canvas.sum() or not win.any()
+
+
+def _scaled_crop(rng, gh, gw):
+    wh, ww = (int(v) for v in rng.integers(1, 9, 2))
+    rh, rw = int(rng.integers(1, gh + 1)), int(rng.integers(1, gw + 1))
+    return Crop(int(rng.integers(0, gh - rh + 1)), int(rng.integers(0, gw - rw + 1)), wh, ww,
+                bool(rng.random() < 0.5), rh, rw)
+
+
+def test_scaled_boxes_follow_the_affine_map_and_agree_with_a_raster_reference():
+    """A region of rh x rw cells resampled to the window: each kept box is the affine image of
+    the clipped box; the canvas resampled by nearest sampling (what masks get) paints its tight
+    box to within half an output pixel of it; dropped boxes kept under 30 % in the region."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        gh, gw = (int(v) for v in rng.integers(2, 7, 2))
+        ih, iw = gh * 16 - int(rng.integers(0, 16)), gw * 16 - int(rng.integers(0, 16))
+        crop = _scaled_crop(rng, gh, gw)
+        x0, y0 = rng.integers(0, iw - 1), rng.integers(0, ih - 1)
+        box = np.array([[x0, y0, rng.integers(x0 + 1, iw + 1), rng.integers(y0 + 1, ih + 1)]])
+        canvas = np.zeros((ih, iw), np.uint8)
+        canvas[box[0, 1] : box[0, 3], box[0, 0] : box[0, 2]] = 1
+        out, keep = crop_boxes(box, (ih, iw), crop)
+        rh, rw = crop.region
+        region = canvas[crop.top * 16 : (crop.top + rh) * 16, crop.left * 16 : (crop.left + rw) * 16]
+        if not keep[0]:
+            assert region.sum() < 0.3 * canvas.sum() or not region.any()
+            continue
+        sx, sy = crop.width / rw, crop.height / rh
+        c = np.clip(box[0].astype(float), [crop.left * 16, crop.top * 16] * 2,
+                    [min(iw, (crop.left + rw) * 16), min(ih, (crop.top + rh) * 16)] * 2)
+        want = (c - [crop.left * 16, crop.top * 16] * 2) * [sx, sy, sx, sy]
+        if crop.flip:
+            want = [crop.width * 16 - want[2], want[1], crop.width * 16 - want[0], want[3]]
+        assert np.allclose(out[0], want)
+        win = crop_mask(canvas, crop)  # nearest resampling of the painted canvas
+        ys, xs = np.nonzero(win == 1)
+        if len(xs):
+            tight = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            assert np.all(np.abs(np.array(tight) - out[0]) <= 0.5 + 1e-9), (crop, box, tight, out)
+
+
+def test_scaled_masks_are_torchs_nearest_and_latents_stay_integer():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        gh, gw = (int(v) for v in rng.integers(2, 6, 2))
+        crop = _scaled_crop(rng, gh, gw)
+        mask = rng.integers(0, 20, (gh * 16, gw * 16)).astype(np.uint8)
+        rh, rw = crop.region
+        region = torch.from_numpy(mask[crop.top * 16 : (crop.top + rh) * 16,
+                                       crop.left * 16 : (crop.left + rw) * 16].astype(np.float32))
+        ref = torch.nn.functional.interpolate(region[None, None], size=(crop.height * 16, crop.width * 16),
+                                              mode="nearest-exact")[0, 0].numpy().astype(np.uint8)
+        ref = ref[:, ::-1] if crop.flip else ref
+        assert (crop_mask(mask, crop) == ref).all()
+        y = torch.from_numpy(rng.integers(-9, 9, (3, gh, gw)).astype(np.float32))
+        out = crop_latent(y, crop)
+        assert out.shape == (3, crop.height, crop.width) and torch.equal(out, out.round())
+        assert set(out.unique().tolist()) <= set(y.unique().tolist())
+    y = torch.rand(3, 6, 6)
+    for mode in ("bilinear", "area"):
+        out = crop_latent(y, Crop(1, 1, 8, 8, False, 4, 4, mode))
+        assert out.shape == (3, 8, 8) and y.min() - 1e-6 <= out.min() and out.max() <= y.max() + 1e-6
+
+
+def test_regions_are_drawn_like_random_resized_crop():
+    rng = random.Random(0)
+    aug = ScaleAug(scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3))
+    areas = []
+    for _ in range(500):
+        c = choose_crop((16, 21), (14, 14), rng, aug)
+        rh, rw = c.region
+        assert (c.height, c.width) == (14, 14) and 0 <= c.top <= 16 - rh and 0 <= c.left <= 21 - rw
+        areas.append(rh * rw / (16 * 21))
+    assert 0.2 < min(areas) < 0.35 and max(areas) > 0.9  # the scale range is used, whole cells
+    assert choose_crop((16, 21), (14, 14), None, aug).region == (14, 14)  # evaluation: centre crop
+    with pytest.raises(Exception, match="resample"):
+        ScaleAug(resample="cubic")
 
 
 def test_choose_crop_keeps_the_loaders_draws_and_pads_small_grids():
@@ -178,3 +256,31 @@ def test_warming_a_detection_cache_runs_the_loaders_own_decode_stage(scenes_data
                                                       target="detection")))
     for (y1, t1), (y2, t2) in zip(cold, ds, strict=True):
         assert torch.equal(y1, y2) and all(torch.equal(t1[k], t2[k]) for k in t1)
+
+
+def test_the_loader_resamples_regions_and_carries_targets_with_them(scenes_dataset, tmp_path):
+    """Scale augmentation in the loader: windows of the asked size from regions of other sizes,
+    ŷ integer (nearest), boxes inside the window with their class painted in the resampled
+    mask; the warm cache gives the same samples; evaluation ignores the augmentation."""
+    from pipeline.loader import LatentLoaderConfig, LatentShardDataset
+
+    aug = ScaleAug(scale=(0.2, 1.0), resample="nearest")
+    cfg = LatentLoaderConfig(str(scenes_dataset), window=(6, 6), target="detection", seed=1, augment=aug,
+                             min_visible=0.01, cache=str(tmp_path / "c"))
+    cold = list(LatentShardDataset(cfg))
+    warm = list(LatentShardDataset(cfg))
+    plain = list(LatentShardDataset(LatentLoaderConfig(str(scenes_dataset), window=(6, 6), seed=1,
+                                                       target="detection")))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(cold, plain, strict=True))  # regions differ
+    for (y, t), (y2, t2) in zip(cold, warm, strict=True):
+        assert y.shape[1:] == (6, 6) and torch.equal(y, y.round())
+        assert torch.equal(y, y2) and all(torch.equal(t[k], t2[k]) for k in t)
+        b = t["boxes"]
+        assert ((b >= 0) & (b <= 96)).all() and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        for box, label in zip(b.floor().long().tolist(), t["labels"].tolist(), strict=True):
+            x0, y0, x1, y1 = box
+            assert (t["mask"][y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)] == label + 1).any()
+    evaluation = LatentLoaderConfig(str(scenes_dataset), train=False, window=(6, 6), augment=aug)
+    same = LatentLoaderConfig(str(scenes_dataset), train=False, window=(6, 6))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(LatentShardDataset(evaluation),
+                                                       LatentShardDataset(same), strict=True))
