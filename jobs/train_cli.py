@@ -9,20 +9,31 @@ from pipeline.errors import ConfigError, TrainError
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 
-SCALE_AUG_HELP = ("ŷ: train on a random region of this area fraction LOW,HIGH of the grid (aspect --aspect, "
-                  "drawn like RandomResizedCrop), resampled to the window (default: a fixed-size window).")
+AUGMENT_HELP = ("The training windows' geometry, the same for ŷ and pixels: usual (ŷ a fixed window, "
+                "pixels RandomResizedCrop), window (a fixed window for both) or scale (a region of "
+                "--scale-aug of the area, aspect --aspect, resampled to the window, for both).")
 
 
-def augment(scale_aug: str | None, aspect: str, resample: str):
-    """The ScaleAug the options describe, or None."""
-    from pipeline.loader.targets import ScaleAug
+def augment(policy: str | None, scale_aug: str, aspect: str, resample: str):
+    """The Augment the options describe (--scale-aug alone means the scale policy)."""
+    from pipeline.train.data import Augment
 
-    if not scale_aug:
-        return None
-    pair = [tuple(float(v) for v in s.split(",")) for s in (scale_aug, aspect)]
+    pair = [tuple(float(v) for v in s.split(",")) for s in (scale_aug or "0.08,1", aspect)]
     if any(len(p) != 2 for p in pair):
         raise ConfigError(f"--scale-aug and --aspect take LOW,HIGH, got {scale_aug!r} and {aspect!r}")
-    return ScaleAug(pair[0], pair[1], resample)
+    return Augment(policy or ("scale" if scale_aug else "usual"), pair[0], pair[1], resample)
+
+
+def _augment_options():
+    """The four augmentation options every train command takes."""
+    return {
+        "policy": typer.Option(None, "--augment", help=AUGMENT_HELP),
+        "scale_aug": typer.Option(None, help="The region's area fraction LOW,HIGH (default 0.08,1); "
+                                  "alone it means --augment scale."),
+        "aspect": typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
+        "resample": typer.Option("nearest", help="ŷ under --augment scale: nearest (keeps ŷ's integers), "
+                                 "bilinear or area."),
+    }
 
 
 @train_app.command("classify")
@@ -47,17 +58,15 @@ def train_classify(
                                 "(same options; a fresh run when there is none)."),
     checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                          "(0: at each epoch's end only)."),
-    scale_aug: str = typer.Option(None, help=SCALE_AUG_HELP),
-    aspect: str = typer.Option("0.75,1.3333", help="With --scale-aug: the region's aspect range."),
-    resample: str = typer.Option("nearest", help="With --scale-aug: nearest (keeps ŷ's integers), "
-                                 "bilinear or area."),
+    policy: str = _augment_options()["policy"], scale_aug: str = _augment_options()["scale_aug"],
+    aspect: str = _augment_options()["aspect"], resample: str = _augment_options()["resample"],
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
     from pipeline.train.classify import TrainConfig
     from pipeline.train.data import InputSpec
 
     spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
-                     cache, int(cache_gb * 2**30), augment(scale_aug, aspect, resample))
+                     cache, int(cache_gb * 2**30), augment(policy, scale_aug, aspect, resample))
     arch = renamed(arch, old_arch, "--model", "--arch", "sresnet18")
     _train(TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
                        checkpoint_every=checkpoint_every, resume=resume), ray_workers, use_gpu, address)
@@ -100,13 +109,14 @@ def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, l
          workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
          use_gpu: bool = False, address: str | None = None, resume: bool = False,
          checkpoint_every: int = 0, aug=None) -> None:
+    from pipeline.train.data import Augment
     from pipeline.train.detect import DetectConfig
 
     model = "fasterrcnn" if task == "detect" else "deeplabv3"
     arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
                        cache=cache, out=out, pixels=pixels, resume=resume, checkpoint_every=checkpoint_every,
-                       augment=aug)
+                       augment=aug or Augment())
     _train(cfg, ray_workers, use_gpu, address)
 
 
@@ -134,13 +144,13 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
                                     "them."),
         checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                              "(0: at each epoch's end only; ŷ inputs)."),
-        scale_aug: str = typer.Option(None, help=SCALE_AUG_HELP + " Boxes and masks follow exactly."),
-        aspect: str = typer.Option("0.75,1.3333", help="With --scale-aug: the region's aspect range."),
-        resample: str = typer.Option("nearest", help="With --scale-aug: nearest, bilinear or area."),
+        policy: str = _augment_options()["policy"], scale_aug: str = _augment_options()["scale_aug"],
+        aspect: str = _augment_options()["aspect"], resample: str = _augment_options()["resample"],
     ):
         arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
-             ray_workers, use_gpu, address, resume, checkpoint_every, augment(scale_aug, aspect, resample))
+             ray_workers, use_gpu, address, resume, checkpoint_every,
+             augment(policy, scale_aug, aspect, resample))
 
     command.__doc__ = doc
     return command

@@ -32,7 +32,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.images import ImagePolicy
 from pipeline.shards.index import bits_per_pixel
 from pipeline.train.classify import TrainConfig, train_classifier
-from pipeline.train.data import InputSpec
+from pipeline.train.data import Augment, InputSpec
 
 JPEG_QUALITIES = tuple(range(1, 96))
 
@@ -53,6 +53,7 @@ class UtilityConfig:
     cost_batch: int = 32  # batch of the per-step training cost comparison
     jpeg_match: str | None = None  # codec name JPEG is matched to at each of its rates (None: the
     # first; "all": every codec)
+    augment: Augment = Augment()  # one geometric policy for every arm
 
     def __post_init__(self):
         if self.seeds < 1 or self.epochs < 1:
@@ -200,7 +201,7 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
     source, work = Path(cfg.source), Path(cfg.work)
     _images(source, "train"), _images(source, "val")  # both splits present, or a clear error
     pixel = InputSpec(str(source), kind="pixels", window=(cfg.window, cfg.window),
-                      batch_size=cfg.batch_size, workers=cfg.workers)
+                      batch_size=cfg.batch_size, workers=cfg.workers, augment=cfg.augment)
     rows = []
 
     def run(row: UtilityRow, spec: InputSpec, arch: str, tag: str) -> None:
@@ -221,7 +222,7 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
             if bpp is None:
                 raise SourceError(f"{source}: no image converted with {ck}; see {ds}/failures.parquet")
             latent = InputSpec(str(ds), window=(cfg.window, cfg.window), batch_size=cfg.batch_size,
-                               workers=cfg.workers)
+                               workers=cfg.workers, augment=cfg.augment)
             run(UtilityRow(f"{method} ŷ", ck, bpp), latent, cfg.latent_arch, f"{method}-{i}")
             if jpeg_for not in ("all", method):
                 continue

@@ -13,6 +13,46 @@ from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import ScaleAug
 
+POLICIES = ("usual", "window", "scale")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The geometric augmentation of training windows, one policy for every arm:
+
+    - ``usual``: what each input is usually given: ŷ a fixed-size window and a flip, pixels
+      ``RandomResizedCrop`` (scale 0.08–1) and a flip;
+    - ``window``: the same geometry for both: a fixed window (16 px per cell for pixels) and
+      a flip;
+    - ``scale``: the same geometry for both: a region of ``scale`` × the area and an aspect in
+      ``ratio`` resampled to the window (ŷ by `ScaleAug`, pixels by ``RandomResizedCrop``)
+      and a flip.
+    """
+
+    policy: str = "usual"
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    resample: str = "nearest"  # ŷ under ``scale``: nearest, bilinear or area
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ConfigError(f"--augment is one of {', '.join(POLICIES)}, not {self.policy!r}")
+        ScaleAug(self.scale, self.ratio, self.resample)  # checks the bounds
+
+    def latent(self) -> ScaleAug | None:
+        return ScaleAug(self.scale, self.ratio, self.resample) if self.policy == "scale" else None
+
+    def pixel_transforms(self, size: int) -> list:
+        from torchvision import transforms
+
+        if self.policy == "window":
+            crop = transforms.RandomCrop(size, pad_if_needed=True)
+        elif self.policy == "scale":
+            crop = transforms.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio)
+        else:
+            crop = transforms.RandomResizedCrop(size)
+        return [crop, transforms.RandomHorizontalFlip()]
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -24,11 +64,7 @@ class InputSpec:
     seed: int = 0
     cache: str | None = None  # warm decoded-latent cache directory (latent inputs only)
     cache_max_bytes: int = 20 * 2**30
-    augment: ScaleAug | None = None  # ŷ: scale / aspect augmentation of the training window
-
-    def __post_init__(self):
-        if self.kind == "pixels" and self.augment is not None:
-            raise ConfigError("scale augmentation (--scale-aug) is for ŷ; pixels get RandomResizedCrop")
+    augment: Augment = Augment()  # the training windows' geometry (see Augment)
 
 
 class Loader(NamedTuple):
@@ -47,7 +83,7 @@ def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed, cache=spec.cache,
                                                cache_max_bytes=spec.cache_max_bytes,
-                                               augment=spec.augment if train else None))
+                                               augment=spec.augment.latent() if train else None))
     g = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers, generator=g,
                         persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())
@@ -58,8 +94,7 @@ def _pixel_loader(spec: InputSpec, split: str, train: bool):
     from torchvision import datasets, transforms
 
     size = CELL * spec.window[0] if spec.window else 224
-    tf = (transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
-                              transforms.ToTensor()]) if train else
+    tf = (transforms.Compose([*spec.augment.pixel_transforms(size), transforms.ToTensor()]) if train else
           transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
     ds = datasets.ImageFolder(f"{spec.data.rstrip('/')}/{split}", transform=tf)
     sampler = None

@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader
 from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
-from pipeline.loader.targets import IGNORE, ScaleAug, detection_collate
+from pipeline.loader.targets import IGNORE, detection_collate
 from pipeline.models.registry import MODELS, create_model
+from pipeline.train.data import Augment
 from pipeline.train.engine import RunOptions, Schedule, fit, jsonable, seed_epoch
 from pipeline.train.metrics import ConfusionMatrix, detection_metrics
 
@@ -47,7 +48,7 @@ class DetectConfig:
     pixels: bool = False  # baseline: ``data`` is the detection source (voc, coco), cut like ŷ
     resume: bool = False  # continue from out/last.pt at the exact next batch (pixels: the next epoch)
     checkpoint_every: int = 0  # also save last.pt every this many steps (ŷ inputs only)
-    augment: ScaleAug | None = None  # ŷ: scale / aspect augmentation of the training window
+    augment: Augment = Augment()  # the training windows' geometry, the same rule for ŷ and pixels
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -58,8 +59,6 @@ class DetectConfig:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
             raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
-        if self.pixels and self.augment is not None:
-            raise ConfigError("scale augmentation (--scale-aug) is for ŷ; the pixel baseline cuts windows")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
@@ -78,7 +77,8 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
     if cfg.pixels:
         from pipeline.train.pixel_detect import PixelDetectionDataset
 
-        ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed)
+        ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed,
+                                   augment=cfg.augment.latent() if train else None)
         if train:  # an order seeded by (seed, epoch), split over DDP ranks: a resumed run's too
             dist = torch.distributed.is_available() and torch.distributed.is_initialized()
             ds.sampler = torch.utils.data.DistributedSampler(
@@ -87,7 +87,7 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
         return ds, DataLoader(ds, sampler=ds.sampler, **common)
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=window, target=target, cache=cfg.cache,
-                                               augment=cfg.augment if train else None))
+                                               augment=cfg.augment.latent() if train else None))
     return ds, DataLoader(ds, persistent_workers=False, **common)
 
 

@@ -11,12 +11,13 @@ import random
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pipeline.codec.registry import CELL
 from pipeline.errors import SourceError
 from pipeline.images import ImagePolicy, class_mask, prepare_image
-from pipeline.loader.targets import choose_crop, target_of
+from pipeline.loader.targets import Crop, ScaleAug, choose_crop, target_of
 from pipeline.sources import list_source, read_bytes
 
 
@@ -28,12 +29,13 @@ class PixelDetectionDataset(Dataset):
     the converter would reject are left out (they are failures rows there)."""
 
     def __init__(self, source: str, split: str, window: tuple[int, int] | None, target: str = "detection",
-                 seed: int = 0, policy: ImagePolicy = ImagePolicy()):
+                 seed: int = 0, policy: ImagePolicy = ImagePolicy(), augment: ScaleAug | None = None):
         listing = list_source("auto", source, split=split)
         if not listing.items:
             raise SourceError(f"{source} has no images in split {split!r}")
         self.items, self.classes = list(listing.items), list(listing.classes)
         self.window, self.target, self.seed, self.policy = window, target, seed, policy
+        self.augment = augment  # a region resampled to the window, drawn by the ŷ loader's rule
         self.epoch = 0
         self.sampler = None  # the training order (a DistributedSampler), seeded by epoch with the crops
 
@@ -53,12 +55,25 @@ class PixelDetectionDataset(Dataset):
                 "targets": json.loads(item.targets) if item.targets else None}
         ph, pw = img.padded_hw
         rng = random.Random(hash((self.seed, self.epoch, i))) if self.window is not None else None
-        crop = choose_crop((ph // CELL, pw // CELL), self.window, rng)
+        crop = choose_crop((ph // CELL, pw // CELL), self.window, rng, self.augment)
+        return self.cut(img.pixels, crop), target_of(self.target, meta, mask, crop)
+
+    @staticmethod
+    def cut(pixels: np.ndarray, crop: Crop) -> torch.Tensor:
+        """The window ``crop`` names, as ŷ's window is cut: padded with zeros past the image,
+        a resampled region (bilinear, antialiased) under scale augmentation, then the flip."""
+        if crop.scaled:
+            rh, rw = (v * CELL for v in crop.region)
+            region = torch.from_numpy(np.ascontiguousarray(
+                pixels[crop.top * CELL : crop.top * CELL + rh, crop.left * CELL : crop.left * CELL + rw]))
+            x = region.permute(2, 0, 1)[None].float().div_(255)
+            x = F.interpolate(x, size=(crop.height * CELL, crop.width * CELL), mode="bilinear",
+                              align_corners=False, antialias=True)[0].clamp_(0, 1)
+            return x.flip(-1) if crop.flip else x
         h, w = crop.height * CELL, crop.width * CELL
         out = np.zeros((h, w, 3), np.uint8)
-        sub = img.pixels[crop.top * CELL : crop.top * CELL + h, crop.left * CELL : crop.left * CELL + w]
+        sub = pixels[crop.top * CELL : crop.top * CELL + h, crop.left * CELL : crop.left * CELL + w]
         out[: sub.shape[0], : sub.shape[1]] = sub
         if crop.flip:
             out = out[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255)
-        return x, target_of(self.target, meta, mask, crop)
+        return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255)

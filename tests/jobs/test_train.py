@@ -144,3 +144,22 @@ def test_ray_train_codec_on_two_cpu_workers_converts_and_decodes(ray_cluster, tm
                            options=ConvertOptions(shard_size=4)), "local")
     rep = verify(str(tmp_path / "ds"))
     assert rep.ok and rep.decoded == 8
+
+
+def test_one_augment_policy_for_every_arm():
+    from torchvision import transforms
+
+    from jobs.train_cli import augment
+    from pipeline.errors import ConfigError
+
+    usual = augment(None, None, "0.75,1.3333", "nearest")
+    assert usual.policy == "usual" and usual.latent() is None
+    assert isinstance(usual.pixel_transforms(96)[0], transforms.RandomResizedCrop)
+    window = augment("window", None, "0.75,1.3333", "nearest")
+    assert window.latent() is None and isinstance(window.pixel_transforms(96)[0], transforms.RandomCrop)
+    scale = augment(None, "0.3,0.9", "0.5,2", "bilinear")  # --scale-aug alone: the scale policy
+    rrc = scale.pixel_transforms(96)[0]
+    assert scale.latent().scale == (0.3, 0.9) and scale.latent().resample == "bilinear"
+    assert rrc.scale == (0.3, 0.9) and rrc.ratio == (0.5, 2.0)  # the same bounds in pixel units
+    with pytest.raises(ConfigError, match="--augment"):
+        augment("zoom", None, "0.75,1.3333", "nearest")

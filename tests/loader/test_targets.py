@@ -242,6 +242,40 @@ def test_pixel_baseline_windows_carry_the_same_targets_as_the_latent_ones(scenes
     assert x.shape == (3, 64, 64) and t["mask"].shape == (64, 64)
 
 
+def test_one_scale_policy_gives_pixels_and_latents_the_same_region_and_boxes(scenes_dataset):
+    """The same draw (a region resampled to the window, flipped) cuts the pixel window and the
+    ŷ window of the same region, and gives both the same boxes and mask."""
+    import json
+
+    import pandas as pd
+
+    from pipeline.images import ImagePolicy, prepare_image
+    from pipeline.loader.targets import target_of
+    from pipeline.shards.dataset import LatentDataset
+    from pipeline.sources import read_bytes
+    from pipeline.train.pixel_detect import PixelDetectionDataset
+
+    aug = ScaleAug(scale=(0.2, 0.9))
+    pixels = PixelDetectionDataset(str(scenes_dataset.parent / "voc"), "train", (5, 5), "detection", seed=3,
+                                   policy=ImagePolicy(size=0), augment=aug)
+    data = LatentDataset.open(str(scenes_dataset))
+    index = pd.read_parquet(scenes_dataset / "index.parquet").set_index("key")
+    for i in range(len(pixels)):
+        x, p = pixels[i]
+        item = pixels.items[i]
+        img = prepare_image(read_bytes(item.uri), ImagePolicy(size=0))
+        crop = choose_crop((img.padded_hw[0] // 16, img.padded_hw[1] // 16), (5, 5),
+                           random.Random(hash((3, 0, i))), aug)
+        assert torch.equal(x, PixelDetectionDataset.cut(img.pixels, crop))  # the same draw as ŷ's rule
+        assert x.shape == (3, 80, 80)
+        meta = {"enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
+                "targets": json.loads(index.loc[item.key, "targets"])}
+        t = target_of("detection", meta, None, crop)
+        assert torch.equal(p["boxes"], t["boxes"]) and torch.equal(p["labels"], t["labels"])
+        y = crop_latent(data.load_codec().decode_y(data.latent_bytes(item.key)), crop)
+        assert y.shape[1:] == (5, 5) and torch.equal(y, y.round())
+
+
 def test_warming_a_detection_cache_runs_the_loaders_own_decode_stage(scenes_dataset, tmp_path):
     from pipeline.loader import LatentLoaderConfig, LatentShardDataset
     from pipeline.loader.warm import warm_cache
