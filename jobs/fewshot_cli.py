@@ -67,6 +67,8 @@ def fewshot_detect(
     window: int = typer.Option(12, help="Latent crop side in cells."),
     workers: int = typer.Option(2), shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
     finetune_steps: int = typer.Option(200, help="Steps of last-layer fine-tuning per (k, seed)."),
+    init_from: str = typer.Option(None, help="A classifier's model.pt on the same representation: base "
+                                  "training's trunk starts from it."),
     output: str = typer.Option("runs/fewshot-detect.json", help="Where the table is written as JSON."),
 ):
     """TFA few-shot detection: base training on the base classes, then cosine box classifier
@@ -83,7 +85,7 @@ def fewshot_detect(
         names = novel_names(novel, Path(split_file) if split_file else None, "--voc-split")
     cfg = FewShotDetectConfig(
         DetectConfig(data, "detect", arch, base_epochs, batch_size, lr, window=window, workers=workers,
-                     eval_every=base_epochs),
+                     eval_every=base_epochs, init_from=init_from),
         names, shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
         finetune_steps=finetune_steps)
     r = run_fewshot_detection(cfg, log=lambda d: console.print(

@@ -108,7 +108,7 @@ def _train(cfg, ray_workers: int, use_gpu: bool, address: str | None) -> None:
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
          workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
          use_gpu: bool = False, address: str | None = None, resume: bool = False,
-         checkpoint_every: int = 0, aug=None) -> None:
+         checkpoint_every: int = 0, aug=None, init_from: str | None = None) -> None:
     from pipeline.train.data import Augment
     from pipeline.train.detect import DetectConfig
 
@@ -116,7 +116,7 @@ def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, l
     arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
                        cache=cache, out=out, pixels=pixels, resume=resume, checkpoint_every=checkpoint_every,
-                       augment=aug or Augment())
+                       augment=aug or Augment(), init_from=init_from)
     _train(cfg, ray_workers, use_gpu, address)
 
 
@@ -146,11 +146,13 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
                                              "(0: at each epoch's end only; ŷ inputs)."),
         policy: str = _augment_options()["policy"], scale_aug: str = _augment_options()["scale_aug"],
         aspect: str = _augment_options()["aspect"], resample: str = _augment_options()["resample"],
+        init_from: str = typer.Option(None, help="A classifier's model.pt (`latents train classify`) on the "
+                                      "same representation: the trunk starts from it (the seed's protocol)."),
     ):
         arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
              ray_workers, use_gpu, address, resume, checkpoint_every,
-             augment(policy, scale_aug, aspect, resample))
+             augment(policy, scale_aug, aspect, resample), init_from)
 
     command.__doc__ = doc
     return command

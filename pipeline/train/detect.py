@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import IGNORE, detection_collate
 from pipeline.models.registry import MODELS, create_model
+from pipeline.models.transfer import load_trunk
 from pipeline.train.data import Augment
 from pipeline.train.engine import RunOptions, Schedule, fit, jsonable, seed_epoch
 from pipeline.train.metrics import ConfusionMatrix, detection_metrics
@@ -49,6 +50,7 @@ class DetectConfig:
     resume: bool = False  # continue from out/last.pt at the exact next batch (pixels: the next epoch)
     checkpoint_every: int = 0  # also save last.pt every this many steps (ŷ inputs only)
     augment: Augment = Augment()  # the training windows' geometry, the same rule for ŷ and pixels
+    init_from: str | None = None  # a classifier's model.pt on the same representation: the trunk starts there
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -160,7 +162,10 @@ class DetectTask:
         self.channels = 3 if cfg.pixels else self.train_ds.data.manifest.latent_channels
         self.num_classes = len(self.classes) if label_map is None else int((label_map >= 0).sum())
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = (model or build_model(cfg, self.channels, self.num_classes)).to(self.device)
+        self.model = model or build_model(cfg, self.channels, self.num_classes)
+        if cfg.init_from:
+            load_trunk(self.model, cfg.init_from)
+        self.model = self.model.to(self.device)
         self.mid_epoch = not cfg.pixels
         self.steps_per_epoch = (len(self.train_ds) // cfg.batch_size if cfg.pixels
                                 else self.train_ds.num_batches(cfg.batch_size, cfg.workers, drop_last=True))

@@ -83,3 +83,29 @@ def test_detection_and_segmentation_resume_mid_epoch_through_the_shared_engine(t
     assert all(torch.equal(a[k], b[k]) for k in a)
     saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=False)
     assert saved["task"] == task and len(saved["history"]) == 2
+
+
+def test_a_detector_and_a_segmenter_start_from_a_classifiers_trunk(tmp_path):
+    """The seed's protocol: --init-from a classifier on the same representation loads its trunk
+    (and nothing of its head); one on another input is refused in one line."""
+    from pipeline.models.registry import create_model
+    from pipeline.models.transfer import trunk_of
+    from pipeline.train.detect import DetectTask
+
+    ds = scenes_dataset(tmp_path, train=2, val=1)
+    M = 96
+    clf = create_model("sresnet18", M, 7)
+    torch.save({"task": "classify", "arch": "sresnet18", "state_dict": clf.state_dict()}, tmp_path / "clf.pt")
+    for task, arch in (("detect", "fasterrcnn-sresnet18"), ("segment", "deeplabv3-sresnet18")):
+        t = DetectTask(DetectConfig(str(ds), task, arch=arch, epochs=1, batch_size=2, window=4, workers=0,
+                                    init_from=str(tmp_path / "clf.pt")))
+        trunk, own = trunk_of(t.model).state_dict(), clf.state_dict()
+        assert torch.equal(trunk["stem.layers.0.body.0.weight"], own["entry.layers.0.body.0.weight"])
+        assert torch.equal(trunk["layer4.1.conv2.weight"], own["stages.3.1.conv2.weight"])
+    pixels = create_model("resnet18", 3, 7)
+    torch.save({"task": "classify", "arch": "resnet18", "state_dict": pixels.state_dict()},
+               tmp_path / "px.pt")
+    with pytest.raises(ConfigError, match="does not fit this trunk") as err:
+        DetectTask(DetectConfig(str(ds), "detect", epochs=1, batch_size=2, window=4, workers=0,
+                                init_from=str(tmp_path / "px.pt")))
+    assert "\n" not in str(err.value)
