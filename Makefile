@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint photos default-codec mean-scale-codec eval-codecs eval clean
+.PHONY: help install test test-all demo bench lint photos pretrain default-codec mean-scale-codec eval-codecs eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -106,6 +106,17 @@ eval: $(STAMP) $(TASK)/fewshot.json ## Both evals from the shipped codecs: R-D o
 	  --codec rd=bundled:textures-rd-low --codec rd=bundled:textures-rd-mid \
 	  --codec task=bundled:textures-task-low --codec task=bundled:textures-task-mid \
 	  --plot runs/eval-utility.png --output runs/eval-utility.json
+
+# The seed's transfer protocol on CPU: a trunk pretrained on the 72-class tiles task, once on ŷ
+# (the default codec) and once on pixels, for `train detect / segment --init-from`.
+PRETRAIN := runs/pretrain
+pretrain: $(STAMP) ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the tiles task (runs/pretrain-*/model.pt)
+	$(BIN)/latents make-task $(PRETRAIN) --kind tiles
+	$(BIN)/latents convert $(PRETRAIN) $(PRETRAIN)-latents --size 0 --executor local
+	$(BIN)/latents train classify --data $(PRETRAIN)-latents --model sresnet18 --epochs 12 --window 6 \
+	  --augment scale --scale-aug 0.25,1 --out $(PRETRAIN)-y
+	$(BIN)/latents train classify --data $(PRETRAIN) --pixels --model resnet18 --epochs 12 --window 6 \
+	  --augment scale --scale-aug 0.25,1 --out $(PRETRAIN)-px
 
 clean: ## Remove .venv and demo output
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -11,7 +11,8 @@ from jobs.console import console, renamed
 
 
 def make_task(out: Path = typer.Argument(..., help="Folder for the task's JPEGs."),
-              kind: str = typer.Option("photo-crops", help="photo-crops (12 colour photos) or "
+              kind: str = typer.Option("photo-crops", help="photo-crops (12 colour photos), tiles (72 "
+                                       "classes: 2x2 tiles of all 18 photos, for pretraining a trunk) or "
                                        "grey-textures (18 photos in grey, small turned crops: harder)."),
               train_per_class: int = typer.Option(None, help="Train crops per class (default 40)."),
               val_per_class: int = typer.Option(None, help="Val crops per class (default 10)."),

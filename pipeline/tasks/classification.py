@@ -4,13 +4,16 @@ Classes are photos; samples are random square crops of one photo, resized to ``s
 ``OUT/train/<photo>/NNNN.jpg`` and held-out crops (other draws) in ``OUT/val/``.
 ``OUT/fewshot.json`` splits the classes into base and novel ones and records the recipe.
 
-Two recipes (`TASKS`):
+Three recipes (`TASKS`):
 
 - ``photo-crops``: the 12 colour photos, crops of 30–90 % of the shorter side. Colour alone
   nearly separates the classes, so codecs that differ in what they keep barely differ here.
 - ``grey-textures``: all 18 photos (six are grey: brick, grass, gravel, …) in grey, crops of
   64–160 px, a random quarter turn and mirror, brightness and contrast jittered. Only local
   structure and texture tell the classes apart, which is what a low rate takes away.
+- ``tiles``: every photo cut into 2 × 2 tiles, each tile a class (72 classes), crops of
+  40–100 % of the tile: many classes told apart by content, for pretraining a trunk that a
+  detector or segmenter then starts from (the seed's transfer protocol, `--init-from`).
 """
 
 from __future__ import annotations
@@ -40,17 +43,21 @@ class PhotoTask:
     grey: bool = False  # every crop in grey (stored as RGB)
     turns: bool = False  # a random quarter turn and mirror per crop
     jitter: float = 0.0  # contrast × U(1 ± j), brightness + U(± j/2) · 255
+    tiles: int = 1  # each photo cut into tiles × tiles classes
 
     def __post_init__(self):
         if self.photos not in ("colour", "all"):
             raise ConfigError(f"photos is 'colour' or 'all', not {self.photos!r}")
         if self.train_per_class < 1 or self.val_per_class < 1 or self.size < 16:
             raise ConfigError("a task needs at least one train and one val crop per class, of 16 px or more")
+        if self.tiles < 1:
+            raise ConfigError(f"tiles must be at least 1, got {self.tiles}")
 
 
 TASKS = {
     "photo-crops": PhotoTask(),
     "grey-textures": PhotoTask(photos="all", crop_px=(64, 160), grey=True, turns=True, jitter=0.25),
+    "tiles": PhotoTask(photos="all", tiles=2, min_scale=0.4, max_scale=1.0, novel=8),
 }
 
 
@@ -85,12 +92,17 @@ def _crops(img: Image.Image, n: int, task: PhotoTask, rng: np.random.Generator):
 def make_photo_task(out: str | Path, task: PhotoTask = PhotoTask()) -> dict:
     out = Path(out)
     photos = bundled_photos(colour_only=task.photos == "colour")
-    names = [p.name for p in photos]
-    for ci, p in enumerate(photos):
+    classes = [(p, r, c) for p in photos for r in range(task.tiles) for c in range(task.tiles)]
+    names = [p.name if task.tiles == 1 else f"{p.name}-{r}{c}" for p, r, c in classes]
+    for ci, ((p, r, c), name) in enumerate(zip(classes, names, strict=True)):
         img = Image.open(p.path).convert("L" if task.grey else "RGB")
+        if task.tiles > 1:
+            w, h = img.size
+            img = img.crop((c * w // task.tiles, r * h // task.tiles, (c + 1) * w // task.tiles,
+                            (r + 1) * h // task.tiles))
         for split, n, salt in (("train", task.train_per_class, 0), ("val", task.val_per_class, 1)):
             rng = np.random.default_rng([task.seed, ci, salt])
-            d = out / split / p.name
+            d = out / split / name
             d.mkdir(parents=True, exist_ok=True)
             for i, crop in enumerate(_crops(img, n, task, rng)):
                 crop.save(d / f"{i:04d}.jpg", quality=90)

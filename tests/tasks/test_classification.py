@@ -50,3 +50,14 @@ def test_turns_and_jitter_change_the_crops_and_unknown_recipes_are_refused(tmp_p
         task_recipe("textures")
     with pytest.raises(ConfigError, match="photos is 'colour' or 'all'"):
         task_recipe("photo-crops", photos="grey")
+
+
+def test_tiles_makes_a_class_of_each_quarter_of_every_photo(tmp_path):
+    task = task_recipe("tiles", train_per_class=2, val_per_class=1, size=32)
+    meta = make_photo_task(tmp_path / "t", task)
+    names = [p.name for p in bundled_photos()]
+    assert meta["classes"] == [f"{n}-{r}{c}" for n in names for r in range(2) for c in range(2)]
+    assert len(meta["novel"]) == 8 and not set(meta["novel"]) & set(meta["base"])
+    assert len(_digest(tmp_path / "t")) == 72 * 3
+    make_photo_task(tmp_path / "again", task)
+    assert _digest(tmp_path / "t") == _digest(tmp_path / "again")  # rebuilt byte for byte
