@@ -145,6 +145,8 @@ def fit(task: Task, log: Callable[[dict], None] = print,
                "rank": rank}
         if not (epoch + 1) % run.eval_every or epoch + 1 == sched.epochs:
             rec.update(task.evaluate(rank))
+        # training wall clock so far (evaluation excluded), for comparisons at equal time
+        rec["elapsed"] = (result.history[-1].get("elapsed", 0.0) if result.history else 0.0) + seconds
         result.history.append(rec)
         log(rec)
         if out:
