@@ -63,6 +63,7 @@ def _busy_tree(root, n: int, side: int):
     return root
 
 
+@pytest.mark.slow  # about 20 s here
 def test_resuming_a_finished_dataset_on_s3_reads_under_one_percent(counting_s3, s3, tmp_path):
     s3.mkdir("resume")
     job = ConvertJob(str(_busy_tree(tmp_path / "src", 8, 1536)), "counts3://resume/ds",

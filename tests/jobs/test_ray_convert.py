@@ -94,6 +94,7 @@ def test_killed_driver_then_rerun_gives_identical_bytes(photo_tree, tmp_path):
     assert Path(run / "OUT" / "index.parquet").is_file()
 
 
+@pytest.mark.slow  # three readers through Ray and S3: about 30 s here
 def test_every_reader_through_ray_and_s3(ray_cluster, s3, photo_tree, tmp_path):
     import pandas as pd
 
