@@ -41,14 +41,16 @@ def train_codec_cmd(
                                 "bpp join the log every --heldout-every steps. Never trained on."),
     heldout_every: int = typer.Option(0, help="A multiple of 50 (0: never)."),
     save_every: int = typer.Option(250, help="Write OUT and OUT.state every this many steps."),
-    utility: str = typer.Option(None, help="classify: also train a task head on ŷ (Eq. 6, "
+    utility: str = typer.Option(None, help="classify or detect: also train a task head on ŷ (Eq. 6, "
                                 "R + λ_d·D + λ_t·L_task); needs --task-source."),
-    task_source: str = typer.Option(None, help="Labelled class-per-folder images for the task "
-                                    "(a tree, or its train/ split; e.g. `latents make-task`)."),
+    task_source: str = typer.Option(None, help="classify: labelled class-per-folder images (a tree, or "
+                                    "its train/ split; e.g. `latents make-task`); detect: a voc or coco "
+                                    "source (windows of --task-patch px with their boxes)."),
     lmbda_t: float = typer.Option(10.0, help="Weight λ_t of the task loss."),
     task_batch_size: int = typer.Option(16, help="Task batch, drawn apart from the reconstruction batch."),
     task_patch: int = typer.Option(64, help="Task crop side (a multiple of 64)."),
-    task_arch: str = typer.Option("sresnet18", help="The head on ŷ (sresnet*, cresnet*)."),
+    task_arch: str = typer.Option("sresnet18", help="The head on ŷ (sresnet*, cresnet*; with --utility "
+                                  "detect, Faster R-CNN over that trunk)."),
     task_quantise: str = typer.Option("noise", help="ŷ for the task while training: noise or ste."),
     task_workers: int = typer.Option(0, help="> 0: stream the task crops with this many DataLoader "
                                      "workers (ImageNet-sized task sources); 0: hold the task tree in "

@@ -121,8 +121,8 @@ FLOORS = {
     "sources": 2, "models": 2, "shards": 2,
     "images": 3,
     "tasks": 4, "convert": 4, "loader": 4,
-    "codec_train": 5, "train": 5,
-    "eval": 6,
+    "train": 5,
+    "codec_train": 6, "eval": 6,
 }
 
 

@@ -92,6 +92,25 @@ class CropSampler:
         return x, torch.tensor([self.labels[k] for k in ks], dtype=torch.long)
 
 
+class DetectionCrops:
+    """Task crops for a detection head: random windows (``window`` cells, 16 px each) of a
+    detection source's train split, made ready as the converter makes them, with their boxes
+    moved by the loader's own rule (`pipeline.train.pixel_detect`); seeded by ``rng`` alone."""
+
+    def __init__(self, source: str, window: int, seed: int):
+        from pipeline.train.pixel_detect import PixelDetectionDataset
+
+        self.ds = PixelDetectionDataset(source, "train", (window, window), "detection", seed)
+        self.classes = tuple(self.ds.classes)
+        self.rng = np.random.default_rng([seed, 1])
+
+    def batch(self, n: int) -> tuple[torch.Tensor, list[dict]]:
+        picks = self.rng.integers(len(self.ds), size=n)
+        self.ds.epoch = int(self.rng.integers(2**31))  # fresh windows for every batch
+        items = [self.ds[int(i)] for i in picks]
+        return torch.stack([x for x, _ in items]), [t for _, t in items]
+
+
 def labelled_images(source: str, split: str = "train"
                     ) -> tuple[tuple[str, ...], list[torch.Tensor], list[int]]:
     """(classes, images, class indices) of a labelled tree's ``split``, read into memory."""

@@ -79,11 +79,11 @@ class CodecTrainConfig:
             raise ConfigError(f"--patch must be a multiple of 64 (the codec's stride), got {self.patch}")
         if self.lmbda <= 0 or self.lr <= 0:
             raise ConfigError(f"--lmbda and --lr must be positive, got {self.lmbda} and {self.lr}")
-        if self.utility not in (None, "classify"):
-            raise ConfigError(f"--utility is classify (detection comes with the detection models), "
-                              f"not {self.utility!r}")
+        if self.utility not in (None, "classify", "detect"):
+            raise ConfigError(f"--utility is classify or detect, not {self.utility!r}")
         if self.utility and not self.task_source:
-            raise ConfigError("--utility classify needs --task-source: a labelled class-per-folder tree")
+            raise ConfigError(f"--utility {self.utility} needs --task-source: a labelled class-per-folder "
+                              "tree (classify) or a detection source, voc or coco (detect)")
         if self.heldout_every % 50:
             raise ConfigError("--heldout-every is a multiple of 50 (the log interval), "
                               f"not {self.heldout_every}")
@@ -286,7 +286,15 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     model.to(device)
     main_params, aux_params = _split_params(model)
     head, task_crops = None, None
-    if cfg.utility:
+    if cfg.utility == "detect":
+        from pipeline.codec_train.crops import DetectionCrops
+        from pipeline.codec_train.utility import DetectHead
+
+        task_crops = DetectionCrops(cfg.task_source, cfg.task_patch // 16, cfg.seed + rank + 1)
+        arch = cfg.task_arch if cfg.task_arch.startswith("fasterrcnn-") else f"fasterrcnn-{cfg.task_arch}"
+        head = DetectHead(cfg.M, task_crops.classes, arch, window_px=cfg.task_patch).train().to(device)
+        main_params = main_params + list(head.parameters())
+    elif cfg.utility:
         if cfg.task_workers:
             from pipeline.codec_train.crops import labelled_batches
 
@@ -330,7 +338,9 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
         tasks = []
         if head is not None:
             xt, labels = task_crops.batch(cfg.task_batch_size)
-            tasks = [(head, cfg.lmbda_t, xt.to(device), labels.to(device))]
+            # detection targets are dicts, moved by the head
+            labels = labels.to(device) if torch.is_tensor(labels) else labels
+            tasks = [(head, cfg.lmbda_t, xt.to(device), labels)]
         terms = rdu_loss(model, x, cfg.lmbda, tasks, cfg.task_quantise)
         loss, bpp, mse = terms.loss, terms.bpp, terms.mse
         loss.backward()

@@ -62,6 +62,35 @@ class ClassifyHead(nn.Module):
         return F.cross_entropy(self.net(y_hat), targets)
 
 
+class DetectHead(nn.Module):
+    """Object detection from ŷ: Faster R-CNN (FPN over an sResNet trunk) and its summed
+    losses; targets are the loader's dicts (boxes in window pixels, labels, difficult, crowd)."""
+
+    name = "detect"
+
+    def __init__(self, latent_channels: int, classes: tuple[str, ...], arch: str = "fasterrcnn-sresnet18",
+                 window_px: int = 128):
+        super().__init__()
+        from pipeline.models.registry import MODELS, create_model
+
+        spec = MODELS.get(arch)
+        if spec is None or spec.input != "latent" or spec.task != "detect":
+            raise ConfigError(f"the detection head is a latent detector (fasterrcnn-sresnet*), not {arch!r}")
+        if not classes:
+            raise ConfigError("a detection task needs at least one class")
+        self.classes, self.arch = tuple(classes), arch
+        self.net = create_model(arch, latent_channels, len(classes), window_px=window_px)
+
+    def loss(self, y_hat: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        device = y_hat.device
+        kept = []
+        for t in targets:  # difficult and crowd boxes are not learnt as instances
+            keep = ~(t["difficult"] | t["iscrowd"])
+            kept.append({"boxes": t["boxes"][keep].to(device), "labels": (t["labels"][keep] + 1).to(device)})
+        self.net.train()
+        return sum(self.net(y_hat, kept).values())
+
+
 def quantise_for_task(y: torch.Tensor, mode: str) -> torch.Tensor:
     """ŷ as a task sees it while training: additive uniform noise, or straight-through rounding."""
     if mode == NOISE:

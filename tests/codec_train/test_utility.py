@@ -70,3 +70,34 @@ def test_straight_through_rounds_forward_and_passes_gradients():
         quantise_for_task(y, "round")
     with pytest.raises(ConfigError, match="latent model"):
         ClassifyHead(24, ("a", "b"), arch="resnet18")
+
+
+def test_a_two_step_detection_informed_run_writes_a_codec_that_converts_and_verifies(tmp_path, photo_tree):
+    """--utility detect: Faster R-CNN on ŷ of task windows cut from a VOC source (boxes moved
+    with the windows); the codec it writes converts and verifies, the head is saved beside it."""
+    import torch
+
+    from pipeline.codec import checkpoint
+    from pipeline.codec.load import CodecSpec
+    from pipeline.codec_train.train import CodecTrainConfig, train_codec
+    from pipeline.convert import ConvertJob, convert_dataset
+    from pipeline.shards.verify import verify
+    from pipeline.tasks.scenes import SceneTask, make_scene_task
+
+    make_scene_task(tmp_path / "voc", SceneTask(train=4, val=1, size=128, max_objects=2, min_side=40,
+                                                max_side=70, truncate_p=0, empty_p=0, difficult_below=0))
+    out = tmp_path / "det.pt"
+    cfg = CodecTrainConfig(out=str(out), arch="bmshj2018-hyperprior", N=8, M=8, steps=2, batch_size=2,
+                           patch=64, threads=1, utility="detect", task_source=str(tmp_path / "voc"),
+                           task_batch_size=2, task_patch=64, max_side=256)
+    logs = []
+    train_codec(cfg, on_log=logs.append)
+    ck = checkpoint.read(str(out))
+    utility = ck.metadata["utility"]
+    assert utility["task"] == "detect" and utility["head"] == "fasterrcnn-sresnet18"
+    head = torch.load(str(out) + ".head.pt", weights_only=False)
+    assert head["arch"] == "fasterrcnn-sresnet18" and len(head["classes"]) >= 1
+    assert logs and logs[-1]["task"] > 0
+    convert_dataset(ConvertJob(str(photo_tree), str(tmp_path / "ds"), codec=CodecSpec(checkpoint=str(out))))
+    rep = verify(str(tmp_path / "ds"))
+    assert rep.ok and rep.decoded == 8
