@@ -2,7 +2,8 @@
 
 The six packages the codec issue names were reviewed image by image; `gnome-backgrounds`,
 `sway-backgrounds` and `lomiri-wallpapers` hold illustrations only, so their photographs are
-none. The photographs of the other three are listed in `PHOTOS`, each with its role: `train`
+none. The photographs of the other three are listed in `PHOTOS` (read from
+``wallpapers.json``), each with its role: `train`
 (codec training reads it) or `heldout` (only `latents eval rd` reads it, never a training or
 selection step). Nothing is committed: `fetch_packages` runs ``apt-get download`` and
 ``dpkg -x`` at training time, and `build_photo_sets` writes
@@ -45,45 +46,9 @@ class WallPhoto:
     role: str  # TRAIN or HELDOUT
 
 
-def _lomiri(name: str, file: str, package: str, role: str) -> WallPhoto:
-    return WallPhoto(name, package, f"usr/share/backgrounds/{file}", role)
-
-
-def _plasma(name: str, role: str) -> WallPhoto:
-    return WallPhoto(name.lower(), "plasma-workspace-wallpapers",
-                     f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg", role)
-
-
-_L16, _L20 = "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04"
-PHOTOS: tuple[WallPhoto, ...] = (
-    _lomiri("bridge", "Bridge_by_Sander_Klootwijk.jpg", _L16, TRAIN),
-    _lomiri("dragonfly", "Dragonfly_by_Bolly.jpg", _L16, TRAIN),
-    _lomiri("brushes", "Picture_1A_by_freespace.jpg", _L16, TRAIN),
-    _lomiri("wine", "Wine_by_Jakkub_Mede.jpg", _L16, TRAIN),
-    _lomiri("lamps", "free_by_Peter_Nerlich.jpg", _L16, TRAIN),
-    _lomiri("clock", "greentock_by_Peter_Nerlich.jpg", _L16, TRAIN),
-    _lomiri("stream", "life_by_Aitzol_Berasategi.jpg", _L16, TRAIN),
-    _lomiri("picos", "picosdeeuropa_by_Aitzol_Berasategi.jpg", _L16, TRAIN),
-    _lomiri("night-sea", "Infinite-Sea_by_Aury88.jpg", _L20, TRAIN),
-    _plasma("BytheWater", TRAIN),
-    _plasma("ColdRipple", TRAIN),
-    _plasma("DarkestHour", TRAIN),
-    _plasma("Kite", TRAIN),
-    _plasma("summer_1am", TRAIN),
-    # held out: no training or selection step reads these
-    _lomiri("aitzgorri", "aitzgorri_by_Aitzol_Berasategi.jpg", _L16, HELDOUT),
-    _lomiri("dogs", "friends_by_Aitzol_Berasategi.jpg", _L16, HELDOUT),
-    _lomiri("fig", "Picture_0B_by_freespace.jpg", _L16, HELDOUT),
-    _lomiri("dandelions", "seeding_by_Clements_Engelhardt.jpg", _L16, HELDOUT),
-    _lomiri("sunset", "sunset_by_Aitzol_Berasategi.jpg", _L16, HELDOUT),
-    _lomiri("nuthatch", "Kleiber_by_Lukas_Baubkus.jpg", _L20, HELDOUT),
-    _plasma("ColorfulCups", HELDOUT),
-    _plasma("EveningGlow", HELDOUT),
-    _plasma("FallenLeaf", HELDOUT),
-    _plasma("Grey", HELDOUT),
-    _plasma("OneStandsOut", HELDOUT),
-    _plasma("Path", HELDOUT),
-)
+#: the photographs and their roles: data, in wallpapers.json beside this module
+_TABLE = json.loads(Path(__file__).with_name("wallpapers.json").read_text())
+PHOTOS: tuple[WallPhoto, ...] = tuple(WallPhoto(**row) for row in _TABLE["photos"])
 
 
 def photos(role: str | None = None) -> list[WallPhoto]:
