@@ -41,6 +41,8 @@ def train_codec_cmd(
                                 "bpp join the log every --heldout-every steps. Never trained on."),
     heldout_every: int = typer.Option(0, help="A multiple of 50 (0: never)."),
     save_every: int = typer.Option(250, help="Write OUT and OUT.state every this many steps."),
+    max_minutes: float = typer.Option(0, help="> 0: stop after this much wall clock, OUT and OUT.state "
+                                      "written; --resume goes on (e.g. a GPU lent for a while)."),
     utility: str = typer.Option(None, help="classify or detect: also train a task head on ŷ (Eq. 6, "
                                 "R + λ_d·D + λ_t·L_task); needs --task-source."),
     task_source: str = typer.Option(None, help="classify: labelled class-per-folder images (a tree, or "
@@ -73,7 +75,7 @@ def train_codec_cmd(
                            task_batch_size=task_batch_size, task_patch=task_patch, task_arch=task_arch,
                            task_quantise=task_quantise, task_workers=task_workers, photos=photos,
                            max_side=max_side, synthetic=synthetic, resume=resume, heldout=heldout,
-                           heldout_every=heldout_every, save_every=save_every,
+                           heldout_every=heldout_every, save_every=save_every, max_minutes=max_minutes,
                            scales=tuple(float(v) for v in scales.split(",")))
     if ray_workers:
         from jobs.train import run_codec_ray
@@ -97,7 +99,10 @@ def train_codec_cmd(
                 advance(k - done[0])
                 done[0] = k
 
-            train_codec(cfg, on_log=show, on_step=step)
+            ck = train_codec(cfg, on_log=show, on_step=step)
+        if ck is not None and ck.metadata.get("step", steps) < steps:
+            console.print(f"stopped at step {ck.metadata['step']} of {steps} (--max-minutes); the same "
+                          "command with --resume goes on")
     console.print(f"wrote {out}")
 
 

@@ -59,6 +59,7 @@ class CodecTrainConfig:
     resume: bool = False  # go on from OUT.state at the exact next step (model, optimisers, RNG, crops)
     heldout: str | None = None  # a folder of held-out images: PSNR / bpp logged every heldout_every steps
     heldout_every: int = 0
+    max_minutes: float = 0  # > 0: stop (OUT and OUT.state written) after this wall clock; --resume goes on
     # rate–distortion–utility (Eq. 6): a task head on ŷ, trained jointly from its own batches
     utility: str | None = None  # "classify"
     task_source: str | None = None  # labelled images: a class-per-folder tree (its train/ split)
@@ -179,7 +180,7 @@ def _average_grads(params: list, world: int) -> None:
 
 #: options a resumed run may change (the rest must match the run that saved OUT.state)
 _FREE_ON_RESUME = ("steps", "resume", "threads", "workers", "save_every", "heldout", "heldout_every",
-                   "command", "extra_metadata")
+                   "max_minutes", "command", "extra_metadata")
 
 
 def _resume_state(cfg: CodecTrainConfig) -> dict | None:
@@ -328,6 +329,9 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
     if rank == 0:
         Path(str(cfg.out) + ".data.json").write_text(json.dumps(data, indent=1) + "\n")
     log_path = Path(str(cfg.out) + ".log.jsonl")
+    if cfg.max_minutes and world > 1:
+        raise ConfigError("--max-minutes stops one process; on Ray Train workers give --steps")
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
     for step in range(start + 1, cfg.steps + 1):
         if step == int(cfg.lr_drop_at * cfg.steps):
             for g in opt.param_groups:
@@ -367,7 +371,8 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
             on_log(log)
             with open(log_path, "a") as f:
                 f.write(json.dumps(log) + "\n")
-        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps or out_of_time):
             checkpoint.save(_snapshot(model, cfg, step, log, photos, head), str(cfg.out))
             extra = {}
             if head is not None:
@@ -382,4 +387,6 @@ def train_codec(cfg: CodecTrainConfig, on_log: Callable[[dict], None] = print, r
             tmp.replace(state_path)  # whole or not at all: a kill while saving keeps the last state
         if on_step:
             on_step(step)
+        if out_of_time:  # OUT and OUT.state hold this step: --resume goes on from the next
+            return _snapshot(model, cfg, step, log, photos, head)
     return _snapshot(model, cfg, cfg.steps, log, photos, head) if rank == 0 else None

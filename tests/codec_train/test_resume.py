@@ -56,3 +56,14 @@ def test_the_data_manifest_lists_every_training_photo(tmp_path):
     names = [d["name"] for d in data["bundled"]]
     assert names and all(d["package"] in ("skimage", "sklearn", "matplotlib") for d in data["bundled"])
     assert not set(names) & set(data["bundled_holdout"])
+
+
+def test_a_time_budget_stops_with_a_state_that_resumes_to_the_same_weights(tmp_path):
+    train_codec(_cfg(tmp_path / "whole.pt"), on_log=lambda d: None)
+    cut = dataclasses.replace(_cfg(tmp_path / "cut.pt"), max_minutes=1e-6)  # out of time after one step
+    ck = train_codec(cut, on_log=lambda d: None)
+    assert ck.metadata["step"] == 1 and torch.load(str(tmp_path / "cut.pt") + ".state",
+                                                    weights_only=False)["step"] == 1
+    train_codec(dataclasses.replace(cut, max_minutes=0, resume=True), on_log=lambda d: None)
+    whole, resumed = _weights(tmp_path / "whole.pt"), _weights(tmp_path / "cut.pt")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
