@@ -5,9 +5,10 @@ The fixture was recorded from the tree before the redesign step (#19) and checke
 after it. The inputs are crops of bundled PNG photos written as BMP (lossless both ways, no
 resampling, so neither Pillow's encoders nor its resizers can move them), converted at their
 own size with one torch thread. ``g_a`` is float arithmetic: its bits can differ on another
-CPU family, so the latent-dependent files are compared where torch reports the CPU
-capability the fixture was recorded on; elsewhere the test checks every file that does not
-pass through ``g_a`` and that two conversions agree byte for byte.
+processor, so the latent-dependent files are compared where the processor's model name,
+torch's CPU capability and torch's version are those the fixture was recorded with;
+elsewhere the test checks every file that does not pass through ``g_a`` and that two
+conversions agree byte for byte.
 
 To re-record after a deliberate format change: ``LATENT_SHARDS_REGOLD=1 pytest
 tests/convert/test_golden.py`` (and say why in the commit).
@@ -53,6 +54,17 @@ def tree_sha256(out: Path) -> dict[str, str]:
             for f in sorted(out.rglob("*")) if f.is_file() and "logs" not in f.relative_to(out).parts}
 
 
+def cpu_model() -> str:
+    """The processor's model name (oneDNN picks its float kernels by ISA and cache sizes)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _convert(src: Path, out: Path) -> dict[str, str]:
     convert_dataset(ConvertJob(str(src), str(out), torch_threads=1,
                                options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
@@ -73,15 +85,18 @@ def _check(src: Path) -> None:
     capability = torch.backends.cpu.get_cpu_capability()
     if os.environ.get("LATENT_SHARDS_REGOLD"):
         FIXTURE.write_text(json.dumps({"cpu_capability": capability, "torch": torch.__version__,
+                                       "cpu_model": cpu_model(),
                                        "recorded_from": "LATENT_SHARDS_REGOLD",
                                        "inputs": inputs, "files": got}, indent=1, sort_keys=True) + "\n")
     want = json.loads(FIXTURE.read_text())
     assert inputs == want["inputs"], "the golden inputs themselves changed (a bundled photo?)"
     assert sorted(got) == sorted(want["files"])
-    if capability == want["cpu_capability"] and torch.__version__ == want["torch"]:
+    same_cpu = (capability, torch.__version__, cpu_model()) == (want["cpu_capability"], want["torch"],
+                                                                 want.get("cpu_model"))
+    if same_cpu:
         diff = sorted(k for k in got if got[k] != want["files"][k])
         assert not diff, f"converted bytes moved: {diff}"
-    else:  # another CPU family: what g_a does not touch, and determinism here
+    else:  # another processor: what g_a does not touch, and determinism here
         assert {k: got[k] for k in CPU_FREE} == {k: want["files"][k] for k in CPU_FREE}
         shutil.rmtree(ROOT / "out")
         assert _convert(src, ROOT / "out") == got
