@@ -13,7 +13,7 @@ from pipeline.train.detect import DetectConfig
 TaskConfig = TrainConfig | DetectConfig
 
 
-def make_task(cfg: TaskConfig, **kwargs):
+def task_for(cfg: TaskConfig, **kwargs):
     """The engine task a config describes: classification, or detection / segmentation."""
     if isinstance(cfg, TrainConfig):
         from pipeline.train.classify import ClassifyTask
@@ -38,7 +38,7 @@ def run_local(cfg: TaskConfig, log: Callable[[dict], None], show_progress: bool 
         def step(epoch: int, batch: int, batches: int, loss: float) -> None:
             bar.update(task, completed=batch, total=batches, epoch=epoch, loss=loss)
 
-        return fit(make_task(cfg), log, on_batch=step)
+        return fit(task_for(cfg), log, on_batch=step)
 
 
 def _worker_loop(config: dict) -> None:
@@ -52,7 +52,7 @@ def _worker_loop(config: dict) -> None:
 
     cfg: TaskConfig = config["cfg"]
     rank = dist.get_rank()
-    task = make_task(cfg)
+    task = task_for(cfg)
     ddp = {} if isinstance(cfg, TrainConfig) else {"find_unused_parameters": True}
 
     def report(rec: dict) -> None:
