@@ -114,9 +114,9 @@ pretrain: $(STAMP) ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the t
 	$(BIN)/latents make-task $(PRETRAIN) --kind tiles
 	$(BIN)/latents convert $(PRETRAIN) $(PRETRAIN)-latents --size 0 --executor local
 	$(BIN)/latents train classify --data $(PRETRAIN)-latents --model sresnet18 --epochs 12 --window 6 \
-	  --augment window --out $(PRETRAIN)-y
+	  --augment window --out $(PRETRAIN)-y --resume
 	$(BIN)/latents train classify --data $(PRETRAIN) --pixels --model resnet18 --epochs 12 --window 6 \
-	  --augment window --out $(PRETRAIN)-px
+	  --augment window --out $(PRETRAIN)-px --resume
 
 clean: ## Remove .venv and demo output
 	rm -rf $(VENV) $(DEMO_OUT)
