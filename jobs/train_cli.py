@@ -24,16 +24,15 @@ def augment(policy: str | None, scale_aug: str, aspect: str, resample: str):
     return Augment(policy or ("scale" if scale_aug else "usual"), pair[0], pair[1], resample)
 
 
-def _augment_options():
-    """The four augmentation options every train command takes."""
-    return {
-        "policy": typer.Option(None, "--augment", help=AUGMENT_HELP),
-        "scale_aug": typer.Option(None, help="The region's area fraction LOW,HIGH (default 0.08,1); "
-                                  "alone it means --augment scale."),
-        "aspect": typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
-        "resample": typer.Option("nearest", help="ŷ under --augment scale: nearest (keeps ŷ's integers), "
-                                 "bilinear or area."),
-    }
+#: the four augmentation options every train command takes
+AUG = {
+    "policy": typer.Option(None, "--augment", help=AUGMENT_HELP),
+    "scale_aug": typer.Option(None, help="The region's area fraction LOW,HIGH (default 0.08,1); "
+                              "alone it means --augment scale."),
+    "aspect": typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
+    "resample": typer.Option("nearest", help="ŷ under --augment scale: nearest (keeps ŷ's integers), "
+                             "bilinear or area."),
+}
 
 
 @train_app.command("classify")
@@ -58,8 +57,8 @@ def train_classify(
                                 "(same options; a fresh run when there is none)."),
     checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                          "(0: at each epoch's end only)."),
-    policy: str = _augment_options()["policy"], scale_aug: str = _augment_options()["scale_aug"],
-    aspect: str = _augment_options()["aspect"], resample: str = _augment_options()["resample"],
+    policy: str = AUG["policy"], scale_aug: str = AUG["scale_aug"],
+    aspect: str = AUG["aspect"], resample: str = AUG["resample"],
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
     from pipeline.train.classify import TrainConfig
@@ -144,8 +143,8 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
                                     "them."),
         checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                              "(0: at each epoch's end only; ŷ inputs)."),
-        policy: str = _augment_options()["policy"], scale_aug: str = _augment_options()["scale_aug"],
-        aspect: str = _augment_options()["aspect"], resample: str = _augment_options()["resample"],
+        policy: str = AUG["policy"], scale_aug: str = AUG["scale_aug"],
+        aspect: str = AUG["aspect"], resample: str = AUG["resample"],
         init_from: str = typer.Option(None, help="A classifier's model.pt (`latents train classify`) on the "
                                       "same representation: the trunk starts from it (the seed's protocol)."),
     ):

@@ -129,12 +129,9 @@ def messy_tree(tmp_path) -> Path:
 @pytest.fixture()
 def photo_tree(tmp_path) -> Path:
     """Eight real photos in two classes."""
-    root = tmp_path / "photos"
-    for i, p in enumerate(bundled_photos(colour_only=True)[:8]):
-        d = root / ("even" if i % 2 == 0 else "odd")
-        d.mkdir(parents=True, exist_ok=True)
-        Image.open(p.path).convert("RGB").save(d / f"{p.name}.jpg", quality=90)
-    return root
+    from tests.trees import write_photo_tree
+
+    return write_photo_tree(tmp_path / "photos", 8)
 
 
 @pytest.fixture(scope="session")

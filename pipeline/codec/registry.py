@@ -104,7 +104,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         Architecture(
             "slim-hyperprior", SCALE_HYPERPRIOR, SlimHyperprior, _no_zoo,
-            {q: (n, m) for q, (n, m) in cfgs["bmshj2018-hyperprior"].items()}, hyper=64,
+            cfgs["bmshj2018-hyperprior"], hyper=64,
         ),
     )
 }

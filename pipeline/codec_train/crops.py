@@ -33,13 +33,18 @@ def read_rgb(uri: str, max_side: int | None = None) -> torch.Tensor:
     h, w = img.shape[1:]
     if max_side and max(h, w) > max_side:
         s = max_side / max(h, w)
-        img = F.interpolate(img[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bicubic",
-                            antialias=True, align_corners=False)[0].clamp_(0, 1)
+        img = resize(img, max(1, round(h * s)), max(1, round(w * s)))
     return img
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+
+
+def resize(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[3, H, W]`` in [0, 1] resized to ``h`` × ``w``, bicubic with antialiasing."""
+    return F.interpolate(img[None], size=(h, w), mode="bicubic", antialias=True,
+                         align_corners=False)[0].clamp_(0, 1)
 
 
 def rescale(img: torch.Tensor, scale: float, patch: int) -> torch.Tensor:
@@ -48,9 +53,7 @@ def rescale(img: torch.Tensor, scale: float, patch: int) -> torch.Tensor:
     s = max(scale, patch / min(h, w))
     if s == 1.0:
         return img
-    size = (max(patch, round(h * s)), max(patch, round(w * s)))
-    return F.interpolate(img[None], size=size, mode="bicubic", antialias=True,
-                         align_corners=False)[0].clamp_(0, 1)
+    return resize(img, max(patch, round(h * s)), max(patch, round(w * s)))
 
 
 def random_crop(img: torch.Tensor, patch: int, rng: np.random.Generator) -> torch.Tensor:

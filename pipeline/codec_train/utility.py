@@ -82,13 +82,10 @@ class DetectHead(nn.Module):
         self.net = create_model(arch, latent_channels, len(classes), window_px=window_px)
 
     def loss(self, y_hat: torch.Tensor, targets: list[dict]) -> torch.Tensor:
-        device = y_hat.device
-        kept = []
-        for t in targets:  # difficult and crowd boxes are not learnt as instances
-            keep = ~(t["difficult"] | t["iscrowd"])
-            kept.append({"boxes": t["boxes"][keep].to(device), "labels": (t["labels"][keep] + 1).to(device)})
+        from pipeline.train.detect import trainable  # difficult and crowd boxes are not learnt
+
         self.net.train()
-        return sum(self.net(y_hat, kept).values())
+        return sum(self.net(y_hat, [trainable(t, None, y_hat.device) for t in targets]).values())
 
 
 def quantise_for_task(y: torch.Tensor, mode: str) -> torch.Tensor:

@@ -16,12 +16,11 @@ import threading
 import time
 
 import pytest
-from PIL import Image
 
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
-from pipeline.tasks.photos import bundled_photos
+from tests.trees import write_photo_tree
 
 
 def test_reading_an_index_leaves_nothing_for_arrow_threads_to_release():
@@ -53,12 +52,7 @@ def test_convert_and_resume_leave_no_thread_behind(photo_tree, tmp_path):
 @pytest.fixture()
 def twelve_photos(tmp_path):
     """The 12-image class-per-folder tree of the issue's reproduction."""
-    root = tmp_path / "photos"
-    for i, p in enumerate(bundled_photos(colour_only=True)[:12]):
-        d = root / ("even" if i % 2 == 0 else "odd")
-        d.mkdir(parents=True, exist_ok=True)
-        Image.open(p.path).convert("RGB").save(d / f"{p.name}.jpg", quality=90)
-    return root
+    return write_photo_tree(tmp_path / "photos", 12)
 
 
 @pytest.mark.slow
