@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from compressai.entropy_models import EntropyBottleneck
+from compressai.layers import GDN, GDN1
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from compressai.models.utils import conv, deconv
 from compressai.zoo import bmshj2018_factorized, bmshj2018_hyperprior, mbt2018_mean
@@ -32,14 +33,32 @@ class SlimHyperprior(ScaleHyperprior):
     the hyper path (``h_a``, z, ``h_s``) of a fixed width ``hyper``: capacity goes where the
     pixels are, while ``h_s``, which every ŷ decode runs, stays as slim as the default's."""
 
+    #: The non-linearity between g_a's / g_s's convolutions: "gdn" (Ballé's GDN and its
+    #: inverse), "sgdn" (Johnston et al. 2019's simplified GDN: |x| for x², no square root,
+    #: the same N² multiply-adds per position) or "relu" (no multiply-adds, no parameters).
+    nonlinearity = "gdn"
+
     def __init__(self, N: int, M: int, hyper: int = 64, **kwargs):
         super().__init__(N, M, **kwargs)
+        if self.nonlinearity != "gdn":  # the same module indices, so checkpoints read alike
+            for seq, inverse in ((self.g_a, False), (self.g_s, True)):
+                for i, layer in enumerate(seq):
+                    if isinstance(layer, GDN):
+                        seq[i] = GDN1(N, inverse=inverse) if self.nonlinearity == "sgdn" else nn.ReLU()
         self.entropy_bottleneck = EntropyBottleneck(hyper)
         self.h_a = nn.Sequential(conv(M, hyper, stride=1, kernel_size=3), nn.ReLU(inplace=True),
                                  conv(hyper, hyper), nn.ReLU(inplace=True), conv(hyper, hyper))
         self.h_s = nn.Sequential(deconv(hyper, hyper), nn.ReLU(inplace=True), deconv(hyper, hyper),
                                  nn.ReLU(inplace=True), conv(hyper, M, stride=1, kernel_size=3),
                                  nn.ReLU(inplace=True))
+
+
+class SlimHyperpriorSGDN(SlimHyperprior):
+    nonlinearity = "sgdn"
+
+
+class SlimHyperpriorReLU(SlimHyperprior):
+    nonlinearity = "relu"
 
 
 def _no_zoo(*args, **kwargs):
@@ -104,6 +123,14 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         Architecture(
             "slim-hyperprior", SCALE_HYPERPRIOR, SlimHyperprior, _no_zoo,
+            cfgs["bmshj2018-hyperprior"], hyper=64,
+        ),
+        Architecture(
+            "slim-hyperprior-sgdn", SCALE_HYPERPRIOR, SlimHyperpriorSGDN, _no_zoo,
+            cfgs["bmshj2018-hyperprior"], hyper=64,
+        ),
+        Architecture(
+            "slim-hyperprior-relu", SCALE_HYPERPRIOR, SlimHyperpriorReLU, _no_zoo,
             cfgs["bmshj2018-hyperprior"], hyper=64,
         ),
     )

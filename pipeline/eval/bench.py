@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from compressai.layers import GDN
 from PIL import Image
 
 from pipeline.codec.codec import Codec
@@ -55,14 +56,21 @@ def _median_ms(fn, reps: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def _gmac(module: torch.nn.Module, x: torch.Tensor) -> float:
+def gmac(module: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-adds (×10⁹) of ``module`` on ``x``: its convolutions, and GDN's (and simplified
+    GDN's) C×C mixing of the channels at every position."""
     total = 0
 
-    def hook(m, _inp, out):
+    def conv(m, _inp, out):
         nonlocal total
         total += out.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
 
-    hooks = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    def gdn(_m, _inp, out):
+        nonlocal total
+        total += out.numel() * out.shape[1]
+
+    hooks = [m.register_forward_hook(conv) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks += [m.register_forward_hook(gdn) for m in module.modules() if isinstance(m, GDN)]
     with torch.no_grad():
         module(x)
     for h in hooks:
@@ -87,7 +95,7 @@ def profile_encode(codec: Codec, jpegs: list[bytes], threads: int = 1, batch: in
     blobs = [e.data for e in codec.encode(x, hw)]
     decode = _median_ms(lambda: [codec.decode_y(b) for b in blobs], reps) / n
     return EncodeProfile(tuple(x.shape[2:]), threads, prepare, g_a, encode, decode,
-                         _gmac(codec.model.g_a, x[:1]))
+                         gmac(codec.model.g_a, x[:1]))
 
 
 def make_jpeg_folder(out, n: int = 96, size=(500, 375), seed: int = 0):
