@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint photos pretrain default-codec mean-scale-codec eval-codecs eval clean
+.PHONY: help install test test-all demo bench lint photos pretrain default-codec mean-scale-codec eval-codecs eval \
+	nonlinearity-ablation clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,31 +40,55 @@ photos: $(STAMP) ## Fetch Debian's wallpaper photographs into data/photos (train
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check pipeline jobs tests
 
-# The bundled codecs: scale-only hyperpriors (N=64, M=96) at three λ, warm-started from the
-# bundled mean-scale codec's g_a / g_s / h_a, each then given an exact integer h_s.
-CODEC_TRAIN := --codec-arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 \
-	--threads 1 --init-from pipeline/codec/weights/mbt2018-mean.pt
+# The bundled rate ladder (#20): scale-only hyperpriors (N=64, M=96) trained on the bundled
+# photos and Debian's wallpaper photographs (`make photos`; its 12 held-out ones are never
+# read), crops at three scales. The default is trained from scratch; every other point is
+# fine-tuned from it at its own λ; then each gets an exact integer h_s and the ladder is
+# evaluated on the held-out photographs. Every run resumes (--resume): an interrupted
+# `make default-codec` goes on where it stopped. JOBS=2 fine-tunes two points at once.
+LADDER_TRAIN := --codec-arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --seed 0 \
+	--threads 1 --photos data/photos --scales 1.0,0.5,0.25 --heldout data/photos/heldout \
+	--heldout-every 1000 --resume
+LADDER := lowest-rate low-rate mid-rate high-rate
+LMBDA_lowest-rate := 0.0018
+LMBDA_low-rate := 0.0045
+LMBDA_mid-rate := 0.035
+LMBDA_high-rate := 0.13
 WEIGHTS := pipeline/codec/weights
 
-default-codec: $(STAMP) ## Retrain the three bundled codecs (about 70 min each on one core; JOBS=3 runs them at once), evaluate
-	$(MAKE) -j$${JOBS:-1} runs/default-float.pt runs/low-rate-float.pt runs/high-rate-float.pt
-	$(BIN)/latents integerize runs/default-float.pt $(WEIGHTS)/default.pt --threads 1
-	$(BIN)/latents integerize runs/low-rate-float.pt $(WEIGHTS)/low-rate.pt --threads 1
-	$(BIN)/latents integerize runs/high-rate-float.pt $(WEIGHTS)/high-rate.pt --threads 1
-	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout
-	$(BIN)/latents eval rd --all-photos --plot runs/rd-all.png --output runs/rd-all.json
+data/photos/photos.json: | $(STAMP)
+	$(BIN)/latents fetch-photos data/photos
 
-runs/default-float.pt:
-	mkdir -p runs
-	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.013 --steps 22000
+default-codec: $(STAMP) data/photos/photos.json ## Retrain the bundled rate ladder from scratch (hours: see the README), integerise, evaluate
+	mkdir -p runs/ladder
+	$(BIN)/latents train-codec runs/ladder/default-float.pt $(LADDER_TRAIN) --lmbda 0.013 --steps 60000 --lr 3e-4
+	$(MAKE) -j$${JOBS:-1} $(LADDER:%=ladder-%)
+	for p in default $(LADDER); do \
+	  $(BIN)/latents integerize runs/ladder/$$p-float.pt $(WEIGHTS)/$$p.pt --threads 1 || exit 1; done
+	$(BIN)/latents eval rd --plot runs/rd-ladder.png --output runs/rd-ladder.json --results-dir runs/rd-ladder
 
-runs/low-rate-float.pt:
-	mkdir -p runs
-	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.004 --steps 12000
+ladder-%: $(STAMP)
+	$(BIN)/latents train-codec runs/ladder/$*-float.pt $(LADDER_TRAIN) --lmbda $(LMBDA_$*) --steps 20000 \
+	  --lr 1e-4 --init-from runs/ladder/default-float.pt
 
-runs/high-rate-float.pt:
-	mkdir -p runs
-	$(BIN)/latents train-codec $@ $(CODEC_TRAIN) --lmbda 0.07 --steps 12000
+# GDN against cheaper non-linearities (#20): three slim hyperpriors (N=64, M=96) trained from
+# scratch for the same steps on the same crops; their held-out figures are the last line of
+# each run's log, their encode cost what `latents bench --no-pipeline` prints.
+NONLINEARITIES := gdn sgdn relu
+ARCH_gdn := slim-hyperprior
+ARCH_sgdn := slim-hyperprior-sgdn
+ARCH_relu := slim-hyperprior-relu
+nonlinearity-ablation: $(STAMP) data/photos/photos.json ## GDN vs simplified GDN vs ReLU: held-out R-D after equal steps, g_a cost
+	mkdir -p runs/nonlinearity
+	$(MAKE) -j$${JOBS:-1} $(NONLINEARITIES:%=nonlinearity-%)
+	for n in $(NONLINEARITIES); do \
+	  $(BIN)/latents bench --checkpoint runs/nonlinearity/$$n.pt --no-pipeline \
+	    --output runs/nonlinearity/$$n-bench.json || exit 1; done
+
+nonlinearity-%: $(STAMP)
+	$(BIN)/latents train-codec runs/nonlinearity/$*.pt --codec-arch $(ARCH_$*) --N 64 --M 96 --lmbda 0.013 \
+	  --steps 4000 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 --threads 1 --photos data/photos \
+	  --scales 1.0,0.5,0.25 --heldout data/photos/heldout --heldout-every 1000 --resume
 
 mean-scale-codec: $(STAMP) ## Re-derive the bundled mean-scale codec's integer h_s from its float weights
 	$(BIN)/latents integerize $(WEIGHTS)/mbt2018-mean.pt $(WEIGHTS)/mbt2018-mean.pt --threads 1
