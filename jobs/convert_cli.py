@@ -55,6 +55,9 @@ def convert(
     pretrained: bool = typer.Option(False, help="Fetch CompressAI zoo weights (needs network)."),
     size: int = typer.Option(256, help="Resize the shorter side to this (0 keeps the size)."),
     crop: bool = typer.Option(False, help="Centre-crop to size x size after resizing."),
+    scales: str = typer.Option("", help="Also encode each image at these fractions of its size "
+                               "(e.g. 0.75,0.5): extra tar members that `--augment members` draws one of "
+                               "per epoch."),
     min_side: int = typer.Option(16, help="Reject images whose shorter side is below this."),
     max_pixels: int = typer.Option(50_000_000, help="Reject images declaring more pixels (bombs)."),
     shard_size: int = typer.Option(1000, help="Samples per shard."),
@@ -78,7 +81,12 @@ def convert(
     from pipeline.images import ImagePolicy
     from pipeline.shards.dataset import LatentDataset, summarize
 
-    policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels)
+    try:
+        extra = tuple(float(v) for v in scales.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--scales takes fractions separated by commas (e.g. 0.75,0.5), "
+                          f"not {scales!r}") from None
+    policy = ImagePolicy(size=size, crop=crop, min_side=min_side, max_pixels=max_pixels, scales=extra)
     arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     job = ConvertJob(src, out, fmt, split,
                      CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained),

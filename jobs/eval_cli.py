@@ -121,10 +121,12 @@ def eval_utility(
     plot: Path = typer.Option(None, help="Write the accuracy-vs-bpp plot (PNG) here."),
     output: Path = typer.Option(None, help="Write every figure as JSON here."),
     policy: str = typer.Option(None, "--augment", help="One augmentation policy for every arm (usual, "
-                               "window, scale; see `latents train classify --help`)."),
+                               "window, scale, members; see `latents train classify --help`)."),
     scale_aug: str = typer.Option(None, help="The region's area fraction LOW,HIGH under --augment scale."),
     aspect: str = typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
     resample: str = typer.Option("nearest", help="ŷ under --augment scale: nearest, bilinear or area."),
+    members: str = typer.Option("1,0.75,0.5", help="The scales --augment members draws among (each codec's "
+                                "conversion then encodes them all)."),
 ):
     """The seed's Table 1 on any labelled source: classifier top-1/top-5 on each codec's ŷ, on
     JPEG pixels at the matched bpp, and on the original pixels (mean ± std over seeds)."""
@@ -140,7 +142,7 @@ def eval_utility(
 
     cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
                         workers=workers, cost_batch=cost_batch, jpeg_match=jpeg_match,
-                        augment=augment(policy, scale_aug, aspect, resample))
+                        augment=augment(policy, scale_aug, aspect, resample, members))
     result = evaluate_utility(cfg, on_row=lambda r: console.print(
         f"{r.method} {r.checkpoint or ''}: bpp {r.bpp if r.bpp is not None else '-'} top-1 "
         f"{sum(r.top1) / len(r.top1):.3f}"))

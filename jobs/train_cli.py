@@ -10,21 +10,28 @@ from pipeline.errors import ConfigError, TrainError
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
 
 AUGMENT_HELP = ("The training windows' geometry, the same for ŷ and pixels: usual (ŷ a fixed window, "
-                "pixels RandomResizedCrop), window (a fixed window for both) or scale (a region of "
-                "--scale-aug of the area, aspect --aspect, resampled to the window, for both).")
+                "pixels RandomResizedCrop), window (a fixed window for both), scale (a region of "
+                "--scale-aug of the area, aspect --aspect, resampled to the window, for both) or "
+                "members (the image at one of --members scales each epoch, then a window: ŷ the "
+                "codec's own encodings from `convert --scales`, pixels the image resized).")
 
 
-def augment(policy: str | None, scale_aug: str, aspect: str, resample: str):
+def augment(policy: str | None, scale_aug: str, aspect: str, resample: str, members: str = "1,0.75,0.5"):
     """The Augment the options describe (--scale-aug alone means the scale policy)."""
     from pipeline.train.data import Augment
 
-    pair = [tuple(float(v) for v in s.split(",")) for s in (scale_aug or "0.08,1", aspect)]
+    try:
+        pair = [tuple(float(v) for v in s.split(",")) for s in (scale_aug or "0.08,1", aspect)]
+        scales = tuple(float(v) for v in members.split(","))
+    except ValueError:
+        raise ConfigError(f"--scale-aug, --aspect and --members take numbers separated by commas, got "
+                          f"{scale_aug!r}, {aspect!r} and {members!r}") from None
     if any(len(p) != 2 for p in pair):
         raise ConfigError(f"--scale-aug and --aspect take LOW,HIGH, got {scale_aug!r} and {aspect!r}")
-    return Augment(policy or ("scale" if scale_aug else "usual"), pair[0], pair[1], resample)
+    return Augment(policy or ("scale" if scale_aug else "usual"), pair[0], pair[1], resample, scales)
 
 
-#: the four augmentation options every train command takes
+#: the augmentation options every train command takes
 AUG = {
     "policy": typer.Option(None, "--augment", help=AUGMENT_HELP),
     "scale_aug": typer.Option(None, help="The region's area fraction LOW,HIGH (default 0.08,1); "
@@ -32,6 +39,8 @@ AUG = {
     "aspect": typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
     "resample": typer.Option("nearest", help="ŷ under --augment scale: nearest (keeps ŷ's integers), "
                              "bilinear or area."),
+    "members": typer.Option("1,0.75,0.5", help="The scales --augment members draws among (1: the image "
+                            "itself)."),
 }
 
 
@@ -58,14 +67,14 @@ def train_classify(
     checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                          "(0: at each epoch's end only)."),
     policy: str = AUG["policy"], scale_aug: str = AUG["scale_aug"],
-    aspect: str = AUG["aspect"], resample: str = AUG["resample"],
+    aspect: str = AUG["aspect"], resample: str = AUG["resample"], members: str = AUG["members"],
 ):
     """Classification on ŷ (or pixels): top-1/top-5 on the val split each epoch, JSON-lines metrics."""
     from pipeline.train.classify import TrainConfig
     from pipeline.train.data import InputSpec
 
     spec = InputSpec(data, "pixels" if pixels else "latent", (window, window), batch_size, workers, seed,
-                     cache, int(cache_gb * 2**30), augment(policy, scale_aug, aspect, resample))
+                     cache, int(cache_gb * 2**30), augment(policy, scale_aug, aspect, resample, members))
     arch = renamed(arch, old_arch, "--model", "--arch", "sresnet18")
     _train(TrainConfig(spec, arch=arch, epochs=epochs, lr=lr, out=out, seed=seed,
                        checkpoint_every=checkpoint_every, resume=resume), ray_workers, use_gpu, address)
@@ -144,14 +153,14 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         checkpoint_every: int = typer.Option(0, help="Also save OUT/last.pt every this many steps "
                                              "(0: at each epoch's end only; ŷ inputs)."),
         policy: str = AUG["policy"], scale_aug: str = AUG["scale_aug"],
-        aspect: str = AUG["aspect"], resample: str = AUG["resample"],
+        aspect: str = AUG["aspect"], resample: str = AUG["resample"], members: str = AUG["members"],
         init_from: str = typer.Option(None, help="A classifier's model.pt (`latents train classify`) on the "
                                       "same representation: the trunk starts from it (the seed's protocol)."),
     ):
         arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
              ray_workers, use_gpu, address, resume, checkpoint_every,
-             augment(policy, scale_aug, aspect, resample), init_from)
+             augment(policy, scale_aug, aspect, resample, members), init_from)
 
     command.__doc__ = doc
     return command

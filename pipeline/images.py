@@ -6,7 +6,7 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,10 +35,17 @@ class ImagePolicy:
     min_side: int = 16  # smaller images are rejected (the codec needs at least one z element)
     max_pixels: int = MAX_PIXELS  # larger *declared* sizes are rejected before decoding
     background: tuple[int, int, int] = (255, 255, 255)  # transparency is composited on this
+    #: also encode each image at these fractions of its size (`convert --scales`): extra
+    #: members the loader can draw one of per epoch (the exact alternative to resampling ŷ)
+    scales: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.size < 0 or (self.crop and self.size == 0):
             raise ConfigError(f"--size must be > 0 (with --crop) or 0 to keep the size, got {self.size}")
+        tags = {scale_tag(s) for s in self.scales}
+        if any(not 0 < s < 1 for s in self.scales) or len(tags) != len(self.scales):
+            raise ConfigError(f"--scales are distinct fractions strictly between 0 and 1 (the image itself "
+                              f"is always encoded), at least 0.01 apart; got {list(self.scales)}")
         for name, v in (("--min-side", self.min_side), ("--max-pixels", self.max_pixels),
                         ("the padding multiple", self.multiple)):
             if v <= 0:
@@ -47,7 +54,20 @@ class ImagePolicy:
     def to_json(self) -> dict:
         d = asdict(self)
         d["resize"] = "shorter-side" if self.size else "none"
+        if not self.scales:  # datasets converted before --scales record none: they resume alike
+            del d["scales"]
         return d
+
+    def at_scale(self, scale: float, orig_hw: tuple[int, int]) -> ImagePolicy:
+        """The policy of an image's ``scale`` member: its shorter side (and crop) at ``scale`` × this
+        policy's, from the same decoded image, so the member shows the same field of view."""
+        size = max(1, round(scale * (self.size or min(orig_hw))))
+        return replace(self, size=size, min_side=1, scales=())
+
+
+def scale_tag(scale: float) -> str:
+    """The tar member of an image's ``scale`` encoding, after the key: ``s075.latent`` for 0.75."""
+    return f"s{round(scale * 100):03d}.latent"
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,14 @@ def pad_to_multiple(arr: np.ndarray, multiple: int, mode: str = "edge") -> np.nd
 
 def prepare_image(data: bytes, policy: ImagePolicy) -> PreparedImage:
     """Decode and normalise one image; raises ImageError(reason, detail) for bad input."""
+    return prepare_scales(data, replace(policy, scales=()))[0]
+
+
+def prepare_scales(data: bytes, policy: ImagePolicy
+                   ) -> tuple[PreparedImage, list[tuple[float, PreparedImage]]]:
+    """`prepare_image`, and the image again at each of ``policy.scales`` (decoded once). A scale
+    whose image would fall below one latent cell (16 px) is left out: the loader draws among
+    the members a sample has."""
     if not data:
         raise ImageError(EMPTY, "the file has 0 bytes")
     im = _open(data, policy)
@@ -179,10 +207,19 @@ def prepare_image(data: bytes, policy: ImagePolicy) -> PreparedImage:
         raise ImageError(TOO_SMALL, f"{w}x{h} px, shorter side below the {policy.min_side} px "
                          "minimum (--min-side)")
     _check_target(w, h, policy)
-    rgb = _resize(to_rgb(upright, policy.background), policy)
-    arr = np.asarray(rgb, dtype=np.uint8)
-    return PreparedImage(pad_to_multiple(arr, policy.multiple, policy.pad_mode), (h, w),
-                         (arr.shape[0], arr.shape[1]), source_mode, bool(transposed))
+    full = to_rgb(upright, policy.background)
+
+    def prepared(p: ImagePolicy) -> PreparedImage:
+        arr = np.asarray(_resize(full, p), dtype=np.uint8)
+        return PreparedImage(pad_to_multiple(arr, p.multiple, p.pad_mode), (h, w),
+                             (arr.shape[0], arr.shape[1]), source_mode, bool(transposed))
+
+    members = [(s, policy.at_scale(s, (h, w))) for s in policy.scales]
+    return prepared(policy), [(s, prepared(p)) for s, p in members if p.size >= MIN_MEMBER_SIDE]
+
+
+#: the shorter side below which a scale member is left out (one latent cell)
+MIN_MEMBER_SIDE = 16
 
 
 #: an image as decoded: no resize, no padding, any side of at least one pixel

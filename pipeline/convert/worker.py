@@ -27,7 +27,8 @@ from pipeline.images import (
     PreparedImage,
     class_mask,
     mask_png,
-    prepare_image,
+    prepare_scales,
+    scale_tag,
 )
 from pipeline.shards import index as idx
 from pipeline.shards.layout import Layout
@@ -131,6 +132,7 @@ class Loaded:
     data: bytes | None
     image: PreparedImage | ImageError
     mask: bytes | None = None
+    members: tuple[tuple[float, PreparedImage], ...] = ()  # the image at each of --scales
 
 
 def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
@@ -138,7 +140,7 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
     if isinstance(data, ImageError):
         return Loaded(None, data)
     try:
-        img = prepare_image(data, policy)
+        img, members = prepare_scales(data, policy)
     except ImageError as exc:
         return Loaded(data, exc)
     except Exception as exc:  # noqa: BLE001 - an unforeseen decoder bug is still one sample's failure
@@ -149,7 +151,7 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
                                        f"image, the image decodes to {img.orig_hw[1]}x{img.orig_hw[0]} (EXIF "
                                        "orientation applied): its boxes and mask would not fit it"))
     if item.mask is None:
-        return Loaded(data, img)
+        return Loaded(data, img, None, tuple(members))
 
     def read_mask(uri: str) -> bytes:
         raw = _read(uri, f"its mask {redact(uri)}: ")
@@ -158,7 +160,7 @@ def _load(item: SourceItem, policy: ImagePolicy) -> Loaded:
         return raw
 
     try:
-        return Loaded(data, img, mask_png(class_mask(item, policy, img.orig_hw, read_mask)))
+        return Loaded(data, img, mask_png(class_mask(item, policy, img.orig_hw, read_mask)), tuple(members))
     except ImageError as exc:
         return Loaded(data, exc)
     except Exception as exc:  # noqa: BLE001 - malformed polygons / RLE: this sample's failure
@@ -208,6 +210,10 @@ def _sample_json(item: SourceItem, img: PreparedImage, latent: bytes, row: idx.I
         "latent_bytes": len(latent), "bpp": row.bpp, "codec": row.codec_fingerprint,
         "source_mode": img.source_mode, "exif_transposed": img.exif_transposed,
     }
+    if row.members:  # the extra encodings (`convert --scales`): which member, its size and grid
+        meta["members"] = [{"scale": m["scale"], "member": m["member"], "enc_hw": m["enc_hw"],
+                            "valid_hw": m["valid_hw"], "latent_bytes": m["size"]}
+                           for m in json.loads(row.members)]
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -239,10 +245,13 @@ def convert_shard(task: ShardTask, codec: Codec, layout: Layout, opts: ConvertOp
             items = [e for e in chunk if isinstance(e, SourceItem)]
             loaded = dict(zip((i.key for i in items),
                               pool.map(lambda it: _load(it, opts.policy), items), strict=True))
-            prepared = [loaded[i.key].image if isinstance(loaded[i.key].image, PreparedImage) else None
-                        for i in items]
-            latents = dict(zip((i.key for i in items),
-                               _encode_chunk(codec, prepared, opts.batch_size), strict=True))
+            # every image, then every scale member, encoded together (equal padded sizes batch)
+            jobs = [((i.key, 1.0), loaded[i.key].image) for i in items
+                    if isinstance(loaded[i.key].image, PreparedImage)]
+            jobs += [((i.key, s), m) for i in items for s, m in loaded[i.key].members
+                     if isinstance(loaded[i.key].image, PreparedImage)]
+            latents = dict(zip((k for k, _ in jobs),
+                               _encode_chunk(codec, [p for _, p in jobs], opts.batch_size), strict=True))
             step = Progress()
             for e in chunk:
                 row = _convert_entry(task, e, loaded, latents, tar, fp)
@@ -270,12 +279,20 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     data, img = loaded[e.key].data, loaded[e.key].image
     if isinstance(img, ImageError):
         return _failure_row(task, e, img.reason, "ImageError", img.detail, data)
-    encoded = latents[e.key]
+    encoded = latents[(e.key, 1.0)]
     if isinstance(encoded, Exception):
         return _failure_row(task, e, ENCODE_ERROR, type(encoded).__name__, str(encoded), data)
     head, latent = encoded.container, encoded.data
     (c, lh, lw), (vh, vw) = head.y_shape, head.valid_hw
     m_lat = tar.add(f"{e.key}.latent", latent)
+    members = []
+    for s, m in loaded[e.key].members:
+        extra = latents[(e.key, s)]
+        if isinstance(extra, Exception):  # the image itself made it: only this member is missing
+            continue
+        entry = tar.add(f"{e.key}.{scale_tag(s)}", extra.data)
+        members.append({"scale": s, "member": scale_tag(s), "offset": entry.offset, "size": entry.size,
+                        "enc_hw": list(m.enc_hw), "valid_hw": list(extra.container.valid_hw)})
     row = idx.IndexRow(
         key=e.key, split=task.split, shard=task.name, status=idx.OK, source_uri=redact(e.uri),
         source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest(),
@@ -285,7 +302,8 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
         padded_w=img.padded_hw[1], latent_c=c, latent_h=lh, latent_w=lw, valid_h=vh, valid_w=vw,
         latent_offset=m_lat.offset, latent_size=m_lat.size,
         bpp=idx.bits_per_pixel(len(latent), img.enc_hw[0] * img.enc_hw[1]),
-        codec_fingerprint=fp, source_mode=img.source_mode, exif_transposed=img.exif_transposed)
+        codec_fingerprint=fp, source_mode=img.source_mode, exif_transposed=img.exif_transposed,
+        members=json.dumps(members, separators=(",", ":")) if members else None)
     m_json = tar.add(f"{e.key}.json", _sample_json(e, img, latent, row))
     m_cls = tar.add(f"{e.key}.cls", str(e.label).encode()) if e.label is not None else None
     mask = loaded[e.key].mask

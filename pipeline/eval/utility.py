@@ -216,8 +216,9 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
     for method, checkpoints in cfg.codecs.items():
         for i, ck in enumerate(checkpoints):
             ds = work / "latents" / f"{method}-{i}"
+            policy = ImagePolicy(size=0, scales=cfg.augment.stored_scales())  # members: all scales
             m = convert_dataset(ConvertJob(str(source), str(ds), codec=CodecSpec(checkpoint=ck),
-                                           options=ConvertOptions(ImagePolicy(size=0), shard_size=256)))
+                                           options=ConvertOptions(policy, shard_size=256)))
             bpp = m.manifest.totals.mean_bpp
             if bpp is None:
                 raise SourceError(f"{source}: no image converted with {ck}; see {ds}/failures.parquet")

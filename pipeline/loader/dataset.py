@@ -8,18 +8,32 @@ equal-sized slices of a seeded, per-epoch shard order.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.codec.codec import Codec
 from pipeline.errors import ConfigError, DatasetError, LatentShardsError
+from pipeline.images import mask_png
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
-from pipeline.loader.targets import TARGETS, ScaleAug, build_target, choose_crop, crop_latent, pack_payload
+from pipeline.loader.targets import (
+    TARGETS,
+    ScaleAug,
+    build_target,
+    choose_crop,
+    crop_latent,
+    member_mask,
+    member_scale,
+    pack_payload,
+)
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.tar import ShardFault
 
@@ -40,10 +54,16 @@ class LatentLoaderConfig:
     target: str = "class"  # "class": the class index; "detection" / "segmentation": a dict
     min_visible: float = 0.3  # detection: a cropped box keeps at least this share of its area
     augment: ScaleAug | None = None  # training: a RandomResizedCrop-like region resampled to the window
+    #: training: draw one of these encodings of each image per epoch (1.0: the image itself; the
+    #: others are `convert --scales` members, which the dataset must hold); None: the image itself
+    members: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ConfigError(f"target is one of {', '.join(TARGETS)}, not {self.target!r}")
+        if self.members is not None and self.cache:
+            raise ConfigError("drawing scale members each epoch and the warm cache do not go together yet "
+                              "(the cache holds one ŷ per sample): leave out --cache or the members policy")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -73,6 +93,12 @@ class LatentShardDataset(IterableDataset):
             # (every split's shards: the train and val loaders share one cache file)
             self.cache.prepare(s.tar_sha256 for s in self.data.manifest.shards)
         self.classes = list(self.data.manifest.classes)
+        if cfg.members is not None and cfg.train:
+            held = {1.0, *self.data.manifest.preprocessing.get("scales", ())}
+            if not set(cfg.members) <= held:
+                raise ConfigError(f"{cfg.root} holds the encodings at scale(s) {sorted(held)}, not "
+                                  f"{sorted(set(cfg.members) - held)}: convert it with --scales "
+                                  f"{','.join(str(v) for v in cfg.members if v != 1.0)}")
         self.epoch = 0
         self._iters = 0  # iterations of this copy since set_epoch (see set_epoch)
         self._codec = codec
@@ -203,7 +229,7 @@ class LatentShardDataset(IterableDataset):
     def _stream(self, slices: list[stages.ShardSlice], epoch: int, rank: int, wid: int):
         """This worker's samples of the epoch, in order: decoded, shuffled, cropped, padded."""
         rng = random.Random(hash((self.cfg.seed, epoch, rank, wid))) if self.cfg.train else None
-        items = self.decoded(slices, self.codec())
+        items = self.decoded(slices, self.codec(), epoch)
         if rng is not None:
             items = stages.shuffle(items, self.cfg.shuffle_buffer, rng)
         expected, yielded = sum(s.stop - s.start for s in slices), 0
@@ -236,7 +262,7 @@ class LatentShardDataset(IterableDataset):
     #: decoded samples held before they are written to the cache together
     CACHE_WRITE_BATCH = 64
 
-    def decoded(self, slices: list[stages.ShardSlice], codec: Codec):
+    def decoded(self, slices: list[stages.ShardSlice], codec: Codec, epoch: int = 0):
         """The cached-decode stage: ``(ŷ, target)`` of each slice's samples, from the warm cache
         where it holds them, else entropy-decoded from the tar (and then cached). Corrupt samples
         are skipped (logged), or raised in strict mode. `pipeline.loader.warm` runs this stage
@@ -264,7 +290,7 @@ class LatentShardDataset(IterableDataset):
                     yield c.y_hat, c.target
                     continue
                 try:
-                    y_hat, target = self._sample(s, codec)
+                    y_hat, target = self._sample(self._drawn(s, epoch), codec)
                 except DatasetError as exc:
                     self._fault(ShardFault(sl.url, str(exc), "this sample"))
                     continue
@@ -276,6 +302,27 @@ class LatentShardDataset(IterableDataset):
                 yield y_hat, target
             if self.cache is not None:
                 self.cache.put(sha, fresh)
+
+    def _drawn(self, s: dict, epoch: int) -> dict:
+        """``s`` with the encoding this epoch draws (`members`) as its latent: one of the scales,
+        uniformly, seeded by (seed, epoch, key) alone, so any worker or rank layout draws alike.
+        Its sample JSON then gives that encoding's size, and its mask is resampled (nearest)."""
+        if self.cfg.members is None or not self.cfg.train:
+            return s
+        key = s["__key__"]
+        scale = member_scale(self.cfg.seed, epoch, key, self.cfg.members)
+        if scale == 1.0:
+            return s
+        meta = json.loads(s["json"])
+        member = next((m for m in meta.get("members", ()) if m["scale"] == scale), None)
+        if member is None or member["member"] not in s:  # too small for this scale: the image itself
+            return s
+        meta["enc_hw"] = member["enc_hw"]
+        out = {**s, "latent": s[member["member"]], "json": json.dumps(meta).encode()}
+        if s.get("mask.png") is not None:
+            with Image.open(io.BytesIO(s["mask.png"])) as im:
+                out["mask.png"] = mask_png(member_mask(np.asarray(im), member["enc_hw"]))
+        return out
 
     def _sample(self, s: dict, codec: Codec) -> tuple[torch.Tensor, int | bytes]:
         """ŷ and target of one sample read from a tar; a `DatasetError` naming its key and

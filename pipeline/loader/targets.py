@@ -193,6 +193,23 @@ def crop_mask(mask: np.ndarray, crop: Crop) -> np.ndarray:
 
 
 # -- a sample's target payload: its JSON and its mask PNG, one blob (what the warm cache keeps) --
+def member_scale(seed: int, epoch: int, key: str, members: tuple[float, ...]) -> float:
+    """The encoding a sample draws in an epoch under the members policy: one of ``members``,
+    uniformly, seeded by (seed, epoch, key) alone, so the ŷ loader under any worker or rank
+    layout and the pixel baselines draw alike."""
+    return random.Random(f"{seed}:{epoch}:{key}").choice(members)
+
+
+def member_mask(mask: np.ndarray, enc_hw: tuple[int, int]) -> np.ndarray:
+    """A class mask at the encoded size, resampled (nearest) to a scale member's encoded size:
+    the ŷ loader's and the pixel baselines' one rule."""
+    h, w = enc_hw
+    if mask.shape[:2] == (h, w):
+        return mask
+    return np.asarray(Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).resize(
+        (w, h), Image.Resampling.NEAREST))
+
+
 def pack_payload(sample_json: bytes, mask_png: bytes | None) -> bytes:
     return struct.pack("<I", len(sample_json)) + sample_json + (mask_png or b"")
 

@@ -60,6 +60,9 @@ class IndexRow:
     num_boxes: int | None = None  # boxes in ``targets`` (None: the source has no boxes)
     mask_offset: int | None = None  # KEY.mask.png, where the source has a class mask
     mask_size: int | None = None
+    # added with `convert --scales`: JSON list of the image's extra encodings, each
+    # {"scale", "member", "offset", "size", "enc_hw", "valid_hw"} (None: none were made)
+    members: str | None = None
 
 
 # Field annotations are strings ("int | None"): their first word names the Arrow type.
@@ -76,9 +79,18 @@ def bits_per_pixel(nbytes: int, pixels: int) -> float:
     return 8 * nbytes / pixels if pixels else 0.0
 
 
+#: columns written only when some row has a value, so datasets without them keep the bytes
+#: they had before the column existed (readers see a missing column as nulls: `concat`)
+OPTIONAL = ("members",)
+
+
 def to_table(rows: list[IndexRow]) -> pa.Table:
     cols = {f.name: [getattr(r, f.name) for r in rows] for f in fields(IndexRow)}
-    return pa.Table.from_pydict(cols, schema=SCHEMA)
+    table = pa.Table.from_pydict(cols, schema=SCHEMA)
+    for name in OPTIONAL:
+        if rows and all(v is None for v in cols[name]):
+            table = table.drop_columns([name])
+    return table
 
 
 def table_bytes(table: pa.Table, metadata: dict[str, dict] | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,12 @@ def _check_tar(rep: VerifyReport, ds: LatentDataset, s: dict, rows: list[dict], 
     (`tar_members` names the odd ones), the chosen latents decoded as they pass, then the
     index rows against the members found. Never more than one member in memory."""
     name = s.name
-    decode = {f"{r['key']}.latent": r for r in rows if codec is not None and (name, r["key"]) in chosen}
+    decode = {}  # member → (its row, the ŷ shape it must decode to)
+    for r in rows:
+        if codec is not None and (name, r["key"]) in chosen:
+            decode[f"{r['key']}.latent"] = (r, (r["latent_c"], r["valid_h"], r["valid_w"]))
+            for m in _scale_members(r):  # `convert --scales`: the image's other encodings too
+                decode[f"{r['key']}.{m['member']}"] = (r, (r["latent_c"], *m["valid_hw"]))
     members: dict[str, tuple[int, int]] = {}
     sha, faults = hashlib.sha256(), []
     try:
@@ -92,7 +98,7 @@ def _check_tar(rep: VerifyReport, ds: LatentDataset, s: dict, rows: list[dict], 
             for m, blob in tar_members(stream, name, faults.append, keep=decode.__contains__):
                 members[m.name] = (m.offset, m.size)
                 if blob is not None:
-                    _decode(rep, name, decode[m.name], blob, codec)
+                    _decode(rep, name, *decode[m.name], blob, codec)
             stream.skip(s.tar_bytes - stream.pos)  # after a fault that ended the walk: hash the rest
     except OSError as exc:
         rep.faults.append(Fault(name, "", redact(f"tar unreadable: {exc}")))
@@ -103,10 +109,14 @@ def _check_tar(rep: VerifyReport, ds: LatentDataset, s: dict, rows: list[dict], 
     _check_rows(rep, name, rows, members, ds.fingerprint)
 
 
-def _decode(rep: VerifyReport, name: str, row: dict, blob: bytes, codec) -> None:
+def _scale_members(row: dict) -> list[dict]:
+    return json.loads(row["members"]) if row.get("members") else []
+
+
+def _decode(rep: VerifyReport, name: str, row: dict, shape: tuple, blob: bytes, codec) -> None:
     try:
         y = codec.decode_y(blob)
-        if tuple(y.shape) != (row["latent_c"], row["valid_h"], row["valid_w"]):
+        if tuple(y.shape) != tuple(shape):
             raise LatentShardsError(f"decoded shape {tuple(y.shape)} differs from the index")
         rep.decoded += 1
     except Exception as exc:  # noqa: BLE001 - every undecodable sample is a named fault
@@ -142,7 +152,7 @@ def _check_rows(rep: VerifyReport, name: str, rows: list[dict], members: dict[st
                 fingerprint: str) -> None:
     """The shard's index rows against the members its tar holds: one row per latent, and each
     row's offsets and sizes those of its own members."""
-    latents = sum(1 for m in members if m.endswith(".latent"))
+    latents = sum(1 for m in members if m.partition(".")[2] == "latent")  # scale members apart
     if len(rows) != latents:
         rep.faults.append(Fault(name, "", f"index lists {len(rows)} samples, tar holds {latents}"))
     for r in rows:
@@ -154,5 +164,8 @@ def _check_rows(rep: VerifyReport, name: str, rows: list[dict], members: dict[st
             if r.get(f"{col}_offset") is not None and \
                     members.get(f"{key}.{ext}") != (r[f"{col}_offset"], r[f"{col}_size"]):
                 rep.faults.append(Fault(name, key, f"index offset/size do not point at {key}.{ext}"))
+        for m in _scale_members(r):
+            if members.get(f"{key}.{m['member']}") != (m["offset"], m["size"]):
+                rep.faults.append(Fault(name, key, f"index offset/size do not point at {key}.{m['member']}"))
         if r["codec_fingerprint"] != fingerprint:
             rep.faults.append(Fault(name, key, "index row names another codec fingerprint"))

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import ScaleAug
 
-POLICIES = ("usual", "window", "scale")
+POLICIES = ("usual", "window", "scale", "members")
 
 
 @dataclass(frozen=True)
@@ -26,25 +26,42 @@ class Augment:
       a flip;
     - ``scale``: the same geometry for both: a region of ``scale`` × the area and an aspect in
       ``ratio`` resampled to the window (ŷ by `ScaleAug`, pixels by ``RandomResizedCrop``)
-      and a flip.
+      and a flip;
+    - ``members``: the image at one of ``members`` scales each epoch, then a fixed window and
+      a flip: ŷ the codec's own encoding of the rescaled image (`convert --scales`, the exact
+      alternative to resampling ŷ), pixels the image resized by that factor.
     """
 
     policy: str = "usual"
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     resample: str = "nearest"  # ŷ under ``scale``: nearest, bilinear or area
+    members: tuple[float, ...] = (1.0, 0.75, 0.5)  # under ``members``: the scales drawn among
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ConfigError(f"--augment is one of {', '.join(POLICIES)}, not {self.policy!r}")
         ScaleAug(self.scale, self.ratio, self.resample)  # checks the bounds
+        if not self.members or any(not 0 < m <= 1 for m in self.members):
+            raise ConfigError(f"--members are scales in (0, 1], got {list(self.members)}")
 
     def latent(self) -> ScaleAug | None:
         return ScaleAug(self.scale, self.ratio, self.resample) if self.policy == "scale" else None
 
+    def latent_members(self) -> tuple[float, ...] | None:
+        """The encodings the ŷ loader draws among (None: the image itself only)."""
+        return tuple(self.members) if self.policy == "members" else None
+
+    def stored_scales(self) -> tuple[float, ...]:
+        """The `convert --scales` a conversion for this policy needs."""
+        return tuple(m for m in self.members if m != 1.0) if self.policy == "members" else ()
+
     def pixel_transforms(self, size: int) -> list:
         from torchvision import transforms
 
+        if self.policy == "members":
+            return [RandomRescale(self.members), transforms.RandomCrop(size, pad_if_needed=True),
+                    transforms.RandomHorizontalFlip()]
         if self.policy == "window":
             crop = transforms.RandomCrop(size, pad_if_needed=True)
         elif self.policy == "scale":
@@ -52,6 +69,23 @@ class Augment:
         else:
             crop = transforms.RandomResizedCrop(size)
         return [crop, transforms.RandomHorizontalFlip()]
+
+
+class RandomRescale:
+    """A PIL image resized by one of ``scales`` (uniformly drawn from torch's stream, as
+    torchvision's transforms draw), bicubic as the converter resizes."""
+
+    def __init__(self, scales: tuple[float, ...]):
+        self.scales = tuple(scales)
+
+    def __call__(self, img):
+        from PIL import Image
+
+        s = self.scales[int(torch.randint(len(self.scales), ()))]
+        if s == 1.0:
+            return img
+        w, h = img.size
+        return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BICUBIC)
 
 
 @dataclass(frozen=True)
@@ -83,7 +117,8 @@ def _latent_loader(spec: InputSpec, split: str, train: bool):
     ds = LatentShardDataset(LatentLoaderConfig(spec.data, split=split, train=train,
                                                window=spec.window, seed=spec.seed, cache=spec.cache,
                                                cache_max_bytes=spec.cache_max_bytes,
-                                               augment=spec.augment.latent() if train else None))
+                                               augment=spec.augment.latent() if train else None,
+                                               members=spec.augment.latent_members() if train else None))
     g = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(ds, batch_size=spec.batch_size, num_workers=spec.workers, generator=g,
                         persistent_workers=spec.workers > 0, pin_memory=torch.cuda.is_available())

@@ -80,7 +80,8 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
         from pipeline.train.pixel_detect import PixelDetectionDataset
 
         ds = PixelDetectionDataset(cfg.data, split, window, target, cfg.seed,
-                                   augment=cfg.augment.latent() if train else None)
+                                   augment=cfg.augment.latent() if train else None,
+                                   members=cfg.augment.latent_members() if train else None)
         if train:  # an order seeded by (seed, epoch), split over DDP ranks: a resumed run's too
             dist = torch.distributed.is_available() and torch.distributed.is_initialized()
             ds.sampler = torch.utils.data.DistributedSampler(
@@ -89,7 +90,8 @@ def detection_loader(cfg: DetectConfig, split: str, train: bool):
         return ds, DataLoader(ds, sampler=ds.sampler, **common)
     ds = LatentShardDataset(LatentLoaderConfig(cfg.data, split=split, train=train, seed=cfg.seed,
                                                window=window, target=target, cache=cfg.cache,
-                                               augment=cfg.augment.latent() if train else None))
+                                               augment=cfg.augment.latent() if train else None,
+                                               members=cfg.augment.latent_members() if train else None))
     return ds, DataLoader(ds, persistent_workers=False, **common)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ from torch.utils.data import Dataset
 
 from pipeline.codec.registry import CELL
 from pipeline.errors import SourceError
-from pipeline.images import ImagePolicy, class_mask, prepare_image
-from pipeline.loader.targets import Crop, ScaleAug, choose_crop, target_of
+from pipeline.images import ImagePolicy, class_mask, prepare_scales
+from pipeline.loader.targets import Crop, ScaleAug, choose_crop, member_mask, member_scale, target_of
 from pipeline.sources import list_source, read_bytes
 
 
@@ -29,13 +30,15 @@ class PixelDetectionDataset(Dataset):
     the converter would reject are left out (they are failures rows there)."""
 
     def __init__(self, source: str, split: str, window: tuple[int, int] | None, target: str = "detection",
-                 seed: int = 0, policy: ImagePolicy = ImagePolicy(), augment: ScaleAug | None = None):
+                 seed: int = 0, policy: ImagePolicy = ImagePolicy(), augment: ScaleAug | None = None,
+                 members: tuple[float, ...] | None = None):
         listing = list_source("auto", source, split=split)
         if not listing.items:
             raise SourceError(f"{source} has no images in split {split!r}")
         self.items, self.classes = list(listing.items), list(listing.classes)
         self.window, self.target, self.seed, self.policy = window, target, seed, policy
         self.augment = augment  # a region resampled to the window, drawn by the ŷ loader's rule
+        self.members = members  # the image at one of these scales per epoch, drawn as ŷ's members are
         self.epoch = 0
         self.sampler = None  # the training order (a DistributedSampler), seeded by epoch with the crops
 
@@ -49,8 +52,15 @@ class PixelDetectionDataset(Dataset):
 
     def __getitem__(self, i: int):
         item = self.items[i]
-        img = prepare_image(read_bytes(item.uri), self.policy)
+        # under the members policy, the image at the scale ŷ's loader draws, made as `convert
+        # --scales` made ŷ's member (a scale too small for one cell: the image itself)
+        scale = member_scale(self.seed, self.epoch, item.key, self.members) if self.members else 1.0
+        img, member = prepare_scales(read_bytes(item.uri), replace(self.policy, scales=(
+            (scale,) if scale != 1.0 else ())))
         mask = class_mask(item, self.policy, img.orig_hw)
+        if member:
+            img = member[0][1]
+            mask = None if mask is None else member_mask(mask, img.enc_hw)
         meta = {"key": item.key, "enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
                 "targets": json.loads(item.targets) if item.targets else None}
         ph, pw = img.padded_hw

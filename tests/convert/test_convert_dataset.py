@@ -178,14 +178,14 @@ def test_fsspec_urls_in_and_out(photo_tree):
 def test_unforeseen_decoder_exception_is_one_failure_row(photo_tree, tmp_path, monkeypatch):
     import pipeline.convert.worker as pc
 
-    real = pc.prepare_image
+    real = pc.prepare_scales
 
     def flaky(data, policy):
         if len(data) == min(p.stat().st_size for p in photo_tree.rglob("*.jpg")):
             raise RuntimeError("decoder bug")
         return real(data, policy)
 
-    monkeypatch.setattr(pc, "prepare_image", flaky)
+    monkeypatch.setattr(pc, "prepare_scales", flaky)
     m = _convert(photo_tree, tmp_path / "out")
     failures = pd.read_parquet(tmp_path / "out" / "failures.parquet")
     assert m["totals"]["samples"] == 7 and list(failures["reason"]) == ["decode-error"]

@@ -163,3 +163,15 @@ def test_one_augment_policy_for_every_arm():
     assert rrc.scale == (0.3, 0.9) and rrc.ratio == (0.5, 2.0)  # the same bounds in pixel units
     with pytest.raises(ConfigError, match="--augment"):
         augment("zoom", None, "0.75,1.3333", "nearest")
+    members = augment("members", None, "0.75,1.3333", "nearest", "1,0.5")
+    assert members.latent() is None and members.latent_members() == (1.0, 0.5)
+    assert members.stored_scales() == (0.5,) and usual.stored_scales() == ()
+    import torch
+    from PIL import Image
+
+    torch.manual_seed(0)
+    rescale, crop, _ = members.pixel_transforms(96)
+    sizes = {rescale(Image.new("RGB", (200, 120))).size for _ in range(40)}
+    assert sizes == {(200, 120), (100, 60)} and crop.size == (96, 96)  # both drawn, then a window
+    with pytest.raises(ConfigError, match="--members"):
+        augment("members", None, "0.75,1.3333", "nearest", "1,1.5")
