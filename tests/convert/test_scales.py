@@ -45,12 +45,13 @@ def test_members_are_the_codec_s_own_encodings_of_the_rescaled_images(scaled, de
         key, members = row["key"], json.loads(row["members"])
         assert [m["member"] for m in members] == ["s075.latent", "s050.latent"]
         i = names.index(f"{key}.latent")  # the image, its members, then its JSON: a fixed order
-        assert names[i : i + 4] == [f"{key}.latent", f"{key}.s075.latent", f"{key}.s050.latent", f"{key}.json"]
+        assert names[i : i + 4] == [f"{key}.{m}" for m in ("latent", "s075.latent", "s050.latent", "json")]
         data = open(row["source_uri"], "rb").read()
         tar = open(ds.layout.shard_tar("train-000000"), "rb").read()
         for m in members:
             blob = tar[m["offset"] : m["offset"] + m["size"]]
-            img = prepare_image(data, ImagePolicy(size=128).at_scale(m["scale"], (row["orig_h"], row["orig_w"])))
+            at = ImagePolicy(size=128).at_scale(m["scale"], (row["orig_h"], row["orig_w"]))
+            img = prepare_image(data, at)
             assert list(img.enc_hw) == m["enc_hw"] and min(img.enc_hw) == round(128 * m["scale"])
             x = torch.from_numpy(img.pixels.copy()).permute(2, 0, 1)[None].float() / 255
             assert default_codec.encode(x, [img.enc_hw])[0].data == blob  # exactly its own encoding
