@@ -87,8 +87,8 @@ nonlinearity-ablation: $(STAMP) data/photos/photos.json ## GDN vs simplified GDN
 
 nonlinearity-%: $(STAMP)
 	$(BIN)/latents train-codec runs/nonlinearity/$*.pt --codec-arch $(ARCH_$*) --N 64 --M 96 --lmbda 0.013 \
-	  --steps 4000 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 --threads 1 --photos data/photos \
-	  --scales 1.0,0.5,0.25 --heldout data/photos/heldout --heldout-every 1000 --resume
+	  --steps 3000 --batch-size 8 --patch 128 --lr 3e-4 --seed 0 --threads 1 --photos data/photos \
+	  --scales 1.0,0.5,0.25 --heldout data/photos/heldout --heldout-every 500 --resume
 
 mean-scale-codec: $(STAMP) ## Re-derive the bundled mean-scale codec's integer h_s from its float weights
 	$(BIN)/latents integerize $(WEIGHTS)/mbt2018-mean.pt $(WEIGHTS)/mbt2018-mean.pt --threads 1

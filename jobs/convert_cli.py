@@ -61,6 +61,9 @@ def convert(
     min_side: int = typer.Option(16, help="Reject images whose shorter side is below this."),
     max_pixels: int = typer.Option(50_000_000, help="Reject images declaring more pixels (bombs)."),
     shard_size: int = typer.Option(1000, help="Samples per shard."),
+    order: str = typer.Option(None, help="hashed (default for a new OUT: keys ordered by their SHA-256, "
+                              "classes mixed in every shard) or sorted (by key); a resume keeps the "
+                              "order OUT was started with. URI lists keep the list's own order."),
     batch_size: int = typer.Option(8, help="Images per g_a call (equal padded sizes batch)."),
     threads: int = typer.Option(4, help="Image read/decode threads."),
     torch_threads: int = typer.Option(0, help="Torch CPU threads for g_a (0: default)."),
@@ -90,7 +93,7 @@ def convert(
     arch = renamed(arch, old_arch, "--codec-arch", "--arch")
     job = ConvertJob(src, out, fmt, split,
                      CodecSpec(checkpoint=checkpoint, arch=arch, quality=quality, pretrained=pretrained),
-                     ConvertOptions(policy, shard_size, batch_size, threads),
+                     ConvertOptions(policy, shard_size, batch_size, threads, order=order),
                      torch_threads, device, tuple(["latents", *sys.argv[1:]]), retry_failed)
     ray = None
     if executor == "ray":

@@ -31,6 +31,7 @@ from pipeline.convert.plan import (
     UriListPlan,
     add_retry_round,
     check_plan,
+    recorded_order,
     retry_tasks,
 )
 from pipeline.convert.resume import finished_shards, shard_result
@@ -206,6 +207,8 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
     if job.fmt not in WALKS_NAMED_FILES:
         check_out_apart(job.src, job.out)
     layout = Layout.at(job.out)
+    if job.options.order is None:  # a new OUT is hashed; a resume keeps the order it started with
+        job = replace(job, options=replace(job.options, order=recorded_order(layout) or "hashed"))
     plan = make_plan(job)
     if not plan.records:
         raise SourceError(f"no image found under {redact(job.src)} (format {job.fmt}); image files "
@@ -253,6 +256,8 @@ def canonical_command(job: ConvertJob) -> tuple[str, ...]:
             *(("--split", job.split) if job.split else ()),
             "--codec", redact(job.codec.describe()), "--size", str(p.size), *(("--crop",) if p.crop else ()),
             "--min-side", str(p.min_side), "--max-pixels", str(p.max_pixels),
+            *(("--scales", ",".join(str(s) for s in p.scales)) if p.scales else ()),
+            *(("--order", job.options.order) if job.fmt != "uris" and job.options.order != "sorted" else ()),
             "--shard-size", str(job.options.shard_size), "--batch-size", str(job.options.batch_size))
 
 
@@ -260,7 +265,8 @@ def make_plan(job: ConvertJob) -> ShardPlan:
     """URI lists are planned by streaming them; the other layouts are listed in memory."""
     if job.fmt == "uris":
         return UriListPlan(UriList.scan(job.src, job.split), job.options.shard_size)
-    return ListingPlan(list_source(job.fmt, job.src, split=job.split), job.options.shard_size)
+    return ListingPlan(list_source(job.fmt, job.src, split=job.split), job.options.shard_size,
+                       job.options.order or "hashed")
 
 
 def _retryable_keys(layout: Layout, names: list[str]) -> dict[str, list[str]]:
@@ -285,6 +291,8 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
         job.options.policy, multiple=codec.identity.multiple)))
     header = {"source": redact(job.src), "format": job.fmt, "split": job.split,
               "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
+    if job.fmt != "uris" and job.options.order != "sorted":  # plans from before the option: sorted
+        header["order"] = job.options.order
     lease.check("plan.json")
     recorded = check_plan(layout, header, plan)
     sweep_temp_files(layout)

@@ -1,4 +1,9 @@
-"""The shard plan: fixed slices of the sorted listing, recorded in ``OUT/plan.json``.
+"""The shard plan: fixed slices of the listing in a fixed order, recorded in ``OUT/plan.json``.
+
+The order within a split is ``hashed`` (by the SHA-256 of each key: classes mixed in every
+shard, so a streaming loader's shard shuffle and window buffer give near-random batches) or
+``sorted`` (by key: class-per-folder sources then fill each shard with a few classes, which
+a streaming loader cannot mix; datasets made before the order was an option are sorted).
 
 The plan is a pure function of the listing and the shard size, so every run (first, resumed,
 on another machine) cuts the same shards. ``plan.json`` pins it: a resume with another
@@ -35,13 +40,27 @@ class ShardTask:
         return Layout.shard_name(self.split, self.number)
 
 
-def plan_shards(listing: Listing, shard_size: int) -> list[ShardTask]:
-    """Fixed slices of the sorted listing, per split: the same plan on every run."""
+#: the orders a listing's shards can be cut in (see the module docstring)
+ORDERS = ("hashed", "sorted")
+
+
+def order_key(order: str):
+    """The sort key of ``order``: the key itself, or its SHA-256 (ties, impossible in practice,
+    broken by the key)."""
+    if order not in ORDERS:
+        raise ConfigError(f"--order is one of {', '.join(ORDERS)}, not {order!r}")
+    if order == "sorted":
+        return lambda e: e.key
+    return lambda e: (hashlib.sha256(e.key.encode()).digest(), e.key)
+
+
+def plan_shards(listing: Listing, shard_size: int, order: str = "hashed") -> list[ShardTask]:
+    """Fixed slices of the listing in ``order``, per split: the same plan on every run."""
     _check_size(shard_size)
     tasks = []
     for split in listing.splits():
         entries = sorted([e for e in (*listing.items, *listing.failures) if e.split == split],
-                         key=lambda e: e.key)
+                         key=order_key(order))
         for n, start in enumerate(range(0, len(entries), shard_size)):
             tasks.append(ShardTask(split, n, tuple(entries[start : start + shard_size])))
     return tasks
@@ -95,9 +114,9 @@ class ShardPlan(Protocol):
 class ListingPlan:
     """The plan of a listing held in memory (folder, ImageNet and Open Images readers)."""
 
-    def __init__(self, listing: Listing, shard_size: int):
+    def __init__(self, listing: Listing, shard_size: int, order: str = "hashed"):
         self.classes = listing.classes
-        self._tasks = plan_shards(listing, shard_size)
+        self._tasks = plan_shards(listing, shard_size, order)
         self.records = [ShardRecord.of(t) for t in self._tasks]
 
     def tasks(self, names: set[str]) -> Iterator[ShardTask]:
@@ -108,7 +127,8 @@ class ListingPlan:
 
 
 class UriListPlan:
-    """The plan of a URI list, streamed: per split, consecutive rows in the list's order.
+    """The plan of a URI list, streamed: per split, consecutive rows in the list's order (which
+    the list's author decides: shuffle it for training data read in a stream).
 
     The driver holds the records (one per shard) and at most one filling shard per split;
     `tasks` reads the list again and hands shards over as they fill.
@@ -172,6 +192,14 @@ class RecordedPlan:
         retries = d.pop("retries", [])
         shards = d.pop("shards")
         return cls(d, shards, retries)
+
+
+def recorded_order(layout: Layout) -> str | None:
+    """The order an existing ``plan.json`` was cut in (``sorted`` for plans older than the
+    option), or None for a new OUT."""
+    if not exists(layout.plan):
+        return None
+    return RecordedPlan.from_bytes(read_file(layout.plan)).header.get("order", "sorted")
 
 
 def check_plan(layout: Layout, header: dict, plan: ShardPlan) -> RecordedPlan:

@@ -50,6 +50,9 @@ class ConvertOptions:
     batch_size: int = 8  # images per g_a call (same padded size only)
     threads: int = 4  # image read/decode threads per shard worker
     chunk: int = 64  # images prepared at once (bounds memory)
+    #: the order shards are cut in (`pipeline.convert.plan`): hashed or sorted; None: hashed
+    #: for a new OUT, and on resume the order its plan.json records
+    order: str | None = None
 
     def __post_init__(self):
         for name, v in (("--shard-size", self.shard_size), ("--batch-size", self.batch_size),

@@ -93,6 +93,11 @@ class LatentShardDataset(IterableDataset):
             # (every split's shards: the train and val loaders share one cache file)
             self.cache.prepare(s.tar_sha256 for s in self.data.manifest.shards)
         self.classes = list(self.data.manifest.classes)
+        if cfg.train and self.data.manifest.shard_order == "sorted" and len(self.classes) > 1:
+            log.warning("%s was converted with its shards in key order (before `convert --order hashed`, "
+                        "the default now): a class-per-folder source then gives shards of a few classes "
+                        "each, which the shard shuffle and a %d-sample buffer cannot mix, and training "
+                        "suffers; convert it again into a new OUT", cfg.root, cfg.shuffle_buffer)
         if cfg.members is not None and cfg.train:
             held = {1.0, *self.data.manifest.preprocessing.get("scales", ())}
             if not set(cfg.members) <= held:

@@ -172,6 +172,15 @@ class Manifest:
         return self.codec["fingerprint"]
 
     @property
+    def shard_order(self) -> str:
+        """The order its shards were cut in (`pipeline.convert.plan`): ``hashed``, ``sorted``
+        (every dataset made before the option), or ``listed`` (a URI list's own order)."""
+        command = list(self.raw.get("command") or ())
+        if "--order" in command[:-1]:
+            return command[command.index("--order") + 1]
+        return "listed" if "uris" in command else "sorted"
+
+    @property
     def latent_channels(self) -> int:
         """M: the channels of ŷ."""
         return int(self.codec["M"])

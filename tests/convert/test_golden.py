@@ -10,8 +10,10 @@ torch's CPU capability and torch's version are those the fixture was recorded wi
 elsewhere the test checks every file that does not pass through ``g_a`` and that two
 conversions agree byte for byte.
 
-To re-record after a deliberate format change: ``LATENT_SHARDS_REGOLD=1 pytest
-tests/convert/test_golden.py`` (and say why in the commit).
+Both shard orders are pinned (``sorted``, every dataset's order before ``--order`` existed,
+and ``hashed``, today's default). To re-record after a deliberate format change:
+``LATENT_SHARDS_REGOLD=1 pytest tests/convert/test_golden.py`` (or ``=hashed`` for one order;
+and say why in the commit).
 """
 
 from __future__ import annotations
@@ -65,10 +67,15 @@ def cpu_model() -> str:
     return ""
 
 
-def _convert(src: Path, out: Path) -> dict[str, str]:
+def _convert(src: Path, out: Path, order: str) -> dict[str, str]:
     convert_dataset(ConvertJob(str(src), str(out), torch_threads=1,
-                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
+                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4, order=order)))
     return tree_sha256(out)
+
+
+#: the fixture's files for each shard order: ``sorted`` is the order every dataset had before
+#: the option (its bytes must never move, or their resumes would), ``hashed`` today's default
+ORDERS = {"sorted": "files", "hashed": "files_hashed"}
 
 
 def test_converted_bytes_match_the_committed_fixture():
@@ -81,22 +88,24 @@ def test_converted_bytes_match_the_committed_fixture():
 
 def _check(src: Path) -> None:
     inputs = tree_sha256(src)
-    got = _convert(src, ROOT / "out")
     capability = torch.backends.cpu.get_cpu_capability()
-    if os.environ.get("LATENT_SHARDS_REGOLD"):
-        FIXTURE.write_text(json.dumps({"cpu_capability": capability, "torch": torch.__version__,
-                                       "cpu_model": cpu_model(),
-                                       "recorded_from": "LATENT_SHARDS_REGOLD",
-                                       "inputs": inputs, "files": got}, indent=1, sort_keys=True) + "\n")
-    want = json.loads(FIXTURE.read_text())
-    assert inputs == want["inputs"], "the golden inputs themselves changed (a bundled photo?)"
-    assert sorted(got) == sorted(want["files"])
-    same_cpu = (capability, torch.__version__, cpu_model()) == (want["cpu_capability"], want["torch"],
-                                                                 want.get("cpu_model"))
-    if same_cpu:
-        diff = sorted(k for k in got if got[k] != want["files"][k])
-        assert not diff, f"converted bytes moved: {diff}"
-    else:  # another processor: what g_a does not touch, and determinism here
-        assert {k: got[k] for k in CPU_FREE} == {k: want["files"][k] for k in CPU_FREE}
-        shutil.rmtree(ROOT / "out")
-        assert _convert(src, ROOT / "out") == got
+    for order, field in ORDERS.items():
+        got = _convert(src, ROOT / order, order)
+        regold = os.environ.get("LATENT_SHARDS_REGOLD", "")  # "1": every order; else the orders named
+        if regold == "1" or order in regold.split(","):
+            old = json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {}
+            FIXTURE.write_text(json.dumps({**old, "cpu_capability": capability, "torch": torch.__version__,
+                                           "cpu_model": cpu_model(), "recorded_from": "LATENT_SHARDS_REGOLD",
+                                           "inputs": inputs, field: got}, indent=1, sort_keys=True) + "\n")
+        want = json.loads(FIXTURE.read_text())
+        assert inputs == want["inputs"], "the golden inputs themselves changed (a bundled photo?)"
+        assert sorted(got) == sorted(want[field])
+        same_cpu = (capability, torch.__version__, cpu_model()) == (want["cpu_capability"], want["torch"],
+                                                                     want.get("cpu_model"))
+        if same_cpu:
+            diff = sorted(k for k in got if got[k] != want[field][k])
+            assert not diff, f"converted bytes moved ({order} order): {diff}"
+        else:  # another processor: what g_a does not touch, and determinism here
+            assert {k: got[k] for k in CPU_FREE} == {k: want[field][k] for k in CPU_FREE}
+    shutil.rmtree(ROOT / "hashed")
+    assert _convert(src, ROOT / "again", "hashed") == got  # and the default order again, elsewhere

@@ -32,7 +32,9 @@ def flaky_src(photo_tree, flaky, tmp_path):
 
 
 def _job(src, out, retry=False):
-    return ConvertJob(src, out, options=ConvertOptions(shard_size=3, batch_size=3), retry_failed=retry)
+    # key order: the flaky photos sit in known shards
+    return ConvertJob(src, out, options=ConvertOptions(shard_size=3, batch_size=3, order="sorted"),
+                      retry_failed=retry)
 
 
 @contextlib.contextmanager

@@ -153,8 +153,8 @@ def scenes_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("scenes")
     make_scene_task(root / "voc", SceneTask(train=6, val=2, size=128, min_side=24, max_side=60))
-    convert_dataset(ConvertJob(str(root / "voc"), str(root / "ds"),
-                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4)))
+    convert_dataset(ConvertJob(str(root / "voc"), str(root / "ds"),  # key order: the pixel baseline's
+                               options=ConvertOptions(ImagePolicy(size=0), shard_size=4, order="sorted")))
     return root / "ds"
 
 
