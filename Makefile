@@ -45,15 +45,14 @@ lint: $(STAMP) ## Lint with ruff
 # read), crops at three scales. The default is trained from scratch; every other point is
 # fine-tuned from it at its own λ; then each gets an exact integer h_s and the ladder is
 # evaluated on the held-out photographs. Every run resumes (--resume): an interrupted
-# `make default-codec` goes on where it stopped. JOBS=2 fine-tunes two points at once.
+# `make default-codec` goes on where it stopped. JOBS=3 fine-tunes the three at once.
 LADDER_TRAIN := --codec-arch bmshj2018-hyperprior --N 64 --M 96 --batch-size 8 --patch 128 --seed 0 \
 	--threads 1 --photos data/photos --scales 1.0,0.5,0.25 --heldout data/photos/heldout \
 	--heldout-every 1000 --resume
-LADDER := lowest-rate low-rate mid-rate high-rate
+LADDER := lowest-rate low-rate high-rate
 LMBDA_lowest-rate := 0.0018
-LMBDA_low-rate := 0.0045
-LMBDA_mid-rate := 0.035
-LMBDA_high-rate := 0.13
+LMBDA_low-rate := 0.004
+LMBDA_high-rate := 0.07
 WEIGHTS := pipeline/codec/weights
 
 data/photos/photos.json: | $(STAMP)

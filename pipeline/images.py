@@ -44,8 +44,10 @@ class ImagePolicy:
             raise ConfigError(f"--size must be > 0 (with --crop) or 0 to keep the size, got {self.size}")
         tags = {scale_tag(s) for s in self.scales}
         if any(not 0 < s < 1 for s in self.scales) or len(tags) != len(self.scales):
-            raise ConfigError(f"--scales are distinct fractions strictly between 0 and 1 (the image itself "
-                              f"is always encoded), at least 0.01 apart; got {list(self.scales)}")
+            raise ConfigError(f"--scales are fractions strictly between 0 and 1 (the image itself is always "
+                              f"encoded), distinct to two decimals (members are named sNNN); got "
+                              f"{list(self.scales)}")
+        object.__setattr__(self, "scales", tuple(sorted(self.scales, reverse=True)))  # one plan, any order
         for name, v in (("--min-side", self.min_side), ("--max-pixels", self.max_pixels),
                         ("the padding multiple", self.multiple)):
             if v <= 0:

@@ -207,6 +207,9 @@ def convert_dataset(job: ConvertJob, executor: Executor | None = None,
     if job.fmt not in WALKS_NAMED_FILES:
         check_out_apart(job.src, job.out)
     layout = Layout.at(job.out)
+    if job.fmt == "uris" and job.options.order is not None:
+        raise ConfigError("a URI list is converted in its own order (shuffle the list for training data "
+                          "read in a stream); leave out --order")
     if job.options.order is None:  # a new OUT is hashed; a resume keeps the order it started with
         job = replace(job, options=replace(job.options, order=recorded_order(layout) or "hashed"))
     plan = make_plan(job)

@@ -45,22 +45,22 @@ ORDERS = ("hashed", "sorted")
 
 
 def order_key(order: str):
-    """The sort key of ``order``: the key itself, or its SHA-256 (ties, impossible in practice,
-    broken by the key)."""
+    """The sort key of ``order`` over sample keys: the key itself, or its SHA-256 (ties,
+    impossible in practice, broken by the key)."""
     if order not in ORDERS:
         raise ConfigError(f"--order is one of {', '.join(ORDERS)}, not {order!r}")
     if order == "sorted":
-        return lambda e: e.key
-    return lambda e: (hashlib.sha256(e.key.encode()).digest(), e.key)
+        return lambda key: key
+    return lambda key: (hashlib.sha256(key.encode()).digest(), key)
 
 
 def plan_shards(listing: Listing, shard_size: int, order: str = "hashed") -> list[ShardTask]:
     """Fixed slices of the listing in ``order``, per split: the same plan on every run."""
     _check_size(shard_size)
-    tasks = []
+    tasks, key = [], order_key(order)
     for split in listing.splits():
         entries = sorted([e for e in (*listing.items, *listing.failures) if e.split == split],
-                         key=order_key(order))
+                         key=lambda e: key(e.key))
         for n, start in enumerate(range(0, len(entries), shard_size)):
             tasks.append(ShardTask(split, n, tuple(entries[start : start + shard_size])))
     return tasks
@@ -213,7 +213,7 @@ def check_plan(layout: Layout, header: dict, plan: ShardPlan) -> RecordedPlan:
         old = RecordedPlan.from_bytes(read_file(layout.plan))
         header = json.loads(json.dumps(header))  # as it reads back (tuples become lists)
         if (old.header, old.shards) != (header, fresh.shards):
-            diff = sorted(k for k in header if old.header.get(k) != header[k])
+            diff = sorted(k for k in old.header.keys() | header.keys() if old.header.get(k) != header.get(k))
             if old.shards != fresh.shards:
                 diff.append("shards")
             raise DatasetError(
@@ -242,8 +242,9 @@ def add_retry_round(layout: Layout, recorded: RecordedPlan, plan: ShardPlan,
                           *((s["split"], s["number"]) for rnd in recorded.retries for s in rnd)]:
         last[split] = max(last.get(split, -1), number)
     rnd = []
+    key = order_key(recorded.header.get("order", "sorted"))  # a retry round mixes as the plan does
     for split in sorted(keys_by_split):
-        keys = sorted(keys_by_split[split])
+        keys = sorted(keys_by_split[split], key=key)
         for i, start in enumerate(range(0, len(keys), shard_size)):
             rnd.append({"split": split, "number": last.get(split, -1) + 1 + i,
                         "keys": keys[start : start + shard_size]})

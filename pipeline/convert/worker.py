@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
@@ -19,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.codec.codec import Codec, EncodedLatent
-from pipeline.convert.plan import Entry, ShardTask
+from pipeline.convert.plan import Entry, ShardTask, order_key
 from pipeline.errors import ConfigError, DatasetError, ImageError, Reason, redact
 from pipeline.images import (
     DECODE,
@@ -42,6 +43,8 @@ READ_ERROR, MISSING, ENCODE_ERROR = Reason.READ_ERROR, Reason.MISSING, Reason.EN
 #: reasons `convert --retry-failed` tries again: the storage may answer now
 RETRYABLE = frozenset(r.value for r in Reason if r.retryable)
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ConvertOptions:
@@ -59,6 +62,8 @@ class ConvertOptions:
                         ("--threads", self.threads), ("chunk", self.chunk)):
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{name} must be a positive whole number, got {v!r}")
+        if self.order is not None:
+            order_key(self.order)  # one of ORDERS, or a clear error
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,8 @@ def _convert_entry(task, e: Entry, loaded, latents, tar: TarBuilder, fp: str) ->
     for s, m in loaded[e.key].members:
         extra = latents[(e.key, s)]
         if isinstance(extra, Exception):  # the image itself made it: only this member is missing
+            log.warning("%s: its %s encoding failed (%s: %s) and is left out; the loader draws the "
+                        "image itself in its place", e.key, scale_tag(s), type(extra).__name__, extra)
             continue
         entry = tar.add(f"{e.key}.{scale_tag(s)}", extra.data)
         members.append({"scale": s, "member": scale_tag(s), "offset": entry.offset, "size": entry.size,

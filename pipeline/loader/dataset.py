@@ -39,6 +39,9 @@ from pipeline.shards.tar import ShardFault
 
 log = logging.getLogger(__name__)
 
+#: source formats whose keys group by class (a class folder's files sort together)
+CLASS_FOLDERS = ("imagefolder", "imagenet")
+
 
 @dataclass(frozen=True)
 class LatentLoaderConfig:
@@ -61,7 +64,9 @@ class LatentLoaderConfig:
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ConfigError(f"target is one of {', '.join(TARGETS)}, not {self.target!r}")
-        if self.members is not None and self.cache:
+        if self.members is not None and not self.members:
+            raise ConfigError("members names at least one scale (1.0: the image itself)")
+        if self.members is not None and set(self.members) != {1.0} and self.cache:
             raise ConfigError("drawing scale members each epoch and the warm cache do not go together yet "
                               "(the cache holds one ŷ per sample): leave out --cache or the members policy")
 
@@ -93,11 +98,13 @@ class LatentShardDataset(IterableDataset):
             # (every split's shards: the train and val loaders share one cache file)
             self.cache.prepare(s.tar_sha256 for s in self.data.manifest.shards)
         self.classes = list(self.data.manifest.classes)
-        if cfg.train and self.data.manifest.shard_order == "sorted" and len(self.classes) > 1:
-            log.warning("%s was converted with its shards in key order (before `convert --order hashed`, "
-                        "the default now): a class-per-folder source then gives shards of a few classes "
-                        "each, which the shard shuffle and a %d-sample buffer cannot mix, and training "
-                        "suffers; convert it again into a new OUT", cfg.root, cfg.shuffle_buffer)
+        m = self.data.manifest
+        if cfg.train and m.shard_order == "sorted" and m.source_format in CLASS_FOLDERS \
+                and len(self.classes) > 1:
+            log.warning("%s holds its shards in key order (`convert --order sorted`, and every dataset made "
+                        "before `--order hashed` became the default): its class folders then fill each shard "
+                        "with a few classes, which the shard shuffle and a %d-sample buffer cannot mix, and "
+                        "training suffers; convert it again into a new OUT", cfg.root, cfg.shuffle_buffer)
         if cfg.members is not None and cfg.train:
             held = {1.0, *self.data.manifest.preprocessing.get("scales", ())}
             if not set(cfg.members) <= held:
@@ -318,12 +325,21 @@ class LatentShardDataset(IterableDataset):
         scale = member_scale(self.cfg.seed, epoch, key, self.cfg.members)
         if scale == 1.0:
             return s
-        meta = json.loads(s["json"])
+        try:
+            meta = json.loads(s["json"])
+        except (KeyError, ValueError) as exc:
+            raise DatasetError(f"sample {key}: its JSON cannot be read to find its scale members "
+                               f"({exc})") from None
         member = next((m for m in meta.get("members", ()) if m["scale"] == scale), None)
-        if member is None or member["member"] not in s:  # too small for this scale: the image itself
+        if member is None:  # too small for this scale (or its encoding failed): the image itself
             return s
+        if member["member"] not in s:
+            raise DatasetError(f"sample {key} lists {key}.{member['member']}, which its tar does not hold")
+        out = {**s, "latent": s[member["member"]]}
+        if self.cfg.target == "class":
+            return out
         meta["enc_hw"] = member["enc_hw"]
-        out = {**s, "latent": s[member["member"]], "json": json.dumps(meta).encode()}
+        out["json"] = json.dumps(meta).encode()
         if s.get("mask.png") is not None:
             with Image.open(io.BytesIO(s["mask.png"])) as im:
                 out["mask.png"] = mask_png(member_mask(np.asarray(im), member["enc_hw"]))

@@ -172,13 +172,18 @@ class Manifest:
         return self.codec["fingerprint"]
 
     @property
+    def source_format(self) -> str | None:
+        return (self.raw.get("source") or {}).get("format")
+
+    @property
     def shard_order(self) -> str:
         """The order its shards were cut in (`pipeline.convert.plan`): ``hashed``, ``sorted``
-        (every dataset made before the option), or ``listed`` (a URI list's own order)."""
+        (on request, and every dataset made before the option), or ``listed`` (a URI list's
+        own order)."""
+        if self.source_format == "uris":
+            return "listed"
         command = list(self.raw.get("command") or ())
-        if "--order" in command[:-1]:
-            return command[command.index("--order") + 1]
-        return "listed" if "uris" in command else "sorted"
+        return command[command.index("--order") + 1] if "--order" in command[:-1] else "sorted"
 
     @property
     def latent_channels(self) -> int:

@@ -42,8 +42,10 @@ class Augment:
         if self.policy not in POLICIES:
             raise ConfigError(f"--augment is one of {', '.join(POLICIES)}, not {self.policy!r}")
         ScaleAug(self.scale, self.ratio, self.resample)  # checks the bounds
-        if not self.members or any(not 0 < m <= 1 for m in self.members):
-            raise ConfigError(f"--members are scales in (0, 1], got {list(self.members)}")
+        if not self.members or any(not 0 < m <= 1 for m in self.members) or \
+                len({round(100 * m) for m in self.members}) != len(self.members):
+            raise ConfigError(f"--members are distinct scales in (0, 1] (to two decimals), got "
+                              f"{list(self.members)}")
 
     def latent(self) -> ScaleAug | None:
         return ScaleAug(self.scale, self.ratio, self.resample) if self.policy == "scale" else None

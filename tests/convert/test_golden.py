@@ -94,6 +94,10 @@ def _check(src: Path) -> None:
         regold = os.environ.get("LATENT_SHARDS_REGOLD", "")  # "1": every order; else the orders named
         if regold == "1" or order in regold.split(","):
             old = json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {}
+            here = {"cpu_capability": capability, "torch": torch.__version__, "cpu_model": cpu_model()}
+            assert regold == "1" or all(old.get(k) == v for k, v in here.items()), (
+                "the fixture's other orders were recorded on another machine or torch: re-record them "
+                "all here (LATENT_SHARDS_REGOLD=1)")
             FIXTURE.write_text(json.dumps({**old, "cpu_capability": capability, "torch": torch.__version__,
                                            "cpu_model": cpu_model(), "recorded_from": "LATENT_SHARDS_REGOLD",
                                            "inputs": inputs, field: got}, indent=1, sort_keys=True) + "\n")

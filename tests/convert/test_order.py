@@ -66,3 +66,17 @@ def test_a_dataset_begun_sorted_resumes_sorted(tmp_path):
         _convert(src, out, "hashed")
     with pytest.raises(ConfigError, match="--order"):
         order_key("random")
+
+
+def test_the_other_order_on_resume_is_refused_by_name_and_uri_lists_keep_theirs(tmp_path, photo_tree):
+    from tests.sources.fixtures import make_uri_list
+
+    src, out = _tree(tmp_path / "src"), tmp_path / "out"
+    _convert(src, out)  # hashed
+    with pytest.raises(DatasetError, match="differs in: order"):
+        _convert(src, out, "sorted")
+    lst = make_uri_list(tmp_path / "list", photo_tree)
+    with pytest.raises(ConfigError, match="own order"):
+        convert_dataset(ConvertJob(str(lst), str(tmp_path / "uris"), options=ConvertOptions(order="hashed")))
+    with pytest.raises(ConfigError, match="--order"):
+        ConvertOptions(order="shuffled")
