@@ -21,14 +21,15 @@ from pipeline.errors import CodecError
 WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS / "default.pt"
 #: Codecs that ship with latent-shards, by the name ``--checkpoint bundled:NAME`` takes.
-BUNDLED = {"default": DEFAULT_CHECKPOINT, "low-rate": WEIGHTS / "low-rate.pt",
+BUNDLED = {"default": DEFAULT_CHECKPOINT, "lowest-rate": WEIGHTS / "lowest-rate.pt",
+           "low-rate": WEIGHTS / "low-rate.pt",
            "high-rate": WEIGHTS / "high-rate.pt", "mbt2018-mean": WEIGHTS / "mbt2018-mean.pt",
            # the grey-textures pair (`make eval-codecs`): the same fine-tune of low-rate and
            # default, rate–distortion alone or with the task loss (Eq. 6)
            **{f"textures-{m}-{r}": WEIGHTS / f"textures-{m}-{r}.pt" for m in ("rd", "task")
               for r in ("low", "mid")}}
-#: The bundled scale-only codecs from low to high rate: one curve.
-BUNDLED_CURVE = ("low-rate", "default", "high-rate")
+#: The bundled scale-only codecs from low to high rate: one curve (the rate ladder).
+BUNDLED_CURVE = ("lowest-rate", "low-rate", "default", "high-rate")
 
 
 def bundled_present(name: str) -> bool:
