@@ -18,7 +18,8 @@ eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–disto
 def eval_rd(
     checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c",
                                          help="Codec checkpoint(s), one curve point each (default: "
-                                         "the bundled rate ladder, bundled:lowest-rate … bundled:high-rate)."),
+                                         "the bundled rate ladder, bundled:lowest-rate … "
+                                         "bundled:high-rate)."),
     arch: str = typer.Option(None, "--codec-arch", help="Codec architecture, for CompressAI state dicts."),
     old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --codec-arch."),
     images: Path = typer.Option(None, help="A folder of images, e.g. Kodak (default: the 12 held-out "

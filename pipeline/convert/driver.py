@@ -260,8 +260,15 @@ def canonical_command(job: ConvertJob) -> tuple[str, ...]:
             "--codec", redact(job.codec.describe()), "--size", str(p.size), *(("--crop",) if p.crop else ()),
             "--min-side", str(p.min_side), "--max-pixels", str(p.max_pixels),
             *(("--scales", ",".join(str(s) for s in p.scales)) if p.scales else ()),
-            *(("--order", job.options.order) if job.fmt != "uris" and job.options.order != "sorted" else ()),
+            *(("--order", order) if (order := recorded_order_of(job)) else ()),
             "--shard-size", str(job.options.shard_size), "--batch-size", str(job.options.batch_size))
+
+
+def recorded_order_of(job: ConvertJob) -> str | None:
+    """The shard order plan.json and the manifest's command record: none for a URI list (its
+    own order) and for ``sorted`` (what every plan from before the option was), so those keep
+    the bytes they had."""
+    return None if job.fmt == "uris" or job.options.order == "sorted" else job.options.order
 
 
 def make_plan(job: ConvertJob) -> ShardPlan:
@@ -294,8 +301,8 @@ def _convert_leased(job: ConvertJob, layout: Layout, plan: ShardPlan, executor: 
         job.options.policy, multiple=codec.identity.multiple)))
     header = {"source": redact(job.src), "format": job.fmt, "split": job.split,
               "shard_size": job.options.shard_size, "preprocessing": job.options.policy.to_json()}
-    if job.fmt != "uris" and job.options.order != "sorted":  # plans from before the option: sorted
-        header["order"] = job.options.order
+    if order := recorded_order_of(job):
+        header["order"] = order
     lease.check("plan.json")
     recorded = check_plan(layout, header, plan)
     sweep_temp_files(layout)

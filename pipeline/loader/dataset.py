@@ -8,20 +8,16 @@ equal-sized slices of a seeded, per-epoch shard order.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.codec.codec import Codec
 from pipeline.errors import ConfigError, DatasetError, LatentShardsError
-from pipeline.images import mask_png
 from pipeline.loader import stages
 from pipeline.loader.cache import CachedSample, LatentCache
 from pipeline.loader.targets import (
@@ -30,7 +26,6 @@ from pipeline.loader.targets import (
     build_target,
     choose_crop,
     crop_latent,
-    member_mask,
     member_scale,
     pack_payload,
 )
@@ -318,7 +313,7 @@ class LatentShardDataset(IterableDataset):
     def _drawn(self, s: dict, epoch: int) -> dict:
         """``s`` with the encoding this epoch draws (`members`) as its latent: one of the scales,
         uniformly, seeded by (seed, epoch, key) alone, so any worker or rank layout draws alike.
-        Its sample JSON then gives that encoding's size, and its mask is resampled (nearest)."""
+        Its sample JSON then gives that encoding's size, which the target's boxes and mask follow."""
         if self.cfg.members is None or not self.cfg.train:
             return s
         key = s["__key__"]
@@ -338,11 +333,8 @@ class LatentShardDataset(IterableDataset):
         out = {**s, "latent": s[member["member"]]}
         if self.cfg.target == "class":
             return out
-        meta["enc_hw"] = member["enc_hw"]
+        meta["enc_hw"] = member["enc_hw"]  # boxes and the mask follow it (`targets.target_of`)
         out["json"] = json.dumps(meta).encode()
-        if s.get("mask.png") is not None:
-            with Image.open(io.BytesIO(s["mask.png"])) as im:
-                out["mask.png"] = mask_png(member_mask(np.asarray(im), member["enc_hw"]))
         return out
 
     def _sample(self, s: dict, codec: Codec) -> tuple[torch.Tensor, int | bytes]:

@@ -201,8 +201,9 @@ def member_scale(seed: int, epoch: int, key: str, members: tuple[float, ...]) ->
 
 
 def member_mask(mask: np.ndarray, enc_hw: tuple[int, int]) -> np.ndarray:
-    """A class mask at the encoded size, resampled (nearest) to a scale member's encoded size:
-    the ŷ loader's and the pixel baselines' one rule."""
+    """A class mask at the sample's encoded size ``enc_hw``: as stored, or, for a scale member
+    (`convert --scales`), the image's mask resampled nearest to the member's size. `target_of`
+    applies it, so the ŷ loader and the pixel baselines share the one rule."""
     h, w = enc_hw
     if mask.shape[:2] == (h, w):
         return mask
@@ -231,6 +232,8 @@ def target_of(kind: str, meta: dict, mask: np.ndarray | None, crop: Crop, min_vi
     encoded size) under ``crop``: for ``detection`` ``boxes`` (float32 [K, 4], window pixels),
     ``labels`` (int64), ``difficult`` and ``iscrowd`` (bool), and ``mask`` where the sample has
     one; for ``segmentation`` ``mask`` (int64 [16h, 16w])."""
+    if mask is not None:  # a scale member's sample gives its own encoded size
+        mask = member_mask(mask, meta["enc_hw"])
     if kind == "segmentation":
         if mask is None:  # e.g. a VOC image outside the Segmentation subset: nothing counted, like
             # an unlabelled sample in classification

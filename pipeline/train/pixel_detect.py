@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from pipeline.codec.registry import CELL
 from pipeline.errors import SourceError
 from pipeline.images import ImagePolicy, class_mask, prepare_scales
-from pipeline.loader.targets import Crop, ScaleAug, choose_crop, member_mask, member_scale, target_of
+from pipeline.loader.targets import Crop, ScaleAug, choose_crop, member_scale, target_of
 from pipeline.sources import list_source, read_bytes
 
 
@@ -59,8 +59,7 @@ class PixelDetectionDataset(Dataset):
             (scale,) if scale != 1.0 else ())))
         mask = class_mask(item, self.policy, img.orig_hw)
         if member:
-            img = member[0][1]
-            mask = None if mask is None else member_mask(mask, img.enc_hw)
+            img = member[0][1]  # the mask follows its encoded size in `target_of`
         meta = {"key": item.key, "enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
                 "targets": json.loads(item.targets) if item.targets else None}
         ph, pw = img.padded_hw
