@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import LatentShardsError
+from pipeline.errors import ConfigError, LatentShardsError
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -48,6 +48,16 @@ def renamed(value, old_value, new: str, old: str, default=None):
         raise ConfigError(f"{old} is the old name of {new}: give {new} only")
     err.print(f"[yellow]warning:[/] {old} is deprecated here; use {new}")
     return old_value
+
+
+def int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    """``"16,32,64"`` as a tuple of ints (None when not given); a clear error naming ``option``."""
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes whole numbers separated by commas, not {text!r}") from None
 
 
 def print_summary(s: dict) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from jobs.console import App, console, print_fewshot, renamed
+from jobs.train_cli import DETECTOR, detector
 from pipeline.errors import ConfigError
 
 fewshot_app = App(no_args_is_help=True, help="TFA two-stage few-shot learning from ŷ: classify or detect.")
@@ -69,11 +70,15 @@ def fewshot_detect(
     finetune_steps: int = typer.Option(200, help="Steps of last-layer fine-tuning per (k, seed)."),
     init_from: str = typer.Option(None, help="A classifier's model.pt on the same representation: base "
                                   "training's trunk starts from it."),
+    pixels: bool = typer.Option(False, help="Baseline: --data is the source (voc, coco); its pixels, made "
+                                "ready as the converter does, the same shots, crops and boxes."),
+    roi_batch: int = DETECTOR["roi_batch"], fpn_from: int = DETECTOR["fpn_from"],
+    anchors: str = DETECTOR["anchors"],
     output: str = typer.Option("runs/fewshot-detect.json", help="Where the table is written as JSON."),
 ):
     """TFA few-shot detection: base training on the base classes, then cosine box classifier
     and box regressor fine-tuned on k shots per class; novel and base AP50, mean ± std."""
-    arch = renamed(arch, old_arch, "--model", "--arch", "fasterrcnn-sresnet18")
+    arch = renamed(arch, old_arch, "--model", "--arch", f"fasterrcnn-{'' if pixels else 's'}resnet18")
     from pipeline.train.detect import DetectConfig
     from pipeline.train.fewshot_detect import VOC_SPLITS, FewShotDetectConfig, run_fewshot_detection
 
@@ -85,7 +90,8 @@ def fewshot_detect(
         names = novel_names(novel, Path(split_file) if split_file else None, "--voc-split")
     cfg = FewShotDetectConfig(
         DetectConfig(data, "detect", arch, base_epochs, batch_size, lr, window=window, workers=workers,
-                     eval_every=base_epochs, init_from=init_from),
+                     eval_every=base_epochs, init_from=init_from, pixels=pixels,
+                     **detector(roi_batch, fpn_from, anchors)),
         names, shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
         finetune_steps=finetune_steps)
     r = run_fewshot_detection(cfg, log=lambda d: console.print(

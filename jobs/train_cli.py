@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs.console import App, console, renamed
+from jobs.console import App, console, int_list, renamed
 from pipeline.errors import ConfigError, TrainError
 
 train_app = App(no_args_is_help=True, help="Train models straight from latent shards.")
@@ -42,6 +42,19 @@ AUG = {
     "members": typer.Option("1,0.75,0.5", help="The scales --augment members draws among (1: the image "
                             "itself)."),
 }
+
+#: the options that shape Faster R-CNN (`train detect`, `fewshot detect`)
+DETECTOR = {
+    "roi_batch": typer.Option(128, help="Detection: RoIs sampled per image for the box head."),
+    "fpn_from": typer.Option(2, help="Detection: the finest pyramid level, 2 (P2–P6) or 3 (P3–P6)."),
+    "anchors": typer.Option(None, help="Detection: one anchor size in pixels per pyramid level, "
+                            "comma-separated (default 16,32,64,128,256 from P2)."),
+}
+
+
+def detector(roi_batch: int, fpn_from: int, anchors: str | None) -> dict:
+    """The DetectConfig fields the DETECTOR options set."""
+    return {"roi_batch": roi_batch, "fpn_from": fpn_from, "anchors": int_list(anchors, "--anchors")}
 
 
 @train_app.command("classify")
@@ -116,7 +129,8 @@ def _train(cfg, ray_workers: int, use_gpu: bool, address: str | None) -> None:
 def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, lr: float, window: int,
          workers: int, out: str, seed: int, cache: str | None, pixels: bool, ray_workers: int = 0,
          use_gpu: bool = False, address: str | None = None, resume: bool = False,
-         checkpoint_every: int = 0, aug=None, init_from: str | None = None) -> None:
+         checkpoint_every: int = 0, aug=None, init_from: str | None = None,
+         detector: dict | None = None) -> None:
     from pipeline.train.data import Augment
     from pipeline.train.detect import DetectConfig
 
@@ -124,7 +138,7 @@ def _run(task: str, data: str, arch: str | None, epochs: int, batch_size: int, l
     arch = arch or f"{model}-{'' if pixels else 's'}resnet18"
     cfg = DetectConfig(data, task, arch, epochs, batch_size, lr, window=window, workers=workers, seed=seed,
                        cache=cache, out=out, pixels=pixels, resume=resume, checkpoint_every=checkpoint_every,
-                       augment=aug or Augment(), init_from=init_from)
+                       augment=aug or Augment(), init_from=init_from, **(detector or {}))
     _train(cfg, ray_workers, use_gpu, address)
 
 
@@ -156,11 +170,14 @@ def _task_command(task: str, model: str, data_help: str, doc: str):
         aspect: str = AUG["aspect"], resample: str = AUG["resample"], members: str = AUG["members"],
         init_from: str = typer.Option(None, help="A classifier's model.pt (`latents train classify`) on the "
                                       "same representation: the trunk starts from it (the seed's protocol)."),
+        roi_batch: int = DETECTOR["roi_batch"], fpn_from: int = DETECTOR["fpn_from"],
+        anchors: str = DETECTOR["anchors"],
     ):
         arch = renamed(arch, old_arch, "--model", "--arch")
         _run(task, data, arch, epochs, batch_size, lr, window, workers, out, seed, cache, pixels,
              ray_workers, use_gpu, address, resume, checkpoint_every,
-             augment(policy, scale_aug, aspect, resample, members), init_from)
+             augment(policy, scale_aug, aspect, resample, members), init_from,
+             detector(roi_batch, fpn_from, anchors))
 
     command.__doc__ = doc
     return command

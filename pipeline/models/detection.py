@@ -9,7 +9,13 @@ torchvision's 800-px pixel defaults:
   every box lives in is the window's pixels (16 per cell, `pipeline.loader.targets`);
 - anchors are computed against that 16× image (`LatentAnchorGenerator`: torchvision infers
   strides from the input tensor, which for ŷ is 16× smaller than the image);
-- anchor sizes default to 16–256 px, the objects of a 128–256 px window at native scale.
+- anchor sizes default to 16–256 px, the objects of a 128–256 px window at native scale;
+- 128 RoIs sampled per image for the box head, not torchvision's 512: the scenes hold a
+  handful of objects, and the box head on 512 RoIs was 60 % of a training step's time here
+  (`--roi-batch`; the ablation table in the README).
+
+``fpn_from`` drops the finest pyramid levels: 3 feeds the FPN from stage 2 (P3–P6, strides
+8–64), which for ŷ skips the stride-4 level the pixel-shuffle stem makes from 16-px cells.
 
 The pixel baselines keep torchvision's normalisation but not its resize
 (`FixedSizeTransform`), so they see the same pixels at the same scale, with the same anchors.
@@ -29,8 +35,10 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.ops import MultiScaleRoIAlign
 
 from pipeline.codec.registry import CELL
+from pipeline.errors import ConfigError
 from pipeline.models.sresnet import PixelShuffleStem, StemConfig
 
 ANCHOR_SIZES = (16, 32, 64, 128, 256)  # one per FPN level (P2–P6)
@@ -82,15 +90,30 @@ class LatentAnchorGenerator(AnchorGenerator):
 
 
 def faster_rcnn(depth: int, num_classes: int, latent_channels: int | None = None, window_px: int = 192,
-                anchor_sizes: tuple[int, ...] = ANCHOR_SIZES, fpn_channels: int = 128) -> FasterRCNN:
-    """Faster R-CNN with an FPN over a (s)ResNet trunk. ``num_classes`` excludes background."""
+                anchor_sizes: tuple[int, ...] | None = None, fpn_channels: int = 128, roi_batch: int = 128,
+                fpn_from: int = 2) -> FasterRCNN:
+    """Faster R-CNN with an FPN over a (s)ResNet trunk. ``num_classes`` excludes background.
+    ``fpn_from`` is the finest level (2: P2–P6, 3: P3–P6); ``anchor_sizes`` gives one size per
+    level (default: 16 px at P2, doubling per level)."""
+    if fpn_from not in (2, 3, 4):
+        raise ConfigError(f"--fpn-from is 2, 3 or 4 (the finest pyramid level), not {fpn_from}")
+    first = fpn_from - 2
+    n_levels = len(STAGES) - first + 1  # the stages used, and the pooled level on top
+    anchor_sizes = tuple(anchor_sizes or ANCHOR_SIZES[first:])
+    if len(anchor_sizes) != n_levels:
+        raise ConfigError(f"--anchors needs one size per pyramid level P{fpn_from}–P6 ({n_levels}), "
+                          f"got {len(anchor_sizes)}: {','.join(map(str, anchor_sizes))}")
+    if roi_batch < 1:
+        raise ConfigError(f"--roi-batch must be at least 1, not {roi_batch}")
     body = trunk(depth, latent_channels)
-    levels = {s: str(i) for i, s in enumerate(STAGES)}
-    backbone = BackboneWithFPN(body, levels, _channels(depth), fpn_channels)
+    levels = {s: str(i) for i, s in enumerate(STAGES[first:])}
+    backbone = BackboneWithFPN(body, levels, _channels(depth)[first:], fpn_channels)
     gen = LatentAnchorGenerator if latent_channels is not None else AnchorGenerator
     anchors = gen(tuple((s,) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     model = FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=anchors,
-                       min_size=window_px, max_size=window_px, box_detections_per_img=50)
+                       min_size=window_px, max_size=window_px, box_detections_per_img=50,
+                       box_batch_size_per_image=roi_batch,
+                       box_roi_pool=MultiScaleRoIAlign([str(i) for i in range(len(levels))], 7, 2))
     model.transform = LatentTransform() if latent_channels is not None else FixedSizeTransform(
         window_px, window_px, model.transform.image_mean, model.transform.image_std)
     model.input_kind = "latent" if latent_channels is not None else "pixels"

@@ -46,7 +46,8 @@ for _d in (18, 34, 50, 101):
 
 def create_model(name: str, in_channels: int, num_classes: int, **stem) -> nn.Module:
     """``stem`` (sResNet only): shuffles=1|2, residual=bool, activation=relu|silu|mish; for
-    Faster R-CNN: window_px, anchor_sizes, fpn_channels. ``num_classes`` excludes background."""
+    Faster R-CNN: window_px, anchor_sizes, fpn_channels,
+    roi_batch, fpn_from. ``num_classes`` excludes background."""
     try:
         spec = MODELS[name]
     except KeyError:

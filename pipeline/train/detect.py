@@ -51,6 +51,9 @@ class DetectConfig:
     checkpoint_every: int = 0  # also save last.pt every this many steps (ŷ inputs only)
     augment: Augment = Augment()  # the training windows' geometry, the same rule for ŷ and pixels
     init_from: str | None = None  # a classifier's model.pt on the same representation: the trunk starts there
+    roi_batch: int = 128  # RoIs sampled per image for Faster R-CNN's box head (torchvision's default: 512)
+    fpn_from: int = 2  # the finest pyramid level: 2 (P2–P6) or 3 (P3–P6)
+    anchors: tuple[int, ...] | None = None  # one anchor size per level, in pixels (default 16·2^(level−2))
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -61,6 +64,8 @@ class DetectConfig:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
             raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
+        if self.task == "segment" and (self.roi_batch != 128 or self.fpn_from != 2 or self.anchors):
+            raise ConfigError("--roi-batch, --fpn-from and --anchors shape Faster R-CNN: `train detect` only")
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
@@ -122,7 +127,8 @@ def check_targets(data, cfg: DetectConfig) -> None:
 
 
 def build_model(cfg: DetectConfig, latent_channels: int, num_classes: int) -> torch.nn.Module:
-    extra = {"window_px": CELL * cfg.window} if cfg.task == "detect" else {}
+    extra = {"window_px": CELL * cfg.window, "roi_batch": cfg.roi_batch, "fpn_from": cfg.fpn_from,
+             "anchor_sizes": cfg.anchors} if cfg.task == "detect" else {}
     # (pixels: ``latent_channels`` is 3, the RGB input)
     # segmentation: background (0) and one class per name (mask value = class + 1)
     return create_model(cfg.arch, latent_channels, num_classes + (cfg.task == "segment"), **extra)

@@ -13,6 +13,11 @@ Few-Shot Object Detection").
 3. **Evaluation** on the val split: AP50 per class (COCOeval), reported as the mean over
    novel classes and over base classes.
 
+With ``base.pixels`` the same protocol runs on the source's pixels (`pipeline.train.pixel_detect`:
+made ready as the converter makes them, cut by the same window rule), a ResNet trunk in place
+of sResNet: the same k-shot draws, the same crops, the same evaluation — the pixel column of
+the seed's Table 4.
+
 The VOC 15/5 splits of TFA are built in (`VOC_SPLITS`); any other split names its novel
 classes (``fewshot.json`` from `latents make-task --detection` holds one).
 """
@@ -23,14 +28,24 @@ import copy
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
-from pipeline.loader.targets import build_target, choose_crop, crop_latent, detection_collate, pack_payload
+from pipeline.loader.targets import (
+    Crop,
+    build_target,
+    choose_crop,
+    crop_latent,
+    detection_collate,
+    pack_payload,
+    target_of,
+)
 from pipeline.shards.dataset import LatentDataset
 from pipeline.train.detect import (
     DetectConfig,
@@ -41,6 +56,7 @@ from pipeline.train.detect import (
     trainable,
 )
 from pipeline.train.fewshot import CosineHead
+from pipeline.train.pixel_detect import PixelDetectionDataset
 
 #: TFA's three PASCAL VOC base / novel splits (novel classes; the other 15 are base).
 VOC_SPLITS = {
@@ -102,7 +118,18 @@ def sample_shots(rows: list[dict], num_classes: int, k: int, seed: int) -> dict[
     return chosen
 
 
-def _support(data: LatentDataset, chosen: dict[str, set[int]]) -> list[tuple[torch.Tensor, bytes, set[int]]]:
+@dataclass(frozen=True)
+class Shot:
+    """One k-shot image, whatever the input: its grid (cells), its window for a crop, its
+    detection target for the crop, and the classes whose boxes it keeps."""
+
+    grid: tuple[int, int]
+    cut: Callable[[Crop], torch.Tensor]
+    target: Callable[[Crop], dict]
+    classes: set[int]
+
+
+def _support(data: LatentDataset, chosen: dict[str, set[int]]) -> list[Shot]:
     """ŷ and target payloads of the k-shot images, by random access (no scan)."""
     codec = data.load_codec()
     out = []
@@ -111,7 +138,20 @@ def _support(data: LatentDataset, chosen: dict[str, set[int]]) -> list[tuple[tor
         row = data.row(key)
         member = data.member_bytes(key, "json")
         mask = data.member_bytes(key, "mask.png") if row.get("mask_offset") is not None else None
-        out.append((y, pack_payload(member, mask), classes))
+        blob = pack_payload(member, mask)
+        out.append(Shot((y.shape[1], y.shape[2]), lambda c, y=y: crop_latent(y, c),
+                        lambda c, b=blob: build_target("detection", b, c), classes))
+    return out
+
+
+def _pixel_support(pixels: PixelDetectionDataset, chosen: dict[str, set[int]]) -> list[Shot]:
+    """The same k-shot images as pixels, made ready as the converter makes them."""
+    at = {item.key: i for i, item in enumerate(pixels.items)}
+    out = []
+    for key, classes in sorted(chosen.items()):
+        img, meta, mask = pixels.prepared(at[key])
+        out.append(Shot((img.shape[0] // CELL, img.shape[1] // CELL), lambda c, p=img: pixels.cut(p, c),
+                        lambda c, m=meta, k=mask: target_of("detection", m, k, c), classes))
     return out
 
 
@@ -145,17 +185,16 @@ def finetune(model, support, cfg: FewShotDetectConfig, seed: int) -> nn.Module:
     device = next(model.parameters()).device
     window = (cfg.base.window, cfg.base.window)
     bs = min(cfg.base.batch_size, len(support))
-    for step in range(cfg.finetune_steps):
+    for step in range(cfg.finetune_steps):  # (the same draws for ŷ and pixels: same crops, same boxes)
         model.eval()
         model.roi_heads.train(), model.rpn.train()  # losses need training mode; neither holds BatchNorm
         model.training = True
         for g in opt.param_groups:
             g["lr"] = cfg.finetune_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.finetune_steps))
         batch = []
-        for y, blob, keep in rng.sample(support, bs):
-            crop = choose_crop((y.shape[1], y.shape[2]), window, rng)
-            t = trainable(build_target("detection", blob, crop), tuple(keep), device)
-            batch.append((crop_latent(y, crop), t))
+        for shot in rng.sample(support, bs):
+            crop = choose_crop(shot.grid, window, rng)
+            batch.append((shot.cut(crop), trainable(shot.target(crop), tuple(shot.classes), device)))
         ys, targets = detection_collate(batch)
         loss = sum(model(ys.to(device), targets).values())
         opt.zero_grad(set_to_none=True)
@@ -168,15 +207,22 @@ def finetune(model, support, cfg: FewShotDetectConfig, seed: int) -> nn.Module:
 def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
     """Base training, then every (k, seed) fine-tuning; novel / base AP50 per run and their
     mean ± std per k."""
-    data = LatentDataset.open(cfg.base.data)
-    classes = list(data.manifest.classes)
+    if cfg.base.pixels:
+        pixels = PixelDetectionDataset(cfg.base.data, cfg.base.train_split, None)
+        classes, channels = pixels.classes, 3
+        rows = [{"key": it.key, "targets": it.targets} for it in pixels.items]
+        shots_of = lambda chosen: _pixel_support(pixels, chosen)  # noqa: E731
+    else:
+        data = LatentDataset.open(cfg.base.data)
+        classes, channels = list(data.manifest.classes), data.manifest.latent_channels
+        rows = [r for r in data.index.to_pylist() if r["split"] == cfg.base.train_split]
+        shots_of = lambda chosen: _support(data, chosen)  # noqa: E731
     novel = novel_indices(classes, cfg.novel)
     base = [c for c in range(len(classes)) if c not in novel]
     torch.manual_seed(cfg.base.seed)  # every (k, seed) run below is seeded on its own too
-    base_model = build_model(cfg.base, data.manifest.latent_channels, len(base))
+    base_model = build_model(cfg.base, channels, len(base))
     # stage 1 trains on base classes renumbered 0..B-1 (novel boxes removed)
     base_model = _base_training(cfg, base_model, base, len(classes), log)
-    rows = [r for r in data.index.to_pylist() if r["split"] == cfg.base.train_split]
     _, val_loader = detection_loader(cfg.base, cfg.base.val_split, False)
     runs, table = [], []
     for k in cfg.shots:
@@ -186,7 +232,7 @@ def run_fewshot_detection(cfg: FewShotDetectConfig, log=print) -> dict:
             torch.manual_seed(1_000_003 * k + seed)  # the fresh novel rows: the same for this (k, seed)
             model.roi_heads.box_predictor = _grow_predictor(model.roi_heads.box_predictor, len(classes), base,
                                                             cfg.cosine_scale)
-            support = _support(data, sample_shots(rows, len(classes), k, seed))
+            support = shots_of(sample_shots(rows, len(classes), k, seed))
             finetune(model, support, cfg, seed)
             m = evaluate(model, val_loader, "detect", len(classes))
             per = np.array(m["ap50_per_class"], dtype=np.float64)

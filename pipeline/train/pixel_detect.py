@@ -51,6 +51,15 @@ class PixelDetectionDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        pixels, meta, mask = self.prepared(i)
+        ph, pw = pixels.shape[:2]
+        rng = random.Random(hash((self.seed, self.epoch, i))) if self.window is not None else None
+        crop = choose_crop((ph // CELL, pw // CELL), self.window, rng, self.augment)
+        return self.cut(pixels, crop), target_of(self.target, meta, mask, crop)
+
+    def prepared(self, i: int) -> tuple[np.ndarray, dict, np.ndarray | None]:
+        """Image ``i`` made ready as the converter makes it: its padded pixels (uint8 [H, W, 3]),
+        the sample JSON a shard would hold (key, sizes, targets) and its class mask."""
         item = self.items[i]
         # under the members policy, the image at the scale ŷ's loader draws, made as `convert
         # --scales` made ŷ's member (a scale too small for one cell: the image itself)
@@ -62,10 +71,7 @@ class PixelDetectionDataset(Dataset):
             img = member[0][1]  # the mask follows its encoded size in `target_of`
         meta = {"key": item.key, "enc_hw": list(img.enc_hw), "orig_hw": list(img.orig_hw),
                 "targets": json.loads(item.targets) if item.targets else None}
-        ph, pw = img.padded_hw
-        rng = random.Random(hash((self.seed, self.epoch, i))) if self.window is not None else None
-        crop = choose_crop((ph // CELL, pw // CELL), self.window, rng, self.augment)
-        return self.cut(img.pixels, crop), target_of(self.target, meta, mask, crop)
+        return img.pixels, meta, mask
 
     @staticmethod
     def cut(pixels: np.ndarray, crop: Crop) -> torch.Tensor:

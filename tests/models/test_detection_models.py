@@ -39,3 +39,26 @@ def test_every_detection_and_segmentation_model_builds_and_runs():
     assert pix(torch.rand(1, 3, 96, 96)).shape == (1, 4, 96, 96)
     assert {MODELS[n].task for n in ("fasterrcnn-resnet50", "deeplabv3-sresnet101", "sresnet18")} == {
         "detect", "segment", "classify"}
+
+
+def test_detector_options_shape_the_pyramid_anchors_and_roi_sampling():
+    import pytest
+
+    from pipeline.errors import ConfigError
+    from pipeline.train.detect import DetectConfig
+
+    det = create_model("fasterrcnn-sresnet18", 32, 3, window_px=96, fpn_from=3, roi_batch=16)
+    # P3–P6: three stages feed the FPN (and its pooled level), one anchor size per level from 32 px
+    assert det.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,))
+    assert det.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
+    assert det.roi_heads.fg_bg_sampler.batch_size_per_image == 16
+    det.train()
+    y = torch.randn(2, 32, 6, 6)
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 60.0, 50.0]]), "labels": torch.tensor([2])}] * 2
+    assert all(torch.isfinite(v) for v in det(y, targets).values())
+    with pytest.raises(ConfigError, match=r"one size per pyramid level P2–P6 \(5\), got 3"):
+        create_model("fasterrcnn-sresnet18", 32, 3, anchor_sizes=(8, 16, 32))
+    with pytest.raises(ConfigError, match="--fpn-from is 2, 3 or 4"):
+        create_model("fasterrcnn-resnet18", 3, 3, fpn_from=5)
+    with pytest.raises(ConfigError, match="`train detect` only"):
+        DetectConfig("x", "segment", "deeplabv3-sresnet18", roi_batch=64)

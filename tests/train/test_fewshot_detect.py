@@ -63,3 +63,30 @@ def test_fine_tuning_changes_only_the_box_classifier_and_regressor(scenes):
     assert moved and all(k.startswith("roi_heads.box_predictor.") for k in moved)
     assert {k for k in before if k.startswith("roi_heads.box_predictor.")} <= moved | {
         k for k in before if k.endswith("num_batches_tracked")}
+
+
+def test_pixel_support_is_the_same_shots_with_the_same_boxes(scenes):
+    """The pixel arm of few-shot detection: the same k-shot images, grids, crops and boxes as ŷ."""
+    import random
+
+    from pipeline.loader.targets import choose_crop
+    from pipeline.train.fewshot_detect import _pixel_support
+    from pipeline.train.pixel_detect import PixelDetectionDataset
+
+    data = LatentDataset.open(str(scenes))
+    rows = [r for r in data.index.to_pylist() if r["split"] == "train"]
+    chosen = sample_shots(rows, len(data.manifest.classes), 2, 0)
+    from pipeline.images import ImagePolicy
+
+    pixels = PixelDetectionDataset(str(scenes.parent / "voc"), "train", None, policy=ImagePolicy(size=0))
+    px_rows = [{"key": it.key, "targets": it.targets} for it in pixels.items]
+    assert sample_shots(px_rows, len(pixels.classes), 2, 0) == chosen
+    ys, ps = _support(data, chosen), _pixel_support(pixels, chosen)
+    assert [s.grid for s in ys] == [s.grid for s in ps] and [s.classes for s in ys] == [s.classes for s in ps]
+    rng = random.Random(3)
+    for y, p in zip(ys, ps, strict=True):
+        for _ in range(4):
+            crop = choose_crop(y.grid, (6, 6), rng)
+            assert p.cut(crop).shape[-2:] == tuple(16 * v for v in y.cut(crop).shape[-2:])
+            a, b = y.target(crop), p.target(crop)
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
