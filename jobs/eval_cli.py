@@ -1,4 +1,5 @@
-"""`latents eval rd` and `latents eval utility`: what a codec buys, against JPEG, WebP and AVIF."""
+"""`latents eval rd | utility | downstream | cost`: what a codec buys, against JPEG, WebP and AVIF,
+and what its latents are worth to classifiers, detectors and segmenters against pixels."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from jobs.console import App, console, renamed
+from jobs.console import App, console, int_list, renamed
+from jobs.train_cli import DETECTOR, detector
 from pipeline.errors import ConfigError
 
 eval_app = App(no_args_is_help=True, help="Prove what a codec buys: rate–distortion against JPEG/WebP/AVIF.")
@@ -106,6 +108,17 @@ def eval_rd(
         console.print(f"wrote {len(paths)} CompressAI results file(s) to {results_dir}")
 
 
+def codec_groups(codec: list[str]) -> dict[str, list[str]]:
+    """``--codec NAME=CHECKPOINT`` options, grouped by NAME in the order given."""
+    groups: dict[str, list[str]] = {}
+    for c in codec:
+        name, sep, ck = c.partition("=")
+        if not sep or not name or not ck:
+            raise ConfigError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
+        groups.setdefault(name, []).append(ck)
+    return groups
+
+
 @eval_app.command("utility")
 def eval_utility(
     source: Path = typer.Option(..., help="Labelled images with train/ and val/ class folders "
@@ -131,17 +144,10 @@ def eval_utility(
 ):
     """The seed's Table 1 on any labelled source: classifier top-1/top-5 on each codec's ŷ, on
     JPEG pixels at the matched bpp, and on the original pixels (mean ± std over seeds)."""
+    from jobs.train_cli import augment
     from pipeline.eval.utility import UtilityConfig, evaluate_utility, plot_utility, save
 
-    groups: dict[str, list[str]] = {}
-    for c in codec:
-        name, sep, ck = c.partition("=")
-        if not sep or not name or not ck:
-            raise ConfigError(f"--codec takes NAME=CHECKPOINT, got {c!r}")
-        groups.setdefault(name, []).append(ck)
-    from jobs.train_cli import augment
-
-    cfg = UtilityConfig(str(source), groups, str(work), seeds, epochs, batch_size, lr, window,
+    cfg = UtilityConfig(str(source), codec_groups(codec), str(work), seeds, epochs, batch_size, lr, window,
                         workers=workers, cost_batch=cost_batch, jpeg_match=jpeg_match,
                         augment=augment(policy, scale_aug, aspect, resample, members))
     result = evaluate_utility(cfg, on_row=lambda r: console.print(
@@ -170,6 +176,80 @@ def eval_utility(
         console.print(f"wrote {plot}")
     if output:
         save(result, output)
+
+
+@eval_app.command("downstream")
+def eval_downstream(
+    source: str = typer.Option(..., help="A detection source with train and val splits (voc, coco; "
+                               "e.g. `latents make-task --detection`)."),
+    codec: list[str] = typer.Option(["rd=bundled:default"], help="NAME=CHECKPOINT, repeated: one ŷ arm "
+                                    "each."),
+    work: Path = typer.Option(Path("runs/eval-downstream"), help="Folder for datasets, runs and tables; "
+                              "finished runs are read back."),
+    task: list[str] = typer.Option(["detect", "segment"], help="detect and/or segment (repeatable)."),
+    init: list[str] = typer.Option(["scratch"], help="scratch and/or pretrained (repeatable)."),
+    init_latent: str = typer.Option(None, help="With --init pretrained: a classifier's model.pt on ŷ."),
+    init_pixels: str = typer.Option(None, help="With --init pretrained: a classifier's model.pt on pixels."),
+    seeds: int = typer.Option(3), epochs: int = typer.Option(8), batch_size: int = typer.Option(8),
+    lr: float = typer.Option(0.02), window: int = typer.Option(12, help="Latent cells; pixels use 16x."),
+    workers: int = typer.Option(2, help="DataLoader workers."),
+    fewshot: str = typer.Option(None, help="A fewshot.json naming novel classes: also TFA few-shot "
+                                "detection on every arm."),
+    shots: str = typer.Option("1,5,10"), fewshot_seeds: int = typer.Option(2),
+    finetune_steps: int = typer.Option(100),
+    policy: str = typer.Option(None, "--augment", help="One augmentation policy for every arm (usual, "
+                               "window, scale, members; see `latents train classify --help`)."),
+    scale_aug: str = typer.Option(None, help="The region's area fraction LOW,HIGH under --augment scale."),
+    aspect: str = typer.Option("0.75,1.3333", help="The region's aspect range under --augment scale."),
+    resample: str = typer.Option("nearest", help="ŷ under --augment scale: nearest, bilinear or area."),
+    members: str = typer.Option("1,0.75,0.5", help="The scales --augment members draws among."),
+    roi_batch: int = DETECTOR["roi_batch"], fpn_from: int = DETECTOR["fpn_from"],
+    anchors: str = DETECTOR["anchors"],
+    output: Path = typer.Option(None, help="Write every figure as JSON here."),
+):
+    """Detection AP50, segmentation mIoU and few-shot detection from each codec's ŷ against the
+    pixels it replaces: mean ± std over seeds, at equal epochs and at equal training time."""
+    from jobs.train_cli import augment
+    from pipeline.eval.downstream import DownstreamConfig, evaluate_downstream, save
+
+    cfg = DownstreamConfig(source, str(work), codec_groups(codec), tuple(task), tuple(init), init_latent,
+                           init_pixels, seeds, epochs, batch_size, lr, window, workers,
+                           augment(policy, scale_aug, aspect, resample, members),
+                           **detector(roi_batch, fpn_from, anchors), fewshot=fewshot,
+                           shots=int_list(shots, "--shots"), fewshot_seeds=fewshot_seeds,
+                           finetune_steps=finetune_steps)
+    result = evaluate_downstream(cfg, on_line=console.print)
+    print_downstream(result, source, seeds, epochs)
+    if output:
+        save(result, output)
+
+
+def print_downstream(result: dict, source: str, seeds: int, epochs: int) -> None:
+    """The equal-epoch table, the equal-time table and the few-shot table."""
+    def cell(mean, std) -> str:
+        return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+    for title, rows, extra in (
+            (f"downstream on {source}: {seeds} seed(s), {epochs} epoch(s) each", result["rows"], "train s"),
+            ("the same runs at equal training time (the quickest arm's wall clock)", result["equal_time"],
+             "budget s")):
+        if not rows:
+            continue
+        t = Table(title=title)
+        for col in ("task", "start", "input", "bpp", "metric", "mean ± std", extra):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["task"], r["init"], r["arm"], f"{r['bpp']:.3f}", r["metric"],
+                      cell(r["mean"], r["std"]), f"{r.get('seconds_mean', r.get('budget_s')):.0f}")
+        console.print(t)
+    for fs in result["fewshot"]:
+        t = Table(title=f"few-shot detection, {fs['arm']} ({fs['init']} trunk): AP50 mean ± std")
+        for col in ("k", "novel", "base"):
+            t.add_column(col)
+        for row in fs["table"]:
+            t.add_row(str(row["k"]), cell(row["novel_ap50_mean"], row["novel_ap50_std"]),
+                      cell(row["base_ap50_mean"], row["base_ap50_std"]))
+        console.print(t)
 
 
 @eval_app.command("cost")

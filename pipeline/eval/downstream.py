@@ -1,0 +1,221 @@
+"""`latents eval downstream`: detection, segmentation and few-shot detection from ŷ against
+the pixels they replace, at equal epochs and at equal training time.
+
+On one detection source (VOC layout, e.g. `latents make-task --detection`), for each codec
+checkpoint (a rate point, grouped by name, as in `latents eval utility`):
+
+- the source converted with it (the converter's default image policy, which the pixel
+  baselines also use), and a Faster R-CNN / DeepLabV3 on its ŷ;
+- once, the same models on the source's pixels, made ready as the converter makes them and
+  cut by the same window rule (`pipeline.train.pixel_detect`);
+
+each from scratch and/or from a trunk pretrained on the same representation (the seed's
+transfer protocol, ``init_latent`` / ``init_pixels``), over several seeds, with one
+augmentation policy for every arm. Every run keeps its folder under ``work`` and resumes
+(`--resume`): a finished run is read back, not trained again.
+
+Two comparisons come out of the same runs:
+
+- **equal epochs**: each arm's final figure (mean ± std over seeds);
+- **equal time**: the training wall clock of the quickest arm of a (task, start) pair is the
+  budget; every arm's figure is the one it had reached at its last evaluation inside that
+  budget (evaluation time excluded; ŷ should get there sooner if reading it is cheaper).
+
+With ``fewshot`` (a ``fewshot.json`` naming the novel classes) TFA's few-shot detection runs
+on each codec's ŷ and on pixels: novel and base AP50 at each k (the shape of the seed's
+Table 4).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.codec.load import CodecSpec
+from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
+from pipeline.errors import ConfigError, SourceError
+from pipeline.images import ImagePolicy
+from pipeline.sources import list_source, read_bytes
+from pipeline.train.data import Augment
+from pipeline.train.detect import DetectConfig, train_detection
+
+METRIC = {"detect": "ap50", "segment": "miou"}
+INITS = ("scratch", "pretrained")
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    source: str  # a detection source with train and val splits (voc, coco)
+    work: str  # folder for the converted datasets, the runs and the few-shot tables
+    codecs: dict[str, list[str]] = field(default_factory=lambda: {"rd": ["bundled:default"]})
+    tasks: tuple[str, ...] = ("detect", "segment")
+    inits: tuple[str, ...] = ("scratch",)  # scratch and/or pretrained (needs both init paths)
+    init_latent: str | None = None  # a classifier's model.pt on ŷ (`latents train classify`)
+    init_pixels: str | None = None  # a classifier's model.pt on pixels (`train classify --pixels`)
+    seeds: int = 3
+    epochs: int = 8
+    batch_size: int = 8
+    lr: float = 0.02
+    window: int = 12  # latent cells (pixels: 16× this)
+    workers: int = 2
+    augment: Augment = Augment()  # one geometric policy for every arm
+    roi_batch: int = 128
+    fpn_from: int = 2
+    anchors: tuple[int, ...] | None = None
+    fewshot: str | None = None  # a fewshot.json: TFA few-shot detection on every arm
+    shots: tuple[int, ...] = (1, 5, 10)
+    fewshot_seeds: int = 2
+    finetune_steps: int = 100
+
+    def __post_init__(self):
+        if self.seeds < 1 or self.epochs < 1:
+            raise ConfigError(f"--seeds and --epochs must be at least 1, got {self.seeds} and {self.epochs}")
+        bad = [t for t in self.tasks if t not in METRIC]
+        if bad or not (self.tasks or self.fewshot):
+            raise ConfigError(f"--task is detect or segment (repeatable), not {', '.join(bad) or '(none)'}")
+        bad = [i for i in self.inits if i not in INITS]
+        if bad or not self.inits:
+            raise ConfigError(f"--init is scratch or pretrained (repeatable), not "
+                              f"{', '.join(bad) or '(none)'}")
+        if "pretrained" in self.inits and not (self.init_latent and self.init_pixels):
+            raise ConfigError("--init pretrained needs both --init-latent and --init-pixels: a classifier "
+                              "trained on each representation (`make pretrain` makes both)")
+        if not self.codecs:
+            raise ConfigError("name at least one --codec NAME=CHECKPOINT")
+
+
+def _run_config(cfg: DownstreamConfig, task: str, data: str, pixels: bool, init: str | None, seed: int,
+                out: Path | None) -> DetectConfig:
+    arch = f"{'fasterrcnn' if task == 'detect' else 'deeplabv3'}-{'' if pixels else 's'}resnet18"
+    detector = {"roi_batch": cfg.roi_batch, "fpn_from": cfg.fpn_from, "anchors": cfg.anchors} \
+        if task == "detect" else {}
+    return DetectConfig(data, task, arch, cfg.epochs, cfg.batch_size, cfg.lr, window=cfg.window,
+                        workers=cfg.workers, seed=seed, out=str(out) if out else None, pixels=pixels,
+                        resume=out is not None, augment=cfg.augment, init_from=init, **detector)
+
+
+def source_bpp(source: str) -> float:
+    """The pixel arm's own storage: bits per pixel of the source files as they are (train + val)."""
+    from PIL import Image
+
+    bits = pixels = 0
+    for split in ("train", "val"):
+        for item in list_source("auto", source, split=split).items:
+            data = read_bytes(item.uri)
+            with Image.open(io.BytesIO(data)) as im:
+                pixels += im.width * im.height
+            bits += 8 * len(data)
+    return bits / pixels if pixels else float("nan")
+
+
+def _convert(cfg: DownstreamConfig, name: str, i: int, checkpoint: str) -> tuple[str, float]:
+    out = Path(cfg.work) / "latents" / f"{name}-{i}"
+    policy = ImagePolicy(scales=cfg.augment.stored_scales())  # the pixel baselines' policy
+    m = convert_dataset(ConvertJob(cfg.source, str(out), codec=CodecSpec(checkpoint=checkpoint),
+                                   options=ConvertOptions(policy, shard_size=64)))
+    bpp = m.manifest.totals.mean_bpp
+    if bpp is None:
+        raise SourceError(f"{cfg.source}: no image converted with {checkpoint}; see {out}/failures.parquet")
+    return str(out), bpp
+
+
+def _arms(cfg: DownstreamConfig, on_line) -> list[dict]:
+    """The arms: each codec's ŷ (its dataset, bpp) and the pixels."""
+    arms = []
+    for name, checkpoints in cfg.codecs.items():
+        for i, ck in enumerate(checkpoints):
+            data, bpp = _convert(cfg, name, i, ck)
+            on_line(f"{name} ŷ ({ck}): {bpp:.3f} bpp")
+            arms.append({"arm": f"{name} ŷ", "tag": f"{name}-{i}", "checkpoint": ck, "data": data,
+                         "bpp": bpp, "pixels": False})
+    arms.append({"arm": "pixels", "tag": "pixels", "checkpoint": None, "data": cfg.source,
+                 "bpp": source_bpp(cfg.source), "pixels": True})
+    return arms
+
+
+def equal_time(rows: list[dict]) -> list[dict]:
+    """Each row's figure at the training time of the quickest arm of its (task, start): per
+    seed, the last evaluation whose training wall clock is inside that budget (None where
+    even the first epoch ran past it)."""
+    out = []
+    for task, init in {(r["task"], r["init"]) for r in rows}:
+        group = [r for r in rows if (r["task"], r["init"]) == (task, init)]
+        budget = min(r["seconds_mean"] for r in group)
+        for r in group:
+            got = []
+            for curve in r["curves"]:
+                inside = [v for t, v in curve if t <= budget * (1 + 1e-9)]
+                got.append(inside[-1] if inside else None)
+            known = [v for v in got if v is not None]
+            out.append({**{k: r[k] for k in ("task", "init", "arm", "checkpoint", "bpp", "metric")},
+                        "budget_s": budget, "values": got,
+                        "mean": float(np.mean(known)) if known else None,
+                        "std": float(np.std(known)) if known else None})
+    return sorted(out, key=lambda r: (r["task"], r["init"], r["arm"] == "pixels", r["arm"]))
+
+
+def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dict:
+    """Every run of the module docstring; ``on_line`` gets one line per finished run."""
+    work = Path(cfg.work)
+    arms = _arms(cfg, on_line)
+    rows = []
+    for task in cfg.tasks:
+        for init in cfg.inits:
+            for arm in arms:
+                trunk = None if init == "scratch" else (cfg.init_pixels if arm["pixels"] else cfg.init_latent)
+                values, seconds, curves = [], [], []
+                for seed in range(cfg.seeds):
+                    out = work / "runs" / f"{task}-{init}-{arm['tag']}-seed{seed}"
+                    run = _run_config(cfg, task, arm["data"], arm["pixels"], trunk, seed, out)
+                    history = train_detection(run, log=lambda rec: None)["history"]
+                    metric = METRIC[task]
+                    values.append(history[-1][metric])
+                    seconds.append(history[-1]["elapsed"])
+                    curves.append([(h["elapsed"], h[metric]) for h in history if metric in h])
+                    on_line(f"{task} {init} {arm['arm']} seed {seed}: {metric} {values[-1]:.3f} "
+                            f"({seconds[-1]:.0f} s)")
+                rows.append({"task": task, "init": init, "arm": arm["arm"], "checkpoint": arm["checkpoint"],
+                             "bpp": arm["bpp"], "metric": METRIC[task], "values": values,
+                             "mean": float(np.mean(values)), "std": float(np.std(values)),
+                             "seconds": seconds, "seconds_mean": float(np.mean(seconds)), "curves": curves})
+    fewshot = [_fewshot(cfg, arm, on_line) for arm in arms] if cfg.fewshot else []
+    return {"config": asdict(cfg), "rows": rows, "equal_time": equal_time(rows) if rows else [],
+            "fewshot": fewshot}
+
+
+def _fewshot(cfg: DownstreamConfig, arm: dict, on_line) -> dict:
+    """TFA few-shot detection on one arm (its trunk pretrained where the config has one);
+    the table is kept in ``work`` and read back when its config is unchanged."""
+    from pipeline.train.fewshot_detect import FewShotDetectConfig, run_fewshot_detection
+
+    novel = tuple(json.loads(Path(cfg.fewshot).read_text())["novel"])
+    trunk = None
+    if "pretrained" in cfg.inits:
+        trunk = cfg.init_pixels if arm["pixels"] else cfg.init_latent
+    base = replace(_run_config(cfg, "detect", arm["data"], arm["pixels"], trunk, 0, None),
+                   eval_every=cfg.epochs)
+    fc = FewShotDetectConfig(base, novel, shots=cfg.shots, seeds=tuple(range(cfg.fewshot_seeds)),
+                             finetune_steps=cfg.finetune_steps)
+    path = Path(cfg.work) / f"fewshot-{arm['tag']}.json"
+    key = json.loads(json.dumps(asdict(fc), default=list))
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("config") == key:
+            return saved
+    r = run_fewshot_detection(fc, log=lambda d: None)
+    out = {"arm": arm["arm"], "checkpoint": arm["checkpoint"], "bpp": arm["bpp"],
+           "init": "pretrained" if trunk else "scratch",
+           "config": key, "table": r["table"], "runs": r["runs"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    for row in r["table"]:
+        on_line(f"few-shot {arm['arm']} k={row['k']}: novel AP50 {row['novel_ap50_mean']:.3f}")
+    return out
+
+
+def save(result: dict, path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1, default=list))
