@@ -73,7 +73,7 @@ class ConfigError(LatentShardsError, ValueError):
 
 
 class TrainError(LatentShardsError):
-    """A training run failed where it runs (a Ray Train worker raised); the cause is named."""
+    """A training run failed (it diverged, or a Ray Train worker raised); the cause is named."""
 
 
 class SourceError(LatentShardsError):

@@ -10,8 +10,10 @@ The shape of the seed paper's Table 1 on any labelled source (a tree with ``trai
 
 and once, the ceiling: the same pixel ResNet on the original images. Every classifier gets
 the same epochs, batch size and learning rate, over several seeds (mean ± std of val top-1
-and top-5). Also measured: one training step of sResNet-18 and cResNet-18 on ŷ against
-ResNet-18 on 224-px pixels, and their forward FLOPs (the seed's efficiency claim).
+and top-5). Each run keeps its folder under ``work`` and resumes: an interrupted eval goes on
+where it stopped, and a finished run is read back, not trained again. Also measured: one
+training step of sResNet-18 and cResNet-18 on ŷ against ResNet-18 on 224-px pixels, and
+their forward FLOPs (the seed's efficiency claim).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def write_jpeg_copy(source: Path, out: Path, bpp: float) -> float:
 
 def _train(cfg: UtilityConfig, spec: InputSpec, arch: str, out: Path, seed: int) -> dict:
     tc = TrainConfig(replace(spec, seed=seed), arch=arch, epochs=cfg.epochs, lr=cfg.lr, out=str(out),
-                     seed=seed)
+                     seed=seed, resume=True)  # an interrupted eval goes on; a finished run is read back
     return train_classifier(tc, log=lambda rec: None)["history"][-1]
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrainError
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,9 @@ def fit(task: Task, log: Callable[[dict], None] = print,
             for g in opt.param_groups:
                 g["lr"] = sched.lr_at(step, total)
             loss, add = task.loss(net, batch)
+            if not torch.isfinite(loss):  # diverged: stop now, last.pt still holds the last good epoch
+                raise TrainError(f"the training loss became {loss.item()} at epoch {epoch}, batch {done}: "
+                                 f"the run diverged; lower --lr (it is {sched.lr}), train into a new --out")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

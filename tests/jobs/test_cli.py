@@ -320,6 +320,14 @@ def test_eval_utility_writes_the_table_and_plot(tmp_path):
     assert all(len(r["top1"]) == 2 and 0 <= r["top1_mean"] <= 1 for r in out["rows"])
     assert out["step_cost"]["batch"] == 2 and "224-px" in res.output and "cResNet-18" in res.output
     assert "original pixels" in res.output and Image.open(tmp_path / "u.png").format == "PNG"
+    # again into the same --work: every finished run is read back, not trained again
+    logs = sorted((tmp_path / "work" / "runs").glob("*/metrics.jsonl"))
+    before = [p.read_text() for p in logs]
+    res = runner.invoke(app, args[:-2] + ["--output", str(tmp_path / "again.json")], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in out["rows"]]
+    assert [p.read_text() for p in logs] == before and len(logs) == 12
 
 
 def test_source_crops_with_more_workers_than_images_and_unreadable_ones(tmp_path):
