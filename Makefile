@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench lint photos pretrain default-codec mean-scale-codec eval-codecs eval \
+.PHONY: help install test test-all demo bench lint photos pretrain default-codec mean-scale-codec eval-codecs scenes-codecs eval \
 	nonlinearity-ablation clean
 
 help: ## Show this help
@@ -121,7 +121,27 @@ runs/textures-rd-mid-float.pt:
 runs/textures-task-mid-float.pt:
 	$(BIN)/latents train-codec $@ $(FINETUNE) --init-from $(WEIGHTS)/default.pt --lmbda 0.013 $(UTILITY)
 
-eval: $(STAMP) $(TASK)/fewshot.json ## Both evals from the shipped codecs: R-D on held-out photos, utility on grey-textures (< 30 min)
+# The scenes task (VOC layout, 12 classes, 160 train / 40 val) and its few-shot split
+SCENES := runs/scenes
+PRETRAIN := runs/pretrain
+$(SCENES)/fewshot.json: | $(STAMP)
+	$(BIN)/latents make-task $(SCENES) --detection
+
+# The detection-informed pair on the scenes task: the default codec fine-tuned for rate–distortion
+# alone (scenes-rd) and with Faster R-CNN's losses on ŷ of the task's windows (scenes-det, Eq. 6).
+SCENES_FINETUNE := $(FINETUNE) --init-from $(WEIGHTS)/default.pt --lmbda 0.013 --resume
+runs/scenes-rd-float.pt: | $(STAMP)
+	$(BIN)/latents train-codec $@ $(SCENES_FINETUNE)
+
+runs/scenes-det-float.pt: $(SCENES)/fewshot.json | $(STAMP)
+	$(BIN)/latents train-codec $@ $(SCENES_FINETUNE) --utility detect --task-source $(SCENES) --lmbda-t 1 \
+	  --task-batch-size 4 --task-patch 128
+
+scenes-codecs: runs/scenes-rd-float.pt runs/scenes-det-float.pt ## Train the rd / detection-informed pair on the scenes task, integerise both
+	for c in rd det; do \
+	  $(BIN)/latents integerize runs/scenes-$$c-float.pt runs/scenes-$$c.pt --steps 0 --threads 1 || exit 1; done
+
+eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-px/model.pt ## Every table: R-D on held-out photos, utility on grey-textures, detection / segmentation / few-shot on scenes
 	mkdir -p runs
 	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout \
 	  --baseline bundled:textures-rd-low --baseline bundled:textures-rd-mid \
@@ -130,11 +150,16 @@ eval: $(STAMP) $(TASK)/fewshot.json ## Both evals from the shipped codecs: R-D o
 	  --codec rd=bundled:textures-rd-low --codec rd=bundled:textures-rd-mid \
 	  --codec task=bundled:textures-task-low --codec task=bundled:textures-task-mid \
 	  --plot runs/eval-utility.png --output runs/eval-utility.json
+	$(BIN)/latents eval downstream --source $(SCENES) --work runs/eval-downstream --codec rd=bundled:default \
+	  --task detect --task segment --init pretrained --init-latent $(PRETRAIN)-y/model.pt \
+	  --init-pixels $(PRETRAIN)-px/model.pt --seeds 3 --epochs 8 --fewshot $(SCENES)/fewshot.json \
+	  --output runs/eval-downstream.json
 
 # The seed's transfer protocol on CPU: a trunk pretrained on the 72-class tiles task, once on ŷ
 # (the default codec) and once on pixels, for `train detect / segment --init-from`.
-PRETRAIN := runs/pretrain
-pretrain: $(STAMP) ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the tiles task (runs/pretrain-*/model.pt)
+pretrain: $(PRETRAIN)-px/model.pt ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the tiles task (runs/pretrain-*/model.pt)
+
+$(PRETRAIN)-px/model.pt: | $(STAMP)
 	$(BIN)/latents make-task $(PRETRAIN) --kind tiles
 	$(BIN)/latents convert $(PRETRAIN) $(PRETRAIN)-latents --size 0 --executor local
 	$(BIN)/latents train classify --data $(PRETRAIN)-latents --model sresnet18 --epochs 12 --window 6 \

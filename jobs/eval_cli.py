@@ -164,6 +164,14 @@ def eval_utility(
                   f"{r['top1_mean']:.3f} ± {r['top1_std']:.3f}",
                   f"{r['top5_mean']:.3f} ± {r['top5_std']:.3f}")
     console.print(t)
+    t = Table(title="the same runs at equal training time: top-1 when the quickest row had trained")
+    for col in ("method", "rate point", "bpp", "top-1", "budget s", "its own s"):
+        t.add_column(col)
+    for r, full in zip(result["equal_time"], result["rows"], strict=True):
+        top1 = "-" if r["mean"] is None else f"{r['mean']:.3f} ± {r['std']:.3f}"
+        t.add_row(r["method"], str(r["checkpoint"] or "-"), "-" if r["bpp"] is None else f"{r['bpp']:.3f}",
+                  top1, f"{r['budget_s']:.0f}", f"{full['seconds_mean']:.0f}")
+    console.print(t)
     c = result["step_cost"]
     t = Table(title=f"training cost: one SGD step at batch {c['batch']} (this CPU), forward GFLOPs per image")
     for col in ("model", "input", "step ms", "GFLOPs", "of which stem"):

@@ -48,7 +48,7 @@ DETECTOR = {
     "roi_batch": typer.Option(128, help="Detection: RoIs sampled per image for the box head."),
     "fpn_from": typer.Option(2, help="Detection: the finest pyramid level, 2 (P2–P6) or 3 (P3–P6)."),
     "anchors": typer.Option(None, help="Detection: one anchor size in pixels per pyramid level, "
-                            "comma-separated (default 16,32,64,128,256 from P2)."),
+                            "comma-separated (default 32,64,128,256,512 from P2)."),
 }
 
 

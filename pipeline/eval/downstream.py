@@ -38,6 +38,7 @@ import numpy as np
 from pipeline.codec.load import CodecSpec
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import ConfigError, SourceError
+from pipeline.eval.budget import equal_time
 from pipeline.images import ImagePolicy
 from pipeline.sources import list_source, read_bytes
 from pipeline.train.data import Augment
@@ -137,27 +138,6 @@ def _arms(cfg: DownstreamConfig, on_line) -> list[dict]:
     return arms
 
 
-def equal_time(rows: list[dict]) -> list[dict]:
-    """Each row's figure at the training time of the quickest arm of its (task, start): per
-    seed, the last evaluation whose training wall clock is inside that budget (None where
-    even the first epoch ran past it)."""
-    out = []
-    for task, init in {(r["task"], r["init"]) for r in rows}:
-        group = [r for r in rows if (r["task"], r["init"]) == (task, init)]
-        budget = min(r["seconds_mean"] for r in group)
-        for r in group:
-            got = []
-            for curve in r["curves"]:
-                inside = [v for t, v in curve if t <= budget * (1 + 1e-9)]
-                got.append(inside[-1] if inside else None)
-            known = [v for v in got if v is not None]
-            out.append({**{k: r[k] for k in ("task", "init", "arm", "checkpoint", "bpp", "metric")},
-                        "budget_s": budget, "values": got,
-                        "mean": float(np.mean(known)) if known else None,
-                        "std": float(np.std(known)) if known else None})
-    return sorted(out, key=lambda r: (r["task"], r["init"], r["arm"] == "pixels", r["arm"]))
-
-
 def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dict:
     """Every run of the module docstring; ``on_line`` gets one line per finished run."""
     work = Path(cfg.work)
@@ -183,7 +163,9 @@ def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dic
                              "mean": float(np.mean(values)), "std": float(np.std(values)),
                              "seconds": seconds, "seconds_mean": float(np.mean(seconds)), "curves": curves})
     fewshot = [_fewshot(cfg, arm, on_line) for arm in arms] if cfg.fewshot else []
-    return {"config": asdict(cfg), "rows": rows, "equal_time": equal_time(rows) if rows else [],
+    timed = equal_time(rows, lambda r: (r["task"], r["init"]),
+                       ("task", "init", "arm", "checkpoint", "bpp", "metric"))
+    return {"config": asdict(cfg), "rows": rows, "equal_time": timed,
             "fewshot": fewshot}
 
 

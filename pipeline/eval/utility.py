@@ -11,7 +11,9 @@ The shape of the seed paper's Table 1 on any labelled source (a tree with ``trai
 and once, the ceiling: the same pixel ResNet on the original images. Every classifier gets
 the same epochs, batch size and learning rate, over several seeds (mean ± std of val top-1
 and top-5). Each run keeps its folder under ``work`` and resumes: an interrupted eval goes on
-where it stopped, and a finished run is read back, not trained again. Also measured: one
+where it stopped, and a finished run is read back, not trained again. The same runs are
+also compared at equal training time (`pipeline.eval.budget`): every row's top-1 when the
+quickest row had finished training. Also measured: one
 training step of sResNet-18 and cResNet-18 on ŷ against ResNet-18 on 224-px pixels, and
 their forward FLOPs (the seed's efficiency claim).
 """
@@ -31,6 +33,7 @@ from PIL import Image
 from pipeline.codec.load import CodecSpec
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
 from pipeline.errors import ConfigError, SourceError
+from pipeline.eval.budget import equal_time
 from pipeline.images import ImagePolicy
 from pipeline.shards.index import bits_per_pixel
 from pipeline.train.classify import TrainConfig, train_classifier
@@ -76,10 +79,12 @@ class UtilityRow:
     top1: list[float] = field(default_factory=list)  # one per seed
     top5: list[float] = field(default_factory=list)
     target_bpp: float | None = None  # JPEG rows: the codec rate they match (JPEG may not reach it)
+    seconds: list[float] = field(default_factory=list)  # training wall clock per seed
+    curves: list[list[tuple[float, float]]] = field(default_factory=list)  # (seconds, val top-1) per epoch
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for k in ("top1", "top5"):
+        for k in ("top1", "top5", "seconds"):
             d[f"{k}_mean"], d[f"{k}_std"] = float(np.mean(self.__dict__[k])), float(np.std(self.__dict__[k]))
         return d
 
@@ -138,10 +143,10 @@ def write_jpeg_copy(source: Path, out: Path, bpp: float) -> float:
     return float(np.mean(reached))
 
 
-def _train(cfg: UtilityConfig, spec: InputSpec, arch: str, out: Path, seed: int) -> dict:
+def _train(cfg: UtilityConfig, spec: InputSpec, arch: str, out: Path, seed: int) -> list[dict]:
     tc = TrainConfig(replace(spec, seed=seed), arch=arch, epochs=cfg.epochs, lr=cfg.lr, out=str(out),
                      seed=seed, resume=True)  # an interrupted eval goes on; a finished run is read back
-    return train_classifier(tc, log=lambda rec: None)["history"][-1]
+    return train_classifier(tc, log=lambda rec: None)["history"]
 
 
 #: The per-step cost comparison: (name, model, input) for a 224-px image and its 14×14 ŷ.
@@ -208,9 +213,11 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
 
     def run(row: UtilityRow, spec: InputSpec, arch: str, tag: str) -> None:
         for seed in range(cfg.seeds):
-            h = _train(cfg, spec, arch, work / "runs" / f"{tag}-seed{seed}", seed)
-            row.top1.append(h["val_top1"])
-            row.top5.append(h["val_top5"])
+            history = _train(cfg, spec, arch, work / "runs" / f"{tag}-seed{seed}", seed)
+            row.top1.append(history[-1]["val_top1"])
+            row.top5.append(history[-1]["val_top5"])
+            row.seconds.append(history[-1]["elapsed"])
+            row.curves.append([(h["elapsed"], h["val_top1"]) for h in history if "val_top1" in h])
         rows.append(row)
         on_row(row)
 
@@ -234,7 +241,9 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
             run(UtilityRow("JPEG pixels", f"matched to {method} ŷ", reached, target_bpp=bpp),
                 replace(pixel, data=str(jpegs)), cfg.pixel_arch, f"jpeg-{method}-{i}")
     run(UtilityRow("original pixels", None, None), pixel, cfg.pixel_arch, "original")
-    return {"config": asdict(cfg), "rows": [r.to_json() for r in rows],
+    rows = [r.to_json() for r in rows]
+    return {"config": asdict(cfg), "rows": rows,
+            "equal_time": equal_time(rows, lambda r: (), ("method", "checkpoint", "bpp")),
             "step_cost": step_cost(cfg.cost_batch)}
 
 

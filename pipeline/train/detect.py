@@ -53,7 +53,7 @@ class DetectConfig:
     init_from: str | None = None  # a classifier's model.pt on the same representation: the trunk starts there
     roi_batch: int = 128  # RoIs sampled per image for Faster R-CNN's box head (torchvision's default: 512)
     fpn_from: int = 2  # the finest pyramid level: 2 (P2–P6) or 3 (P3–P6)
-    anchors: tuple[int, ...] | None = None  # one anchor size per level, in pixels (default 16·2^(level−2))
+    anchors: tuple[int, ...] | None = None  # one anchor size per level, in pixels (default 32·2^(level−2))
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):

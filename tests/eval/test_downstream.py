@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from pipeline.errors import ConfigError
-from pipeline.eval.downstream import DownstreamConfig, equal_time
+from pipeline.eval.budget import equal_time
+from pipeline.eval.downstream import DownstreamConfig
 from pipeline.tasks.scenes import SceneTask, make_scene_task
 
 
@@ -17,7 +18,7 @@ def test_equal_time_takes_each_arm_at_the_quickest_arms_budget():
              "curves": [[(10, 0.1), (20, 0.2), (30, 0.3)], [(12, 0.0), (25, 0.4), (33, 0.5)]]},
             {**common, "arm": "pixels", "checkpoint": None, "bpp": 2.0, "seconds_mean": 60.0,
              "curves": [[(20, 0.2), (40, 0.6), (60, 0.7)], [(35, 0.1), (70, 0.9)]]}]
-    got = {r["arm"]: r for r in equal_time(rows)}
+    got = {r["arm"]: r for r in equal_time(rows, lambda r: (r["task"], r["init"]), ("arm", "bpp"))}
     assert got["rd ŷ"]["budget_s"] == got["pixels"]["budget_s"] == 30.0
     assert got["rd ŷ"]["values"] == [0.3, 0.4]  # the second seed's last epoch ran past the budget
     assert got["pixels"]["values"] == [0.2, None] and got["pixels"]["mean"] == 0.2

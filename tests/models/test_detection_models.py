@@ -48,8 +48,8 @@ def test_detector_options_shape_the_pyramid_anchors_and_roi_sampling():
     from pipeline.train.detect import DetectConfig
 
     det = create_model("fasterrcnn-sresnet18", 32, 3, window_px=96, fpn_from=3, roi_batch=16)
-    # P3–P6: three stages feed the FPN (and its pooled level), one anchor size per level from 32 px
-    assert det.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,))
+    # P3–P6: three stages feed the FPN (and its pooled level), one anchor size per level, 8× its stride
+    assert det.rpn.anchor_generator.sizes == ((64,), (128,), (256,), (512,))
     assert det.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
     assert det.roi_heads.fg_bg_sampler.batch_size_per_image == 16
     det.train()
