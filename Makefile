@@ -130,18 +130,14 @@ $(SCENES)/fewshot.json: | $(STAMP)
 # The detection-informed pair on the scenes task: the default codec fine-tuned for rate–distortion
 # alone (scenes-rd) and with Faster R-CNN's losses on ŷ of the task's windows (scenes-det, Eq. 6).
 SCENES_FINETUNE := $(FINETUNE) --init-from $(WEIGHTS)/default.pt --lmbda 0.013 --resume
-runs/scenes-rd-float.pt: | $(STAMP)
-	$(BIN)/latents train-codec $@ $(SCENES_FINETUNE)
-
-runs/scenes-det-float.pt: $(SCENES)/fewshot.json | $(STAMP)
-	$(BIN)/latents train-codec $@ $(SCENES_FINETUNE) --utility detect --task-source $(SCENES) --lmbda-t 1 \
-	  --task-batch-size 4 --task-patch 128
-
-scenes-codecs: runs/scenes-rd-float.pt runs/scenes-det-float.pt ## Train the rd / detection-informed pair on the scenes task, integerise both
+SCENES_DET := --utility detect --task-source $(SCENES) --lmbda-t 1 --task-batch-size 4 --task-patch 128
+scenes-codecs: $(STAMP) $(SCENES)/fewshot.json ## Train the rd / detection-informed pair on the scenes task, integerise both
+	$(BIN)/latents train-codec runs/scenes-rd-float.pt $(SCENES_FINETUNE)
+	$(BIN)/latents train-codec runs/scenes-det-float.pt $(SCENES_FINETUNE) $(SCENES_DET)
 	for c in rd det; do \
 	  $(BIN)/latents integerize runs/scenes-$$c-float.pt runs/scenes-$$c.pt --steps 0 --threads 1 || exit 1; done
 
-eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-px/model.pt ## Every table: R-D on held-out photos, utility on grey-textures, detection / segmentation / few-shot on scenes
+eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-y/model.pt $(PRETRAIN)-px/model.pt ## Every table: R-D on held-out photos, utility on grey-textures, detection / segmentation / few-shot on scenes
 	mkdir -p runs
 	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout \
 	  --baseline bundled:textures-rd-low --baseline bundled:textures-rd-mid \
@@ -157,13 +153,17 @@ eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-px/model.
 
 # The seed's transfer protocol on CPU: a trunk pretrained on the 72-class tiles task, once on ŷ
 # (the default codec) and once on pixels, for `train detect / segment --init-from`.
-pretrain: $(PRETRAIN)-px/model.pt ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the tiles task (runs/pretrain-*/model.pt)
+pretrain: $(PRETRAIN)-y/model.pt $(PRETRAIN)-px/model.pt ## Pretrain sResNet-18 on ŷ and ResNet-18 on pixels of the tiles task (runs/pretrain-*/model.pt)
 
-$(PRETRAIN)-px/model.pt: | $(STAMP)
+$(PRETRAIN)/fewshot.json: | $(STAMP)
 	$(BIN)/latents make-task $(PRETRAIN) --kind tiles
+
+$(PRETRAIN)-y/model.pt: $(PRETRAIN)/fewshot.json
 	$(BIN)/latents convert $(PRETRAIN) $(PRETRAIN)-latents --size 0 --executor local
 	$(BIN)/latents train classify --data $(PRETRAIN)-latents --model sresnet18 --epochs 12 --window 6 \
 	  --augment window --out $(PRETRAIN)-y --resume
+
+$(PRETRAIN)-px/model.pt: $(PRETRAIN)/fewshot.json
 	$(BIN)/latents train classify --data $(PRETRAIN) --pixels --model resnet18 --epochs 12 --window 6 \
 	  --augment window --out $(PRETRAIN)-px --resume
 

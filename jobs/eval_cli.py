@@ -165,12 +165,13 @@ def eval_utility(
                   f"{r['top5_mean']:.3f} ± {r['top5_std']:.3f}")
     console.print(t)
     t = Table(title="the same runs at equal training time: top-1 when the quickest row had trained")
-    for col in ("method", "rate point", "bpp", "top-1", "budget s", "its own s"):
+    for col in ("method", "rate point", "bpp", "top-1", "seeds", "budget s", "its own s"):
         t.add_column(col)
     for r, full in zip(result["equal_time"], result["rows"], strict=True):
         top1 = "-" if r["mean"] is None else f"{r['mean']:.3f} ± {r['std']:.3f}"
         t.add_row(r["method"], str(r["checkpoint"] or "-"), "-" if r["bpp"] is None else f"{r['bpp']:.3f}",
-                  top1, f"{r['budget_s']:.0f}", f"{full['seconds_mean']:.0f}")
+                  top1, f"{r['n']}/{len(r['values'])}", f"{sum(r['budget_s']) / len(r['budget_s']):.0f}",
+                  f"{full['seconds_mean']:.0f}")
     console.print(t)
     c = result["step_cost"]
     t = Table(title=f"training cost: one SGD step at batch {c['batch']} (this CPU), forward GFLOPs per image")
@@ -239,16 +240,18 @@ def print_downstream(result: dict, source: str, seeds: int, epochs: int) -> None
 
     for title, rows, extra in (
             (f"downstream on {source}: {seeds} seed(s), {epochs} epoch(s) each", result["rows"], "train s"),
-            ("the same runs at equal training time (the quickest arm's wall clock)", result["equal_time"],
-             "budget s")):
+            ("the same runs at equal training time (seed by seed, the quickest arm's wall clock)",
+             result["equal_time"], "budget s")):
         if not rows:
             continue
         t = Table(title=title)
-        for col in ("task", "start", "input", "bpp", "metric", "mean ± std", extra):
+        for col in ("task", "start", "input", "bpp", "metric", "mean ± std", "seeds", extra):
             t.add_column(col)
         for r in rows:
+            seconds = r["seconds"] if "seconds" in r else r["budget_s"]
             t.add_row(r["task"], r["init"], r["arm"], f"{r['bpp']:.3f}", r["metric"],
-                      cell(r["mean"], r["std"]), f"{r.get('seconds_mean', r.get('budget_s')):.0f}")
+                      cell(r["mean"], r["std"]), f"{r.get('n', len(r['values']))}/{len(r['values'])}",
+                      f"{sum(seconds) / len(seconds):.0f}")
         console.print(t)
     for fs in result["fewshot"]:
         t = Table(title=f"few-shot detection, {fs['arm']} ({fs['init']} trunk): AP50 mean ± std")

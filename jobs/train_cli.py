@@ -46,7 +46,7 @@ AUG = {
 #: the options that shape Faster R-CNN (`train detect`, `fewshot detect`)
 DETECTOR = {
     "roi_batch": typer.Option(128, help="Detection: RoIs sampled per image for the box head."),
-    "fpn_from": typer.Option(2, help="Detection: the finest pyramid level, 2 (P2–P6) or 3 (P3–P6)."),
+    "fpn_from": typer.Option(2, help="Detection: the finest pyramid level, 2 (P2–P6), 3 or 4."),
     "anchors": typer.Option(None, help="Detection: one anchor size in pixels per pyramid level, "
                             "comma-separated (default 32,64,128,256,512 from P2)."),
 }

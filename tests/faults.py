@@ -1,10 +1,28 @@
-"""Storage that fails on purpose: an in-memory object store whose calls fail on demand."""
+"""Faults on purpose: an in-memory object store whose calls fail on demand, odd tar members."""
 
 from __future__ import annotations
 
 import errno
+import tarfile
 
 from fsspec.implementations.memory import MemoryFileSystem
+
+
+def odd_member(kind: str) -> tuple[tarfile.TarInfo, bytes | None]:
+    """A tar member that is no sample file: a symlink, a hard link, a path climbing out
+    (``dotdot``) or absolute, a folder, or any other ``kind`` a plain odd file."""
+    info = tarfile.TarInfo({"dotdot": "../escape.latent", "absolute": "/etc/passwd.latent"}.get(
+        kind, "odd.latent"))
+    data: bytes | None = b"x" * 10
+    if kind == "symlink":
+        info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
+    elif kind == "hardlink":
+        info.type, info.linkname, data = tarfile.LNKTYPE, "missing.latent", None
+    elif kind == "folder":
+        info.type, data = tarfile.DIRTYPE, None
+    else:
+        info.size = len(data)
+    return info, data
 
 
 class Crash(BaseException):

@@ -37,10 +37,12 @@ import numpy as np
 
 from pipeline.codec.load import CodecSpec
 from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
-from pipeline.errors import ConfigError, SourceError
+from pipeline.errors import ConfigError, SourceError, TrainError
 from pipeline.eval.budget import equal_time
 from pipeline.images import ImagePolicy
+from pipeline.models.detection import detector_anchors
 from pipeline.sources import list_source, read_bytes
+from pipeline.storage import atomic_write, read_file
 from pipeline.train.data import Augment
 from pipeline.train.detect import DetectConfig, train_detection
 
@@ -87,6 +89,22 @@ class DownstreamConfig:
                               "trained on each representation (`make pretrain` makes both)")
         if not self.codecs:
             raise ConfigError("name at least one --codec NAME=CHECKPOINT")
+        detector_anchors(self.fpn_from, self.anchors, self.roi_batch)  # before hours of training
+        if self.fewshot and (not self.shots or min(self.shots) < 1 or self.fewshot_seeds < 1):
+            raise ConfigError(f"--shots are whole numbers >= 1 and --fewshot-seeds >= 1, got "
+                              f"{list(self.shots)} and {self.fewshot_seeds}")
+
+    def novel(self) -> tuple[str, ...]:
+        """The novel classes ``fewshot`` names (a fewshot.json from `make-task --detection`)."""
+        try:
+            novel = json.loads(read_file(self.fewshot))["novel"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--fewshot {self.fewshot}: not a fewshot.json naming its novel classes "
+                              f"({type(exc).__name__}: {exc}); `latents make-task --detection` writes one"
+                              ) from None
+        if not novel or not all(isinstance(n, str) for n in novel):
+            raise ConfigError(f"--fewshot {self.fewshot}: its \"novel\" list names no classes")
+        return tuple(novel)
 
 
 def _run_config(cfg: DownstreamConfig, task: str, data: str, pixels: bool, init: str | None, seed: int,
@@ -138,9 +156,24 @@ def _arms(cfg: DownstreamConfig, on_line) -> list[dict]:
     return arms
 
 
+def _train(run: DetectConfig) -> list[dict]:
+    """One run's history (trained, resumed or read back); a run its folder refuses is named
+    with what to do."""
+    try:
+        return train_detection(run, log=lambda rec: None)["history"]
+    except (ConfigError, TrainError) as exc:
+        raise type(exc)(f"{run.out}: {exc} (this eval's runs live under --work: give another --work, "
+                        "or delete that run's folder to train it again)") from None
+
+
 def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dict:
     """Every run of the module docstring; ``on_line`` gets one line per finished run."""
     work = Path(cfg.work)
+    novel = cfg.novel() if cfg.fewshot else ()  # a bad fewshot.json fails now, not after hours
+    classes = list_source("auto", cfg.source, split="train").classes
+    if set(novel) - set(classes):
+        raise ConfigError(f"--fewshot {cfg.fewshot} names novel classes {sorted(set(novel) - set(classes))} "
+                          f"that {cfg.source} does not hold ({', '.join(classes)})")
     arms = _arms(cfg, on_line)
     rows = []
     for task in cfg.tasks:
@@ -151,7 +184,7 @@ def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dic
                 for seed in range(cfg.seeds):
                     out = work / "runs" / f"{task}-{init}-{arm['tag']}-seed{seed}"
                     run = _run_config(cfg, task, arm["data"], arm["pixels"], trunk, seed, out)
-                    history = train_detection(run, log=lambda rec: None)["history"]
+                    history = _train(run)
                     metric = METRIC[task]
                     values.append(history[-1][metric])
                     seconds.append(history[-1]["elapsed"])
@@ -162,19 +195,18 @@ def evaluate_downstream(cfg: DownstreamConfig, on_line=lambda line: None) -> dic
                              "bpp": arm["bpp"], "metric": METRIC[task], "values": values,
                              "mean": float(np.mean(values)), "std": float(np.std(values)),
                              "seconds": seconds, "seconds_mean": float(np.mean(seconds)), "curves": curves})
-    fewshot = [_fewshot(cfg, arm, on_line) for arm in arms] if cfg.fewshot else []
+    fewshot = [_fewshot(cfg, arm, novel, on_line) for arm in arms] if cfg.fewshot else []
     timed = equal_time(rows, lambda r: (r["task"], r["init"]),
                        ("task", "init", "arm", "checkpoint", "bpp", "metric"))
     return {"config": asdict(cfg), "rows": rows, "equal_time": timed,
             "fewshot": fewshot}
 
 
-def _fewshot(cfg: DownstreamConfig, arm: dict, on_line) -> dict:
+def _fewshot(cfg: DownstreamConfig, arm: dict, novel: tuple[str, ...], on_line) -> dict:
     """TFA few-shot detection on one arm (its trunk pretrained where the config has one);
     the table is kept in ``work`` and read back when its config is unchanged."""
     from pipeline.train.fewshot_detect import FewShotDetectConfig, run_fewshot_detection
 
-    novel = tuple(json.loads(Path(cfg.fewshot).read_text())["novel"])
     trunk = None
     if "pretrained" in cfg.inits:
         trunk = cfg.init_pixels if arm["pixels"] else cfg.init_latent
@@ -184,20 +216,32 @@ def _fewshot(cfg: DownstreamConfig, arm: dict, on_line) -> dict:
                              finetune_steps=cfg.finetune_steps)
     path = Path(cfg.work) / f"fewshot-{arm['tag']}.json"
     key = json.loads(json.dumps(asdict(fc), default=list))
-    if path.is_file():
+    try:
         saved = json.loads(path.read_text())
         if saved.get("config") == key:
             return saved
+    except (OSError, ValueError):  # none yet, or unreadable: made again
+        pass
     r = run_fewshot_detection(fc, log=lambda d: None)
-    out = {"arm": arm["arm"], "checkpoint": arm["checkpoint"], "bpp": arm["bpp"],
-           "init": "pretrained" if trunk else "scratch",
-           "config": key, "table": r["table"], "runs": r["runs"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
+    out = json_safe({"arm": arm["arm"], "checkpoint": arm["checkpoint"], "bpp": arm["bpp"],
+                     "init": "pretrained" if trunk else "scratch", "config": key, "table": r["table"],
+                     "runs": r["runs"]})
+    atomic_write(str(path), json.dumps(out, indent=1, allow_nan=False).encode())
     for row in r["table"]:
         on_line(f"few-shot {arm['arm']} k={row['k']}: novel AP50 {row['novel_ap50_mean']:.3f}")
     return out
 
 
+def json_safe(obj):
+    """``obj`` as strict JSON holds it: tuples as lists, NaN (a class the val split lacks) as None."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def save(result: dict, path) -> None:
-    Path(path).write_text(json.dumps(result, indent=1, default=list))
+    Path(path).write_text(json.dumps(json_safe(result), indent=1, default=list, allow_nan=False))

@@ -91,22 +91,31 @@ class LatentAnchorGenerator(AnchorGenerator):
         return super().forward(ImageList(virtual, image_list.image_sizes), feature_maps)
 
 
+def detector_anchors(fpn_from: int = 2, anchor_sizes: tuple[int, ...] | None = None,
+                     roi_batch: int = 128) -> tuple[int, ...]:
+    """The anchor sizes a Faster R-CNN with these options uses (the default: 8× each level's
+    stride), after checking the options; a clear error names the one that does not fit."""
+    if fpn_from not in (2, 3, 4):
+        raise ConfigError(f"--fpn-from is 2, 3 or 4 (the finest pyramid level), not {fpn_from}")
+    if roi_batch < 1:
+        raise ConfigError(f"--roi-batch must be at least 1, not {roi_batch}")
+    first = fpn_from - 2
+    n_levels = len(STAGES) - first + 1  # the stages used, and the pooled level on top
+    sizes = tuple(anchor_sizes or ANCHOR_SIZES[first:])
+    if len(sizes) != n_levels or any(v < 1 for v in sizes):
+        raise ConfigError(f"--anchors needs one positive size per pyramid level P{fpn_from}–P6 ({n_levels}), "
+                          f"got {len(sizes)}: {','.join(map(str, sizes))}")
+    return sizes
+
+
 def faster_rcnn(depth: int, num_classes: int, latent_channels: int | None = None, window_px: int = 192,
                 anchor_sizes: tuple[int, ...] | None = None, fpn_channels: int = 128, roi_batch: int = 128,
                 fpn_from: int = 2) -> FasterRCNN:
     """Faster R-CNN with an FPN over a (s)ResNet trunk. ``num_classes`` excludes background.
     ``fpn_from`` is the finest level (2: P2–P6, 3: P3–P6); ``anchor_sizes`` gives one size per
     level (default: 32 px at P2, doubling per level)."""
-    if fpn_from not in (2, 3, 4):
-        raise ConfigError(f"--fpn-from is 2, 3 or 4 (the finest pyramid level), not {fpn_from}")
+    anchor_sizes = detector_anchors(fpn_from, anchor_sizes, roi_batch)
     first = fpn_from - 2
-    n_levels = len(STAGES) - first + 1  # the stages used, and the pooled level on top
-    anchor_sizes = tuple(anchor_sizes or ANCHOR_SIZES[first:])
-    if len(anchor_sizes) != n_levels:
-        raise ConfigError(f"--anchors needs one size per pyramid level P{fpn_from}–P6 ({n_levels}), "
-                          f"got {len(anchor_sizes)}: {','.join(map(str, anchor_sizes))}")
-    if roi_batch < 1:
-        raise ConfigError(f"--roi-batch must be at least 1, not {roi_batch}")
     body = trunk(depth, latent_channels)
     levels = {s: str(i) for i, s in enumerate(STAGES[first:])}
     backbone = BackboneWithFPN(body, levels, _channels(depth)[first:], fpn_channels)

@@ -11,7 +11,7 @@ instances); evaluation ignores them instead of counting them (`pipeline.train.me
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from pipeline.codec.registry import CELL
 from pipeline.errors import ConfigError
 from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.loader.targets import IGNORE, detection_collate
+from pipeline.models.detection import detector_anchors
 from pipeline.models.registry import MODELS, create_model
 from pipeline.models.transfer import load_trunk
 from pipeline.train.data import Augment
@@ -53,7 +54,9 @@ class DetectConfig:
     init_from: str | None = None  # a classifier's model.pt on the same representation: the trunk starts there
     roi_batch: int = 128  # RoIs sampled per image for Faster R-CNN's box head (torchvision's default: 512)
     fpn_from: int = 2  # the finest pyramid level: 2 (P2–P6) or 3 (P3–P6)
-    anchors: tuple[int, ...] | None = None  # one anchor size per level, in pixels (default 32·2^(level−2))
+    anchors: tuple[int, ...] | None = None  # one anchor size per level, in pixels (None: 32·2^(level−2));
+    # a detection config records the sizes it resolves to, so a resumed or read-back run is
+    # refused when the default moves
 
     def __post_init__(self):
         if self.task not in ("detect", "segment"):
@@ -64,8 +67,13 @@ class DetectConfig:
             choices = [n for n, s in MODELS.items() if s.task == self.task and s.input == kind]
             raise ConfigError(f"--model for {self.task} from {'pixels' if self.pixels else 'ŷ'} is one of "
                               f"{', '.join(choices)}, not {self.arch!r}")
-        if self.task == "segment" and (self.roi_batch != 128 or self.fpn_from != 2 or self.anchors):
-            raise ConfigError("--roi-batch, --fpn-from and --anchors shape Faster R-CNN: `train detect` only")
+        if self.task == "segment":
+            defaults = {f.name: f.default for f in fields(self)}
+            if any(getattr(self, k) != defaults[k] for k in ("roi_batch", "fpn_from", "anchors")):
+                raise ConfigError("--roi-batch, --fpn-from and --anchors shape Faster R-CNN: `train detect` "
+                                  "only")
+        else:
+            object.__setattr__(self, "anchors", detector_anchors(self.fpn_from, self.anchors, self.roi_batch))
         if self.epochs < 1 or self.batch_size < 1 or self.window < 2:
             raise ConfigError("--epochs and --batch-size must be at least 1 and --window at least 2")
 
@@ -180,8 +188,8 @@ class DetectTask:
         self.schedule = Schedule(cfg.epochs, cfg.lr, cfg.weight_decay, warmup=min(100, self.steps_per_epoch))
         self.run = RunOptions(cfg.out, cfg.resume, cfg.checkpoint_every, cfg.eval_every)
         self.config = jsonable(asdict(cfg))
-        self.resume_keys = tuple(k for k in self.config
-                                 if k not in ("resume", "eval_every", "checkpoint_every"))
+        self.resume_keys = tuple(k for k in self.config  # (the run may have moved: not its folder)
+                                 if k not in ("resume", "eval_every", "checkpoint_every", "out"))
 
     def batches(self, epoch: int, skip: int):
         self.train_ds.set_epoch(epoch)

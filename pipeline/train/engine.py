@@ -129,7 +129,7 @@ def fit(task: Task, log: Callable[[dict], None] = print,
             for g in opt.param_groups:
                 g["lr"] = sched.lr_at(step, total)
             loss, add = task.loss(net, batch)
-            if not torch.isfinite(loss):  # diverged: stop now, last.pt still holds the last good epoch
+            if _diverged(loss):  # stop now: last.pt still holds the last good epoch
                 raise TrainError(f"the training loss became {loss.item()} at epoch {epoch}, batch {done}: "
                                  f"the run diverged; lower --lr (it is {sched.lr}), train into a new --out")
             opt.zero_grad(set_to_none=True)
@@ -160,6 +160,17 @@ def fit(task: Task, log: Callable[[dict], None] = print,
         torch.save({**task.saved(), "state_dict": model.state_dict(), "config": task.config,
                     "history": result.history}, out / "model.pt")
     return result
+
+
+def _diverged(loss: torch.Tensor) -> bool:
+    """Whether the loss is not finite on this rank or, under torch.distributed, on any rank
+    (all ranks stop together instead of one waiting in the next all-reduce)."""
+    bad = ~torch.isfinite(loss.detach())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = bad.to(torch.float32).reshape(1)
+        torch.distributed.all_reduce(flag)
+        return bool(flag.item())
+    return bool(bad)
 
 
 def seed_epoch(generator: torch.Generator, seed: int, epoch: int) -> None:

@@ -56,7 +56,7 @@ def test_detector_options_shape_the_pyramid_anchors_and_roi_sampling():
     y = torch.randn(2, 32, 6, 6)
     targets = [{"boxes": torch.tensor([[8.0, 8.0, 60.0, 50.0]]), "labels": torch.tensor([2])}] * 2
     assert all(torch.isfinite(v) for v in det(y, targets).values())
-    with pytest.raises(ConfigError, match=r"one size per pyramid level P2–P6 \(5\), got 3"):
+    with pytest.raises(ConfigError, match=r"one positive size per pyramid level P2–P6 \(5\), got 3"):
         create_model("fasterrcnn-sresnet18", 32, 3, anchor_sizes=(8, 16, 32))
     with pytest.raises(ConfigError, match="--fpn-from is 2, 3 or 4"):
         create_model("fasterrcnn-resnet18", 3, 3, fpn_from=5)

@@ -21,6 +21,7 @@ from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.shards import index as idx
 from pipeline.shards.dataset import LatentDataset
 from pipeline.shards.verify import verify
+from tests.faults import odd_member
 
 
 @pytest.fixture()
@@ -111,17 +112,7 @@ def test_an_index_that_lies_about_offsets(dataset, lie):
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink", "dotdot", "absolute", "folder"])
 def test_odd_tar_members_are_named_by_verify_and_skipped_by_the_loader(dataset, kind):
-    info = tarfile.TarInfo({"dotdot": "../escape.latent", "absolute": "/etc/passwd.latent"}.get(
-        kind, "odd.latent"))
-    data = b"x" * 10
-    if kind == "symlink":
-        info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
-    elif kind == "hardlink":
-        info.type, info.linkname, data = tarfile.LNKTYPE, "missing.latent", None
-    elif kind == "folder":
-        info.type, data = tarfile.DIRTYPE, None
-    else:
-        info.size = len(data)
+    info, data = odd_member(kind)
     _rewrite_tar(dataset, "train-000001", [(info, data)])
     rep = verify(str(dataset))
     assert [f.shard for f in rep.faults] == ["train-000001"], rep.faults

@@ -24,6 +24,7 @@ from pipeline.loader import LatentLoaderConfig, LatentShardDataset
 from pipeline.shards.tar import ShardFault, TarBuilder, TarStream, tar_members
 from pipeline.shards.verify import verify
 from tests.conftest import upload_tree
+from tests.faults import odd_member
 
 SHARD = "train-000001"
 
@@ -79,17 +80,7 @@ def _cut_in_data(out) -> str:
 
 def _with_odd_member(out, kind: str) -> str:
     """Append a member that is no sample file to shard 1; returns its name."""
-    info = tarfile.TarInfo({"dotdot": "../escape.latent", "absolute": "/etc/passwd.latent"}.get(
-        kind, "odd.latent"))
-    data = b"x" * 10
-    if kind == "symlink":
-        info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
-    elif kind == "hardlink":
-        info.type, info.linkname, data = tarfile.LNKTYPE, "missing.latent", None
-    elif kind == "folder":
-        info.type, data = tarfile.DIRTYPE, None
-    else:
-        info.size = len(data)
+    info, data = odd_member(kind)
     _rebuild(out, extra=[(info, data)])
     return info.name
 

@@ -14,3 +14,10 @@ def scenes_dataset(root, train=4, val=2):
     return root / "ds"
 
 
+
+
+def small_scenes(root):
+    """Six 64-px VOC-layout scenes of up to two objects (4 train, 2 val), not converted."""
+    make_scene_task(root, SceneTask(train=4, val=2, size=64, max_objects=2, min_side=24, max_side=40,
+                                    truncate_p=0, empty_p=0, difficult_below=0))
+    return root

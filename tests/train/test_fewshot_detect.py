@@ -90,3 +90,17 @@ def test_pixel_support_is_the_same_shots_with_the_same_boxes(scenes):
             assert p.cut(crop).shape[-2:] == tuple(16 * v for v in y.cut(crop).shape[-2:])
             a, b = y.target(crop), p.target(crop)
             assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_fewshot_detection_runs_on_pixels(scenes):
+    """`fewshot detect --pixels`: base training and k-shot fine-tuning of a ResNet detector on the
+    source's pixels, the table in the shape of ŷ's."""
+    from pipeline.train.fewshot_detect import run_fewshot_detection
+
+    classes = LatentDataset.open(str(scenes)).manifest.classes
+    base = DetectConfig(str(scenes.parent / "voc"), "detect", "fasterrcnn-resnet18", epochs=1, batch_size=2,
+                        window=4, workers=0, pixels=True, eval_every=1)
+    r = run_fewshot_detection(FewShotDetectConfig(base, tuple(classes[-2:]), shots=(1,), seeds=(0,),
+                                                  finetune_steps=2), log=lambda d: None)
+    assert r["classes"] == list(classes) and [row["k"] for row in r["table"]] == [1]
+    assert len(r["runs"]) == 1 and len(r["runs"][0]["ap50_per_class"]) == len(classes)
