@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.console import App, console, print_fewshot, renamed
+from jobs.console import App, console, int_list, print_fewshot, renamed
 from jobs.train_cli import DETECTOR, detector
 from pipeline.errors import ConfigError
 
@@ -24,17 +24,27 @@ def novel_names(novel: str | None, split_file: Path | None, other: str = "") -> 
                       + (f" or {other}" if other else ""))
 
 
+#: the options both few-shot commands take
+SHARED = {
+    "novel": typer.Option(None, help="Comma-separated novel class names."),
+    "old_arch": typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
+    "workers": typer.Option(2, help="DataLoader worker processes."),
+    "shots": typer.Option("1,2,3,5,10", help="The k of each k-shot set, comma-separated."),
+    "seeds": typer.Option(3, help="k-shot draws (and fine-tunings) per k."),
+}
+
+
 @fewshot_app.command("classify")
 def fewshot(
     data: str = typer.Option(..., help="Latent dataset root with train and val splits."),
-    novel: str = typer.Option(None, help="Comma-separated novel class names."),
+    novel: str = SHARED["novel"],
     split_file: Path = typer.Option(None, help="A fewshot.json (from make-task) naming the novel classes."),
     arch: str = typer.Option(None, "--model", help="The network (default sresnet18)."),
-    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
+    old_arch: str = SHARED["old_arch"],
     base_epochs: int = typer.Option(10),
     lr: float = typer.Option(0.05), batch_size: int = typer.Option(32),
-    window: int = typer.Option(14), workers: int = typer.Option(2),
-    shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
+    window: int = typer.Option(14), workers: int = SHARED["workers"],
+    shots: str = SHARED["shots"], seeds: int = SHARED["seeds"],
     classifier: str = typer.Option("cosine", help="cosine or linear last layer."),
     output: Path = typer.Option(Path("runs/fewshot.json"), help="Where the table is written as JSON."),
 ):
@@ -45,7 +55,7 @@ def fewshot(
 
     cfg = FewShotConfig(InputSpec(data, window=(window, window), batch_size=batch_size, workers=workers),
                         novel_names(novel, split_file), arch=arch, base_epochs=base_epochs, lr=lr,
-                        shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
+                        shots=int_list(shots, "--shots"), seeds=tuple(range(seeds)),
                         classifier=classifier)
     r = run_fewshot(cfg, log=lambda d: console.print(
         f"base epoch {d['epoch']}: val top-1 (base classes) {d['val_top1']:.3f}"))
@@ -58,15 +68,15 @@ def fewshot(
 @fewshot_app.command("detect")
 def fewshot_detect(
     data: str = typer.Option(..., help="Latent dataset converted from a detection source (train, val)."),
-    novel: str = typer.Option(None, help="Comma-separated novel class names."),
+    novel: str = SHARED["novel"],
     split_file: str = typer.Option(None, help="A fewshot.json (make-task --detection) naming them."),
     voc_split: int = typer.Option(None, help="TFA's PASCAL VOC split 1, 2 or 3 (5 novel classes)."),
     arch: str = typer.Option(None, "--model", help="The detector (default fasterrcnn-sresnet18)."),
-    old_arch: str = typer.Option(None, "--arch", hidden=True, help="Deprecated: --model."),
+    old_arch: str = SHARED["old_arch"],
     base_epochs: int = typer.Option(12),
     batch_size: int = typer.Option(8), lr: float = typer.Option(0.02),
     window: int = typer.Option(12, help="Latent crop side in cells."),
-    workers: int = typer.Option(2), shots: str = typer.Option("1,2,3,5,10"), seeds: int = typer.Option(3),
+    workers: int = SHARED["workers"], shots: str = SHARED["shots"], seeds: int = SHARED["seeds"],
     finetune_steps: int = typer.Option(200, help="Steps of last-layer fine-tuning per (k, seed)."),
     init_from: str = typer.Option(None, help="A classifier's model.pt on the same representation: base "
                                   "training's trunk starts from it."),
@@ -92,7 +102,7 @@ def fewshot_detect(
         DetectConfig(data, "detect", arch, base_epochs, batch_size, lr, window=window, workers=workers,
                      eval_every=base_epochs, init_from=init_from, pixels=pixels,
                      **detector(roi_batch, fpn_from, anchors)),
-        names, shots=tuple(int(k) for k in shots.split(",")), seeds=tuple(range(seeds)),
+        names, shots=int_list(shots, "--shots"), seeds=tuple(range(seeds)),
         finetune_steps=finetune_steps)
     r = run_fewshot_detection(cfg, log=lambda d: console.print(
         f"k={d['k']} seed {d['seed']}: novel AP50 {d['novel_ap50']:.3f} base AP50 {d['base_ap50']:.3f}"
