@@ -137,7 +137,7 @@ scenes-codecs: $(STAMP) $(SCENES)/fewshot.json ## Train the rd / detection-infor
 	for c in rd det; do \
 	  $(BIN)/latents integerize runs/scenes-$$c-float.pt runs/scenes-$$c.pt --steps 0 --threads 1 || exit 1; done
 
-eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-y/model.pt $(PRETRAIN)-px/model.pt ## Every table: R-D on held-out photos, utility on grey-textures, detection / segmentation / few-shot on scenes
+eval: $(STAMP) $(TASK)/fewshot.json $(SCENES)/fewshot.json $(PRETRAIN)-y/model.pt $(PRETRAIN)-px/model.pt ## Every table: R-D, utility (grey-textures), detection / segmentation / few-shot (scenes); about 80 min
 	mkdir -p runs
 	$(BIN)/latents eval rd --plot runs/rd-holdout.png --output runs/rd-holdout.json --results-dir runs/rd-holdout \
 	  --baseline bundled:textures-rd-low --baseline bundled:textures-rd-mid \
