@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.codec.load import CodecSpec
-from pipeline.convert import ConvertJob, ConvertOptions, convert_dataset
-from pipeline.errors import ConfigError, SourceError, TrainError
+from pipeline.errors import ConfigError, TrainError
 from pipeline.eval.budget import equal_time
+from pipeline.eval.utility import convert_arm
 from pipeline.images import ImagePolicy
 from pipeline.models.detection import detector_anchors
+from pipeline.shards.index import bits_per_pixel
 from pipeline.sources import list_source, read_bytes
 from pipeline.storage import atomic_write, read_file
 from pipeline.train.data import Augment
@@ -121,25 +121,20 @@ def source_bpp(source: str) -> float:
     """The pixel arm's own storage: bits per pixel of the source files as they are (train + val)."""
     from PIL import Image
 
-    bits = pixels = 0
+    nbytes = pixels = 0
     for split in ("train", "val"):
         for item in list_source("auto", source, split=split).items:
             data = read_bytes(item.uri)
             with Image.open(io.BytesIO(data)) as im:
                 pixels += im.width * im.height
-            bits += 8 * len(data)
-    return bits / pixels if pixels else float("nan")
+            nbytes += len(data)
+    return bits_per_pixel(nbytes, pixels) if pixels else float("nan")
 
 
 def _convert(cfg: DownstreamConfig, name: str, i: int, checkpoint: str) -> tuple[str, float]:
-    out = Path(cfg.work) / "latents" / f"{name}-{i}"
+    out = str(Path(cfg.work) / "latents" / f"{name}-{i}")
     policy = ImagePolicy(scales=cfg.augment.stored_scales())  # the pixel baselines' policy
-    m = convert_dataset(ConvertJob(cfg.source, str(out), codec=CodecSpec(checkpoint=checkpoint),
-                                   options=ConvertOptions(policy, shard_size=64)))
-    bpp = m.manifest.totals.mean_bpp
-    if bpp is None:
-        raise SourceError(f"{cfg.source}: no image converted with {checkpoint}; see {out}/failures.parquet")
-    return str(out), bpp
+    return out, convert_arm(cfg.source, out, checkpoint, policy, shard_size=64)
 
 
 def _arms(cfg: DownstreamConfig, on_line) -> list[dict]:

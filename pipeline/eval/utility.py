@@ -143,6 +143,17 @@ def write_jpeg_copy(source: Path, out: Path, bpp: float) -> float:
     return float(np.mean(reached))
 
 
+def convert_arm(source: str, out: str, checkpoint: str, policy: ImagePolicy, shard_size: int) -> float:
+    """``source`` converted (or its conversion resumed) into ``out`` with ``checkpoint``: the
+    dataset's mean bpp; an error naming the failures table when no image converted."""
+    m = convert_dataset(ConvertJob(source, out, codec=CodecSpec(checkpoint=checkpoint),
+                                   options=ConvertOptions(policy, shard_size=shard_size)))
+    bpp = m.manifest.totals.mean_bpp
+    if bpp is None:
+        raise SourceError(f"{source}: no image converted with {checkpoint}; see {out}/failures.parquet")
+    return bpp
+
+
 def _train(cfg: UtilityConfig, spec: InputSpec, arch: str, out: Path, seed: int) -> list[dict]:
     tc = TrainConfig(replace(spec, seed=seed), arch=arch, epochs=cfg.epochs, lr=cfg.lr, out=str(out),
                      seed=seed, resume=True)  # an interrupted eval goes on; a finished run is read back
@@ -226,11 +237,7 @@ def evaluate_utility(cfg: UtilityConfig, on_row=lambda row: None) -> dict:
         for i, ck in enumerate(checkpoints):
             ds = work / "latents" / f"{method}-{i}"
             policy = ImagePolicy(size=0, scales=cfg.augment.stored_scales())  # members: all scales
-            m = convert_dataset(ConvertJob(str(source), str(ds), codec=CodecSpec(checkpoint=ck),
-                                           options=ConvertOptions(policy, shard_size=256)))
-            bpp = m.manifest.totals.mean_bpp
-            if bpp is None:
-                raise SourceError(f"{source}: no image converted with {ck}; see {ds}/failures.parquet")
+            bpp = convert_arm(str(source), str(ds), ck, policy, shard_size=256)
             latent = InputSpec(str(ds), window=(cfg.window, cfg.window), batch_size=cfg.batch_size,
                                workers=cfg.workers, augment=cfg.augment)
             run(UtilityRow(f"{method} ŷ", ck, bpp), latent, cfg.latent_arch, f"{method}-{i}")
